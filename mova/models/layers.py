@@ -1,0 +1,284 @@
+"""Pieces shared by the video DiT and the audio DiT (spec §5): timestep embedding, RoPE, the DiT block,
+the output head, and :class:`DiTBackbone`, the part of a Wan-style DiT both towers have in common.
+
+Parameter names equal the official checkpoint keys (``self_attn.q``, ``norm3``, ``ffn.0``, ``modulation``,
+``head.head`` ...). Precision follows the reference (spec §5): time embeddings are computed in fp32 and
+cast to the model dtype; the modulate step ``LN(x)·(1+scale)+shift`` is evaluated in fp32 from
+model-dtype operands and rounded once; gates, residuals and the head run in the model dtype. With fp32
+weights every step is plain fp32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mova.models.attention import attention
+
+# --------------------------------------------------------------------------------------------------------
+# 1. Small functions
+# --------------------------------------------------------------------------------------------------------
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Timestep embedding ``[cos(t·ω_k), sin(t·ω_k)]``, ω_k = 10000^(−k/(dim/2)), cos first (spec §5).
+
+    Args:
+        t: [B] timesteps in [0, 1000].
+    Returns:
+        [B, dim] float32 (computed in float64).
+    """
+    half = dim // 2
+    omega = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    angles = t.to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).to(torch.float32)
+
+
+def linear_fp32(module: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run a Linear/activation ``nn.Sequential`` in float32 whatever the weight dtype (the reference runs
+    the time embedding under fp32 autocast)."""
+    x = x.float()
+    for layer in module:
+        if isinstance(layer, nn.Linear):
+            bias = None if layer.bias is None else layer.bias.float()
+            x = F.linear(x, layer.weight.float(), bias)
+        else:
+            x = layer(x)
+    return x
+
+
+def modulate(x_norm: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x_norm·(1 + scale) + shift`` evaluated in fp32 and rounded once to ``x_norm.dtype``."""
+    return (x_norm.float() * (1.0 + scale.float()) + shift.float()).to(x_norm.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# 2. Rotary position embedding of the DiTs (interleaved pairs, spec §5.1, §5.2)
+# --------------------------------------------------------------------------------------------------------
+
+
+def rope_angles(positions: torch.Tensor, dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Angles ``pos·θ_m`` with θ_m = theta^(−2m/dim), m < dim/2, in float64.
+
+    Args:
+        positions: [L] positions (any real dtype).
+    Returns:
+        [L, dim/2] float64.
+    """
+    freqs = 1.0 / torch.pow(theta, torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim)
+    return positions.to(torch.float64)[:, None] * freqs[None, :]
+
+
+def video_rope(grid: tuple[int, int, int], split: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """3-D RoPE angles for tokens in (frame, row, col) row-major order; head dims laid out [f | h | w].
+
+    Returns:
+        [F·H·W, head_dim/2] float64.
+    """
+    f, h, w = grid
+    parts = []
+    for size, dim, shape in ((f, split[0], (f, 1, 1)), (h, split[1], (1, h, 1)), (w, split[2], (1, 1, w))):
+        angles = rope_angles(torch.arange(size, device=device), dim)  # [size, dim/2]
+        parts.append(angles.view(*shape, dim // 2).expand(f, h, w, dim // 2))
+    return torch.cat(parts, dim=-1).reshape(f * h * w, -1)
+
+
+def apply_rope_interleaved(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_{2m}, x_{2m+1}) of each head by ``angles[l, m]``.
+
+    Args:
+        x: [B, L, H, D]
+        angles: [L, D/2] (float64)
+    Returns:
+        [B, L, H, D] in x.dtype (computed in float32, or float64 for float64 input; rounded once).
+    """
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    cos = torch.cos(angles).to(compute)[None, :, None, :]
+    sin = torch.sin(angles).to(compute)[None, :, None, :]
+    pairs = x.to(compute).unflatten(-1, (-1, 2))  # [B, L, H, D/2, 2]
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------
+# 3. Attention modules
+# --------------------------------------------------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Self-attention with RMSNorm on q and k over the full width, RoPE after the norm."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, dim], rope: [L, head_dim/2] angles -> [B, L, dim]."""
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))  # [B, L, H, D]
+        k = self.norm_k(self.k(x)).unflatten(-1, (self.num_heads, -1))
+        v = self.v(x).unflatten(-1, (self.num_heads, -1))
+        out = attention(apply_rope_interleaved(q, rope), apply_rope_interleaved(k, rope), v)
+        return self.o(out.flatten(-2))
+
+
+class CrossAttention(nn.Module):
+    """Text cross-attention: q from the tokens, k/v from the text context, q/k RMSNorm, no RoPE, no mask."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, dim], context: [B, L_text, dim] -> [B, L, dim]."""
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
+        k = self.norm_k(self.k(context)).unflatten(-1, (self.num_heads, -1))
+        v = self.v(context).unflatten(-1, (self.num_heads, -1))
+        return self.o(attention(q, k, v).flatten(-2))
+
+
+# --------------------------------------------------------------------------------------------------------
+# 4. DiT block and head
+# --------------------------------------------------------------------------------------------------------
+
+
+class DiTBlock(nn.Module):
+    """One Wan DiT layer (spec §5)::
+
+        (s1, c1, g1, s2, c2, g2) = modulation + t_mod
+        x = x + g1 · SelfAttn(LN1(x)·(1+c1) + s1)
+        x = x + CrossAttn(LN3(x), context)
+        x = x + g2 · FFN(LN2(x)·(1+c2) + s2)
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, eps: float = 1e-6):
+        super().__init__()
+        self.self_attn = SelfAttention(dim, num_heads, eps)
+        self.cross_attn = CrossAttention(dim, num_heads, eps)
+        self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm3 = nn.LayerNorm(dim, eps=eps, elementwise_affine=True)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, dim]; context: [B, L_text, dim]; t_mod: [B, 6, dim]; rope: [L, head_dim/2] -> [B, L, dim]."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.to(t_mod.dtype) + t_mod).chunk(6, dim=1)
+        x = x + gate1 * self.self_attn(modulate(self.norm1(x), shift1, scale1), rope)
+        x = x + self.cross_attn(self.norm3(x), context)
+        x = x + gate2 * self.ffn(modulate(self.norm2(x), shift2, scale2))
+        return x
+
+
+class Head(nn.Module):
+    """Output head: ``Linear(LN(x)·(1+scale) + shift)`` with (shift, scale) = modulation + t_emb."""
+
+    def __init__(self, dim: int, out_features: int, eps: float = 1e-6):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.head = nn.Linear(dim, out_features)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        """x: [B, L, dim], t_emb: [B, dim] -> [B, L, out_features]. Eager, per-op rounding (not fused)."""
+        shift, scale = (self.modulation.to(t_emb.dtype) + t_emb[:, None, :]).chunk(2, dim=1)
+        return self.head(self.norm(x) * (1 + scale) + shift)
+
+
+# --------------------------------------------------------------------------------------------------------
+# 5. The backbone both towers share
+# --------------------------------------------------------------------------------------------------------
+
+
+class DiTBackbone(nn.Module):
+    """Text/time embeddings, blocks and head of a Wan DiT. Subclasses add ``patch_embedding`` and define
+    ``patchify`` / ``unpatchify`` / ``rope`` for their token layout.
+
+    Capabilities read by offload, parallelism and training code:
+    ``_repeated_blocks`` (modules to shard/compile/checkpoint one by one) and ``_no_split_modules``.
+    """
+
+    _repeated_blocks = ("DiTBlock",)
+    _no_split_modules = ("DiTBlock", "Head")
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        dim = config.dim
+        self.text_embedding = nn.Sequential(
+            nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
+        )
+        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(
+            DiTBlock(dim, config.ffn_dim, config.num_heads, config.eps) for _ in range(config.num_layers)
+        )
+        self.head = Head(dim, config.out_dim * math.prod(config.patch_size), config.eps)
+
+    @classmethod
+    def from_config(cls, config):
+        """Build from a config dataclass or the official ``config.json`` dict."""
+        if isinstance(config, dict):
+            config = cls.config_class.from_dict(config)  # type: ignore[attr-defined]
+        return cls(config)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.head.weight.dtype
+
+    def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """t: [B] in [0, 1000] -> (t_emb [B, dim], t_mod [B, 6, dim]) in the model dtype (computed in fp32)."""
+        t_emb = linear_fp32(self.time_embedding, sinusoidal_embedding(t, self.config.freq_dim))
+        t_mod = linear_fp32(self.time_projection, t_emb).unflatten(1, (6, self.config.dim))
+        return t_emb.to(self.dtype), t_mod.to(self.dtype)
+
+    def embed_text(self, text_embeds: torch.Tensor) -> torch.Tensor:
+        """[B, L_text, text_dim] -> [B, L_text, dim]."""
+        return self.text_embedding(text_embeds.to(self.dtype))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Single-tower forward (no bridge): latents -> velocity of the same layout as the output latents."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+        t_emb, t_mod = self.embed_time(t)
+        context = self.embed_text(text_embeds)
+        tokens, grid = self.patchify(x)
+        rope = self.rope(grid, x.device)
+        for block in self.blocks:
+            tokens = block(tokens, context, t_mod, rope)
+        return self.unpatchify(self.head(tokens, t_emb), grid)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Wan-style initialisation for training from scratch: Xavier-uniform linears and patch embedding,
+        zero biases, N(0, 0.02) text/time embeddings, zero output head (the model starts predicting 0)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
+        nn.init.zeros_(self.patch_embedding.bias)
+        for seq in (self.text_embedding, self.time_embedding):
+            for layer in seq:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, std=0.02)
+        nn.init.zeros_(self.head.head.weight)
+        nn.init.zeros_(self.head.head.bias)
+        for block in self.blocks:
+            block.modulation.copy_(torch.randn_like(block.modulation) / self.config.dim**0.5)
+        self.head.modulation.copy_(torch.randn_like(self.head.modulation) / self.config.dim**0.5)
