@@ -1,0 +1,254 @@
+"""Classifier-free guidance for the MOVA dual-tower denoiser (spec §14).
+
+A *branch* is one denoiser evaluation ``v(c_T, c_B)``:
+
+* ``c_T`` — the text condition: the prompt (T) or the negative prompt (∅);
+* ``c_B`` — the cross-modal bridge: on (B, denoiser ``bridge_scale`` 1.0) or off (∅, ``bridge_scale`` 0.0, every bridge
+  block an identity so the towers run independently — our reading of spec §14.3).
+
+Modes (``s_T = text_scale``, ``s_B = bridge_scale``), applied identically to video and audio, in float32:
+
+====================  =====  ==============================================================================
+mode                  NFE    velocity
+====================  =====  ==============================================================================
+``"none"``            1      v(T, B)
+``"text"``            2      v(∅, B) + s_T·[v(T, B) − v(∅, B)]             (the released MOVA behaviour, §14.1)
+``"text+bridge"``     2      v(∅, ∅) + s_T·[v(T, B) − v(∅, ∅)]             (paper special case s_B = s_T, §14.2)
+``"dual"``            3      v(∅, ∅) + s_B·[v(∅, B) − v(∅, ∅)] + s_T·[v(T, B) − v(∅, B)]   (paper dual CFG, §14.2)
+====================  =====  ==============================================================================
+
+``Guidance.bridge_scale`` is the guidance weight s_B; it is *not* the denoiser's ``bridge_scale`` argument, which is
+the per-sample bridge strength (1.0 on / 0.0 off) that selects c_B for a branch.
+
+:func:`guided_velocity` evaluates all branches of a step in **one batched forward** (branches stacked along the batch
+dimension, bridge strength passed per sample as a [B_total] tensor), or one branch at a time with
+``sequential=True`` for memory-tight GPUs; both give the same result.
+
+This module imports torch lazily, so ``Guidance`` can be imported (e.g. by the UI) without loading torch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["Guidance", "GUIDANCE_MODES", "Branch", "guided_velocity"]
+
+GUIDANCE_MODES: tuple[str, ...] = ("none", "text", "text+bridge", "dual")
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One denoiser evaluation: ``prompt`` = use the prompt (else the negative prompt), ``bridge`` = bridge on."""
+
+    prompt: bool
+    bridge: bool
+
+
+# Branch order per mode: unconditional-most first, the fully conditional branch v(T, B) last.
+_BRANCHES: dict[str, tuple[Branch, ...]] = {
+    "none": (Branch(prompt=True, bridge=True),),
+    "text": (Branch(prompt=False, bridge=True), Branch(prompt=True, bridge=True)),
+    "text+bridge": (Branch(prompt=False, bridge=False), Branch(prompt=True, bridge=True)),
+    "dual": (
+        Branch(prompt=False, bridge=False),
+        Branch(prompt=False, bridge=True),
+        Branch(prompt=True, bridge=True),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Classifier-free guidance settings (spec §14).
+
+    Args:
+        mode: one of ``"none"``, ``"text"`` (default, released MOVA), ``"text+bridge"``, ``"dual"``.
+        text_scale: s_T ≥ 0 (default 5.0, the released ``cfg_scale``); also the single scale of ``"text+bridge"``.
+        bridge_scale: s_B ≥ 0 (default 1.0), used by ``"dual"`` only (paper "w/ dual CFG" rows use 3.5). Not the
+            denoiser's bridge on/off strength.
+    """
+
+    mode: str = "text"
+    text_scale: float = 5.0
+    bridge_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, str) or self.mode not in GUIDANCE_MODES:
+            raise ValueError(f"mode={self.mode!r} is invalid; allowed: {list(GUIDANCE_MODES)}")
+        for name in ("text_scale", "bridge_scale"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(float(value))
+                or float(value) < 0
+            ):
+                raise ValueError(f"{name}={value!r} is invalid; allowed: a finite number >= 0")
+            object.__setattr__(self, name, float(value))
+
+    @property
+    def branches(self) -> tuple[Branch, ...]:
+        """The branches this mode evaluates, in batch order."""
+        return _BRANCHES[self.mode]
+
+    @property
+    def nfe(self) -> int:
+        """Denoiser evaluations per step: none 1, text 2, text+bridge 2, dual 3."""
+        return len(self.branches)
+
+    @property
+    def needs_negative(self) -> bool:
+        """Whether a negative-prompt embedding is required (every mode but ``"none"``)."""
+        return any(not b.prompt for b in self.branches)
+
+    def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """Combine per-branch velocities (in ``branches`` order, any matching shapes) in float32."""
+        if len(outputs) != self.nfe:
+            raise ValueError(f"mode {self.mode!r} combines {self.nfe} branch outputs, got {len(outputs)}")
+        v = [o.float() for o in outputs]
+        s_t, s_b = self.text_scale, self.bridge_scale
+        if self.mode == "none":
+            return v[0]
+        if self.mode in ("text", "text+bridge"):
+            # text: v(∅,B) + s_T·(v(T,B) − v(∅,B));  text+bridge: v(∅,∅) + s_T·(v(T,B) − v(∅,∅))
+            uncond, cond = v
+            return uncond + s_t * (cond - uncond)
+        # dual: v(∅,∅) + s_B·(v(∅,B) − v(∅,∅)) + s_T·(v(T,B) − v(∅,B))
+        null, bridge_only, cond = v
+        return null + s_b * (bridge_only - null) + s_t * (cond - bridge_only)
+
+
+class Denoiser(Protocol):
+    """The call contract of ``mova.models.dual_tower.DualTowerDenoiser`` that guidance relies on."""
+
+    def __call__(
+        self,
+        video_latents: torch.Tensor,
+        audio_latents: torch.Tensor,
+        text_embeds: torch.Tensor,
+        t_video: torch.Tensor,
+        t_audio: torch.Tensor,
+        video_fps: float,
+        bridge_scale: float | torch.Tensor = 1.0,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def guided_velocity(
+    denoiser: Denoiser,
+    guidance: Guidance,
+    video_latents: torch.Tensor,
+    audio_latents: torch.Tensor,
+    text_embeds: torch.Tensor,
+    negative_embeds: torch.Tensor | None,
+    t_video: torch.Tensor | float,
+    t_audio: torch.Tensor | float,
+    video_fps: float,
+    expert: int | None = None,
+    *,
+    sequential: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guided (video, audio) velocities for one denoising step (spec §14).
+
+    Args:
+        denoiser: called as ``denoiser(video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps,
+            bridge_scale=<float tensor [B']>[, expert=expert])`` → (v_video [B', 16, T', h, w], v_audio [B', C_a, N_a]).
+        guidance: the :class:`Guidance` settings.
+        video_latents: [B, 36, T', h, w] (noisy latent ‖ mask ‖ image latent).
+        audio_latents: [B, C_a, N_a].
+        text_embeds: prompt embeddings [B, L, D].
+        negative_embeds: negative-prompt embeddings [B, L, D] or [1, L, D] (broadcast); may be None only for
+            mode ``"none"``.
+        t_video, t_audio: [B] float timesteps, or a scalar / 0-d tensor shared by the batch.
+        video_fps: frames per second of the video (bridge RoPE clock).
+        expert: video expert index passed through to the denoiser (omitted when None).
+        sequential: evaluate the branches one call at a time instead of one batched call (same result, less memory).
+
+    Returns:
+        (v_video [B, 16, T', h, w], v_audio [B, C_a, N_a]), float32.
+    """
+    import torch
+
+    # 1. Inputs.
+    if not isinstance(guidance, Guidance):
+        raise ValueError(f"guidance must be a Guidance, got {type(guidance).__name__}")
+    batch = video_latents.shape[0]
+    if audio_latents.shape[0] != batch or text_embeds.shape[0] != batch:
+        raise ValueError(
+            f"batch sizes differ: video_latents {video_latents.shape[0]}, audio_latents {audio_latents.shape[0]}, "
+            f"text_embeds {text_embeds.shape[0]}"
+        )
+    if guidance.needs_negative:
+        if negative_embeds is None:
+            raise ValueError(f"negative_embeds is required for guidance mode {guidance.mode!r}")
+        if negative_embeds.shape[0] == 1 and batch > 1:
+            negative_embeds = negative_embeds.expand(batch, *negative_embeds.shape[1:])
+        if negative_embeds.shape != text_embeds.shape:
+            raise ValueError(
+                f"negative_embeds shape {tuple(negative_embeds.shape)} must equal text_embeds shape "
+                f"{tuple(text_embeds.shape)} (or have batch 1)"
+            )
+    device = video_latents.device
+    t_video = _per_sample(t_video, batch, device, "t_video")
+    t_audio = _per_sample(t_audio, batch, device, "t_audio")
+    extra = {} if expert is None else {"expert": expert}
+    branches = guidance.branches
+
+    def run(group: tuple[Branch, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One denoiser call for ``group`` branches stacked along the batch: [k·B, ...]."""
+        k = len(group)
+        embeds = torch.cat([text_embeds if b.prompt else negative_embeds for b in group], dim=0)
+        strength = torch.tensor(
+            [1.0 if b.bridge else 0.0 for b in group for _ in range(batch)], dtype=torch.float32, device=device
+        )
+        return denoiser(
+            _repeat(video_latents, k),
+            _repeat(audio_latents, k),
+            embeds,
+            _repeat(t_video, k),
+            _repeat(t_audio, k),
+            video_fps,
+            bridge_scale=strength,
+            **extra,
+        )
+
+    # 2. Evaluate the branches: one batched call, or one call per branch.
+    if sequential:
+        outs = [run((b,)) for b in branches]
+        v_video = [o[0] for o in outs]
+        v_audio = [o[1] for o in outs]
+    else:
+        out_video, out_audio = run(branches)
+        v_video = list(out_video.split(batch, dim=0))
+        v_audio = list(out_audio.split(batch, dim=0))
+        if len(v_video) != len(branches) or len(v_audio) != len(branches):
+            raise ValueError(
+                f"denoiser returned batch {out_video.shape[0]}/{out_audio.shape[0]}, expected {len(branches) * batch}"
+            )
+
+    # 3. Combine in float32.
+    return guidance.combine(v_video), guidance.combine(v_audio)
+
+
+def _repeat(x: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, ...] → [k·B, ...] (branch-major: copy j holds rows j·B … j·B + B − 1)."""
+    return x if k == 1 else x.repeat(k, *([1] * (x.ndim - 1)))
+
+
+def _per_sample(t: Any, batch: int, device: torch.device, name: str) -> torch.Tensor:
+    import torch
+
+    t = torch.as_tensor(t, device=device)
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    if t.ndim == 0:
+        return t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"{name} shape {tuple(t.shape)} is invalid; allowed: a scalar or [{batch}]")
+    return t

@@ -1,0 +1,639 @@
+"""Flow-matching scheduler for (video, audio) pairs — MOVA's ``FlowMatchPairScheduler`` (spec §3.6, §13).
+
+The model is trained with the rectified-flow interpolation ``x_σ = (1 − σ)·x₀ + σ·ε`` and predicts the velocity
+``v = ε − x₀``; sampling integrates ``dx/dσ = v`` with Euler steps from σ = 1 (noise) to σ = 0 (data).
+Timesteps fed to the networks are ``t = num_train_timesteps · σ`` (floats, not integers).
+
+Three pieces live here:
+
+* :class:`FlowMatchPairSchedulerConfig` — the fields of the official ``scheduler/scheduler_config.json``.
+* :class:`PairSchedule` — one immutable inference schedule: an ``[N, 2]`` table of (video t, audio t), the σ grids,
+  the Euler ``step`` and the Wan 2.2 expert switch. Build one per request with
+  :meth:`FlowMatchPairScheduler.make_schedule` when several requests share one scheduler (no shared mutation).
+* :class:`FlowMatchPairScheduler` — owns the config and the 1000-point training grid (used to snap σ exactly
+  like MOVA's ``step_from_to``, spec §13.2), the diffusers-style stateful ``set_timesteps`` / ``step`` API, and
+  the training helpers (continuous per-modality timestep sampling, ``add_noise``, ``velocity_target``).
+
+Precision (spec §13.1): every grid is float32 on the CPU — ``torch.linspace`` in float32, then
+``σ = s·σ̃ / (1 + (s − 1)·σ̃)`` and ``t = 1000·σ`` with each operation rounded to float32 — so the 50-step shift-5 grid
+reproduces the reference's float32 values bit for bit. Grids stay on the CPU because they are tiny and read by
+Python control flow (expert choice, progress); ``step`` moves the two scalars it needs to the sample's device.
+
+Config options of the reference scheduler and what this implementation does with them:
+
+* ``extra_one_step`` (checkpoint: true) — build ``linspace(σ_max, σ_min, N + 1)`` and drop the last point, so the final
+  step goes from σ_{N−1} straight to 0; false builds ``linspace(σ_max, σ_min, N)``.
+* ``exponential_shift`` with ``exponential_shift_mu = μ`` — honoured: ``σ = e^μ / (e^μ + (1/σ̃ − 1))``, which is the same
+  shift formula with ``s = e^μ``. μ must be given (the reference derives it from an image sequence length, which
+  a video+audio scheduler does not have). Per-modality shifts cannot be combined with it.
+* ``shift_terminal = τ`` — honoured: after the shift, ``1 − σ`` is rescaled so that the last grid point (before the
+  appended 0) equals τ, as in the reference.
+* ``inverse_timesteps`` / ``reverse_sigmas`` — **rejected** (ValueError). They run the grid from data to noise (for
+  inversion); their final σ, the expert order and the snapping rule are not defined for MOVA's pair sampling, and
+  nothing in MOVA Studio uses them.
+
+Borrowed formulas: DiffSynth-Studio ``diffsynth/schedulers/flow_match.py`` (``FlowMatchScheduler.set_timesteps``,
+``step``, ``add_noise``), which MOVA's ``mova/diffusion/schedulers/flow_match.py`` and ``flow_match_pair.py`` follow
+(OpenMOSS/MOVA @ 595a976, spec §0 [R]).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import torch
+
+__all__ = [
+    "FlowMatchPairScheduler",
+    "FlowMatchPairSchedulerConfig",
+    "PairSchedule",
+    "TrainingTimesteps",
+    "shift_sigmas",
+]
+
+CONFIG_NAME = "scheduler_config.json"
+CLASS_NAME = "FlowMatchPairScheduler"
+Modality = Literal["video", "audio"]
+_MODALITY_COLUMN = {"video": 0, "audio": 1}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowMatchPairSchedulerConfig:
+    """Fields of the official ``scheduler/scheduler_config.json`` (spec §3.6); defaults are the reference defaults.
+
+    Args:
+        num_train_timesteps: t = num_train_timesteps·σ; also the size of the training grid (1000).
+        shift: default shift s of ``σ = s·σ̃/(1 + (s − 1)·σ̃)`` for both modalities (checkpoint: 5).
+        sigma_max: start of the unshifted grid σ̃ (1.0 = pure noise).
+        sigma_min: end of the unshifted grid (0.003/1.002 ≈ 0.0029940).
+        inverse_timesteps: must be false (see the module docstring).
+        extra_one_step: build N + 1 points and drop the last (checkpoint: true).
+        reverse_sigmas: must be false (see the module docstring).
+        exponential_shift: use ``σ = e^μ/(e^μ + 1/σ̃ − 1)`` instead of the ``shift`` formula; needs ``exponential_shift_mu``.
+        exponential_shift_mu: μ of the exponential shift.
+        shift_terminal: if set, stretch ``1 − σ`` so the last grid point equals this value (0 < τ < 1).
+    """
+
+    num_train_timesteps: int = 1000
+    shift: float = 5.0
+    sigma_max: float = 1.0
+    sigma_min: float = 0.003 / 1.002
+    inverse_timesteps: bool = False
+    extra_one_step: bool = True
+    reverse_sigmas: bool = False
+    exponential_shift: bool = False
+    exponential_shift_mu: float | None = None
+    shift_terminal: float | None = None
+
+    def __post_init__(self) -> None:
+        # JSON gives ints for floats ("shift": 5); normalise types and validate each field.
+        n = self.num_train_timesteps
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2:
+            raise ValueError(f"num_train_timesteps={n!r} is invalid; allowed: an integer >= 2")
+        object.__setattr__(self, "num_train_timesteps", int(n))
+        for name in ("shift", "sigma_max", "sigma_min"):
+            object.__setattr__(self, name, _as_float(name, getattr(self, name)))
+        for name in ("inverse_timesteps", "extra_one_step", "reverse_sigmas", "exponential_shift"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: true or false")
+        for name in ("exponential_shift_mu", "shift_terminal"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _as_float(name, getattr(self, name)))
+
+        if self.shift <= 0:
+            raise ValueError(f"shift={self.shift!r} is invalid; allowed: a finite number > 0")
+        if not 0.0 <= self.sigma_min < self.sigma_max <= 1.0:
+            raise ValueError(
+                f"sigma_min={self.sigma_min!r}, sigma_max={self.sigma_max!r} are invalid; "
+                "allowed: 0 <= sigma_min < sigma_max <= 1"
+            )
+        if self.inverse_timesteps:
+            raise ValueError(
+                "inverse_timesteps=True is not supported by FlowMatchPairScheduler (data-to-noise inversion grids are "
+                "not defined for MOVA pair sampling); allowed: false"
+            )
+        if self.reverse_sigmas:
+            raise ValueError(
+                "reverse_sigmas=True is not supported by FlowMatchPairScheduler (data-to-noise inversion grids are "
+                "not defined for MOVA pair sampling); allowed: false"
+            )
+        if self.exponential_shift and self.exponential_shift_mu is None:
+            raise ValueError(
+                "exponential_shift=True needs exponential_shift_mu (a finite number); the reference's "
+                "image-sequence-length rule does not apply to a video+audio scheduler"
+            )
+        if self.shift_terminal is not None and not 0.0 < self.shift_terminal < 1.0:
+            raise ValueError(f"shift_terminal={self.shift_terminal!r} is invalid; allowed: null or 0 < value < 1")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> FlowMatchPairSchedulerConfig:
+        """Build from a ``scheduler_config.json`` dict. Keys starting with ``_`` (``_class_name``,
+        ``_diffusers_version``) are metadata and ignored; any other unknown key is a ValueError."""
+        allowed = cls.field_names()
+        unknown = sorted(k for k in config if not k.startswith("_") and k not in allowed)
+        if unknown:
+            raise ValueError(
+                f"unknown scheduler config key(s) {unknown}; allowed: {list(allowed)} "
+                "(and metadata keys starting with '_')"
+            )
+        return cls(**{k: v for k, v in config.items() if k in allowed})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name}={value!r} is invalid; allowed: a finite number")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Grid math (float32, CPU)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """``σ = s·σ̃ / (1 + (s − 1)·σ̃)`` with every operation in the dtype of ``sigmas`` (spec §13.1).
+
+    ``sigmas``: any shape; float32 for the inference/training grids. ``shift`` is rounded to that dtype first.
+    """
+    s = torch.tensor(shift, dtype=sigmas.dtype, device=sigmas.device)
+    return (s * sigmas) / (1 + (s - 1) * sigmas)
+
+
+def _unshift_sigma(sigma: float, shift: float) -> float:
+    """Inverse of the shift map in float64: σ̃ = σ / (s − (s − 1)·σ)."""
+    return sigma / (shift - (shift - 1.0) * sigma)
+
+
+def _build_sigmas(
+    config: FlowMatchPairSchedulerConfig, num_steps: int, shift: float | None, strength: float
+) -> torch.Tensor:
+    """One modality's σ grid, [num_steps] float32 on the CPU, without the appended final 0 (spec §13.1).
+
+    ``shift=None`` means the config's shift rule (``shift`` or the exponential shift).
+    """
+    # 1. Start of the unshifted grid: strength < 1 starts lower, like img2img (reference rule).
+    if strength == 1.0:
+        start = config.sigma_max
+    else:
+        start = config.sigma_min + (config.sigma_max - config.sigma_min) * strength
+    # 2. Unshifted float32 linspace; extra_one_step builds one more point and drops it.
+    if config.extra_one_step:
+        sig = torch.linspace(start, config.sigma_min, num_steps + 1, dtype=torch.float32)[:-1]
+    else:
+        sig = torch.linspace(start, config.sigma_min, num_steps, dtype=torch.float32)
+    # 3. Shift (exponential shift = the same formula with s = e^μ, evaluated the reference's way).
+    if shift is None and config.exponential_shift:
+        e_mu = torch.tensor(math.exp(config.exponential_shift_mu), dtype=torch.float32)
+        sig = e_mu / (e_mu + (1 / sig - 1))
+    else:
+        sig = shift_sigmas(sig, config.shift if shift is None else shift)
+    # 4. Optional terminal stretch: the last point becomes shift_terminal.
+    if config.shift_terminal is not None:
+        one_minus = 1 - sig
+        scale = one_minus[-1] / (1 - config.shift_terminal)
+        sig = 1 - one_minus / scale
+    return sig
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One inference schedule
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairSchedule:
+    """An immutable (video, audio) inference schedule of N steps; all tensors float32 on the CPU.
+
+    Attributes:
+        timesteps: [N, 2] — (video t, audio t) fed to the networks at step i, t = num_train_timesteps·σ.
+        sigmas: [N + 1, 2] — the inference grid σ_i per modality, final row 0 (spec §13.1).
+        step_sigmas: [N + 1, 2] — the σ the Euler step actually uses: each t_i snapped to the nearest point of the
+            1000-point training grid (MOVA ``step_from_to``, spec §13.2), final row 0. Equals ``sigmas`` bit for bit
+            for the checkpoint config at N = 25, 50, 100; 1 ulp off at some steps for N = 10, 20, 40.
+        num_train_timesteps: from the config (for the expert boundary).
+    """
+
+    timesteps: torch.Tensor
+    sigmas: torch.Tensor
+    step_sigmas: torch.Tensor
+    num_train_timesteps: int
+
+    @property
+    def num_inference_steps(self) -> int:
+        return int(self.timesteps.shape[0])
+
+    def __len__(self) -> int:
+        return self.num_inference_steps
+
+    # -- Euler update --------------------------------------------------------------------------------------------------
+
+    def step(
+        self, model_output: torch.Tensor, step_index: int, sample: torch.Tensor, modality: Modality
+    ) -> torch.Tensor:
+        """Euler step ``x_{i+1} = x_i + v·(σ_{i+1} − σ_i)`` for one modality (spec §13.2).
+
+        Args:
+            model_output: predicted velocity, same shape as ``sample`` (video [B, 16, T', h, w], audio [B, C_a, N_a]).
+            step_index: the loop index i in [0, N) — not the timestep t.
+            sample: the current latent x_i.
+            modality: "video" (column 0) or "audio" (column 1).
+
+        Returns:
+            x_{i+1}, computed in float32 and cast back to ``sample.dtype``; same shape as ``sample``.
+        """
+        i = self._check_index(step_index, "step_index")
+        if modality not in _MODALITY_COLUMN:
+            raise ValueError(f"modality={modality!r} is invalid; allowed: {list(_MODALITY_COLUMN)}")
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output shape {tuple(model_output.shape)} does not match sample shape {tuple(sample.shape)}"
+            )
+        col = _MODALITY_COLUMN[modality]
+        dt = self.step_sigmas[i + 1, col] - self.step_sigmas[i, col]  # float32 scalar, CPU
+        dt = dt.to(sample.device)
+        prev = sample.to(torch.float32) + model_output.to(torch.float32) * dt
+        return prev.to(sample.dtype)
+
+    # -- Wan 2.2 expert switch -----------------------------------------------------------------------------------------
+
+    def high_noise_steps(self, boundary_ratio: float = 0.9) -> int:
+        """Number of leading steps run by the high-noise video expert (``video_dit``, expert 0).
+
+        A step is high-noise while its video t ≥ boundary_ratio·num_train_timesteps; the switch to expert 1 is
+        irreversible, so this counts the leading run (50 steps at shift 5: 18; 25 steps: 9 — spec §13.3).
+        """
+        boundary = _check_boundary(boundary_ratio) * self.num_train_timesteps
+        count = 0
+        for t in self.timesteps[:, 0].tolist():
+            if t < boundary:
+                break
+            count += 1
+        return count
+
+    def expert_for_step(self, step_index: int, boundary_ratio: float = 0.9) -> int:
+        """Video expert for step i: 0 (``video_dit``, high noise) or 1 (``video_dit_2``, low noise)."""
+        i = self._check_index(step_index, "step_index")
+        return 0 if i < self.high_noise_steps(boundary_ratio) else 1
+
+    def _check_index(self, step_index: Any, name: str) -> int:
+        if isinstance(step_index, bool) or not isinstance(step_index, numbers.Integral):
+            raise ValueError(
+                f"{name}={step_index!r} ({type(step_index).__name__}) is invalid; allowed: a Python int in "
+                f"[0, {self.num_inference_steps}). Pass the loop index i (e.g. from enumerate(timesteps)), "
+                "not the timestep t or a tensor."
+            )
+        i = int(step_index)
+        if not 0 <= i < self.num_inference_steps:
+            raise ValueError(f"{name}={i} is out of range; allowed: 0 <= {name} < {self.num_inference_steps}")
+        return i
+
+
+def _check_boundary(boundary_ratio: Any) -> float:
+    if isinstance(boundary_ratio, bool) or not isinstance(boundary_ratio, numbers.Real):
+        raise ValueError(f"boundary_ratio={boundary_ratio!r} is invalid; allowed: a number in [0, 1]")
+    value = float(boundary_ratio)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"boundary_ratio={boundary_ratio!r} is invalid; allowed: a number in [0, 1]")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training-time sampling result
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class TrainingTimesteps(NamedTuple):
+    """Per-sample training noise levels, each [B] float32: t = num_train_timesteps·σ."""
+
+    t_video: torch.Tensor
+    t_audio: torch.Tensor
+    sigma_video: torch.Tensor
+    sigma_audio: torch.Tensor
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Scheduler
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class FlowMatchPairScheduler:
+    """MOVA's flow-matching scheduler for (video, audio) latent pairs (spec §3.6, §13).
+
+    ``FlowMatchPairScheduler()`` is the checkpoint configuration (shift 5, extra_one_step). Construct from a config
+    object, from keyword fields (``FlowMatchPairScheduler(shift=3.0)``), ``from_config(dict)`` or
+    ``from_pretrained(folder)``.
+
+    Attributes:
+        config: the :class:`FlowMatchPairSchedulerConfig`.
+        train_sigmas / train_timesteps: [num_train_timesteps] float32 CPU training grid at the config shift
+            (spec §13.1), used to snap σ in ``step``.
+        timesteps / sigmas / step_sigmas: of the current schedule after ``set_timesteps`` ([N, 2], [N + 1, 2]).
+
+    The stateful ``set_timesteps`` → ``step`` API mirrors diffusers; code that serves several requests with one
+    scheduler should call :meth:`make_schedule` and keep the returned :class:`PairSchedule` per request.
+    """
+
+    config_name = CONFIG_NAME
+
+    def __init__(self, config: FlowMatchPairSchedulerConfig | None = None, **kwargs: Any) -> None:
+        if config is not None and kwargs:
+            raise ValueError("pass either a FlowMatchPairSchedulerConfig or keyword fields, not both")
+        if config is None:
+            config = FlowMatchPairSchedulerConfig.from_dict(kwargs)
+        self.config = config
+        # Training grid: N = num_train_timesteps at the config shift, cached once (spec §13.1).
+        self.train_sigmas = _build_sigmas(config, config.num_train_timesteps, shift=None, strength=1.0)
+        self.train_timesteps = self.train_sigmas * config.num_train_timesteps
+        self._schedule: PairSchedule | None = None
+
+    # -- config I/O ----------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | FlowMatchPairSchedulerConfig) -> FlowMatchPairScheduler:
+        if isinstance(config, FlowMatchPairSchedulerConfig):
+            return cls(config)
+        return cls(FlowMatchPairSchedulerConfig.from_dict(config))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config fields (no metadata keys)."""
+        return self.config.to_dict()
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, subfolder: str | None = None) -> FlowMatchPairScheduler:
+        """Read ``<folder>[/<subfolder>]/scheduler_config.json`` (the official layout uses ``subfolder="scheduler"``)."""
+        path = Path(folder) / (subfolder or "") / CONFIG_NAME
+        if not path.is_file():
+            raise ValueError(f"scheduler config not found: {str(path)!r}; expected a folder with {CONFIG_NAME}")
+        with path.open(encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, dict):
+            raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
+        return cls.from_config(data)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``<folder>/scheduler_config.json`` (with ``_class_name``); returns the file path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / CONFIG_NAME
+        data = {"_class_name": CLASS_NAME, **self.to_dict()}
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+    # -- σ lookup ------------------------------------------------------------------------------------------------------
+
+    def timestep_to_sigma(self, timesteps: torch.Tensor | float) -> torch.Tensor:
+        """σ of the nearest training-grid point for each timestep (MOVA ``step_from_to``, spec §13.2).
+
+        ``timesteps``: any shape (float); returns float32 on the CPU, same shape. Ties go to the first (higher-noise)
+        grid point, like ``argmin``.
+        """
+        t = torch.as_tensor(timesteps, dtype=torch.float32).cpu()
+        idx = (self.train_timesteps.reshape(1, -1) - t.reshape(-1, 1)).abs().argmin(dim=1)
+        return self.train_sigmas[idx].reshape(t.shape)
+
+    # -- inference schedule --------------------------------------------------------------------------------------------
+
+    def make_schedule(
+        self,
+        num_inference_steps: int,
+        *,
+        video_shift: float | None = None,
+        audio_shift: float | None = None,
+        video_strength: float = 1.0,
+        audio_strength: float = 1.0,
+    ) -> PairSchedule:
+        """Build an N-step (video, audio) schedule without touching the scheduler's state (spec §13.1, §13.4).
+
+        Args:
+            num_inference_steps: N ≥ 1.
+            video_shift / audio_shift: per-modality shift s (> 0); None = the config rule (shift 5 for the
+                checkpoints, which is what the released pipeline uses for both columns).
+            video_strength / audio_strength: in (0, 1]. Below 1 the unshifted grid starts at
+                σ̃ = σ_min + (σ_max − σ_min)·strength (≈ strength) instead of σ_max, like img2img: the sample is expected
+                to be noised to that level already. The shift is applied after, as for the full grid.
+
+        Returns:
+            :class:`PairSchedule` with timesteps [N, 2], sigmas [N + 1, 2] and step_sigmas [N + 1, 2].
+        """
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral):
+            raise ValueError(f"num_inference_steps={num_inference_steps!r} is invalid; allowed: an integer >= 1")
+        n = int(num_inference_steps)
+        if n < 1:
+            raise ValueError(f"num_inference_steps={n} is invalid; allowed: an integer >= 1")
+        shifts = {"video_shift": video_shift, "audio_shift": audio_shift}
+        for name, value in shifts.items():
+            if value is None:
+                continue
+            if self.config.exponential_shift:
+                raise ValueError(
+                    f"{name}={value!r} cannot be combined with exponential_shift=True (the shift is e^mu); "
+                    "allowed: None"
+                )
+            if _as_float(name, value) <= 0:
+                raise ValueError(f"{name}={value!r} is invalid; allowed: None or a finite number > 0")
+        for name, value in (("video_strength", video_strength), ("audio_strength", audio_strength)):
+            if not 0.0 < _as_float(name, value) <= 1.0:
+                raise ValueError(f"{name}={value!r} is invalid; allowed: 0 < {name} <= 1")
+
+        cols = []
+        for shift, strength in ((video_shift, video_strength), (audio_shift, audio_strength)):
+            sig = _build_sigmas(self.config, n, None if shift is None else float(shift), float(strength))
+            cols.append(sig)
+        grid = torch.stack(cols, dim=1)  # [N, 2]
+        timesteps = grid * self.config.num_train_timesteps  # [N, 2], t = 1000σ in float32
+        zero = torch.zeros(1, 2, dtype=torch.float32)
+        sigmas = torch.cat([grid, zero], dim=0)  # [N + 1, 2]
+        step_sigmas = torch.cat([self.timestep_to_sigma(timesteps), zero], dim=0)  # [N + 1, 2]
+        return PairSchedule(
+            timesteps=timesteps,
+            sigmas=sigmas,
+            step_sigmas=step_sigmas,
+            num_train_timesteps=self.config.num_train_timesteps,
+        )
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int,
+        *,
+        video_shift: float | None = None,
+        audio_shift: float | None = None,
+        video_strength: float = 1.0,
+        audio_strength: float = 1.0,
+    ) -> PairSchedule:
+        """Stateful form of :meth:`make_schedule`: stores the schedule on the scheduler and returns it."""
+        self._schedule = self.make_schedule(
+            num_inference_steps,
+            video_shift=video_shift,
+            audio_shift=audio_shift,
+            video_strength=video_strength,
+            audio_strength=audio_strength,
+        )
+        return self._schedule
+
+    @property
+    def schedule(self) -> PairSchedule:
+        if self._schedule is None:
+            raise ValueError("no schedule yet: call set_timesteps(num_inference_steps) first")
+        return self._schedule
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        """[N, 2] float32 (video t, audio t) of the current schedule."""
+        return self.schedule.timesteps
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """[N + 1, 2] float32 inference σ grid of the current schedule, final row 0."""
+        return self.schedule.sigmas
+
+    @property
+    def step_sigmas(self) -> torch.Tensor:
+        """[N + 1, 2] float32 σ used by ``step`` (snapped to the training grid), final row 0."""
+        return self.schedule.step_sigmas
+
+    @property
+    def num_inference_steps(self) -> int:
+        return self.schedule.num_inference_steps
+
+    def step(
+        self, model_output: torch.Tensor, step_index: int, sample: torch.Tensor, modality: Modality
+    ) -> torch.Tensor:
+        """Euler step of the current schedule; see :meth:`PairSchedule.step`."""
+        return self.schedule.step(model_output, step_index, sample, modality)
+
+    def expert_for_step(self, step_index: int, boundary_ratio: float = 0.9) -> int:
+        """Video expert (0 high noise, 1 low noise) of step i of the current schedule."""
+        return self.schedule.expert_for_step(step_index, boundary_ratio)
+
+    def high_noise_steps(self, boundary_ratio: float = 0.9) -> int:
+        """Leading steps of the current schedule run by expert 0."""
+        return self.schedule.high_noise_steps(boundary_ratio)
+
+    # -- training helpers ----------------------------------------------------------------------------------------------
+
+    def sample_training_timesteps(
+        self,
+        batch: int,
+        generator: torch.Generator | None = None,
+        shift_video: float | None = None,
+        shift_audio: float | None = None,
+        independent: bool = True,
+        expert: int | None = None,
+        boundary_ratio: float = 0.9,
+    ) -> TrainingTimesteps:
+        """Draw per-sample training noise levels for both modalities (paper recipe, spec §18.1).
+
+        For each modality u ~ U[0, 1) (drawn independently per modality when ``independent``; one shared u otherwise,
+        so t_video = t_audio iff the two shifts are equal), then ``σ = s·u/(1 + (s − 1)·u)`` with that modality's
+        shift — continuous, not snapped to the training grid (unlike the released trainer, spec §13.5, which indexes
+        the 1000-point grid with one u for both modalities). ``expert`` restricts the *video* level to one Wan 2.2
+        expert: 0 → t_video ≥ boundary_ratio·num_train_timesteps, 1 → t_video < it (u drawn uniformly on the matching
+        sub-interval, so the within-expert distribution is the shifted one, conditioned). Audio is never restricted
+        (with ``independent=False`` it shares the restricted u).
+
+        Args:
+            batch: B ≥ 1.
+            generator: torch.Generator (its device is used); None = the global RNG on the CPU.
+            shift_video / shift_audio: shifts (> 0); None = the config shift.
+            independent: draw separate u for video and audio.
+            expert: None, 0 or 1.
+            boundary_ratio: expert boundary as a fraction of num_train_timesteps (MOVA: 0.9).
+
+        Returns:
+            :class:`TrainingTimesteps` (t_video, t_audio, sigma_video, sigma_audio), each [B] float32 on the generator's
+            device; t = num_train_timesteps·σ in float32.
+        """
+        if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+            raise ValueError(f"batch={batch!r} is invalid; allowed: an integer >= 1")
+        s_v = self.config.shift if shift_video is None else _as_float("shift_video", shift_video)
+        s_a = self.config.shift if shift_audio is None else _as_float("shift_audio", shift_audio)
+        for name, value in (("shift_video", s_v), ("shift_audio", s_a)):
+            if value <= 0:
+                raise ValueError(f"{name}={value!r} is invalid; allowed: None or a finite number > 0")
+        if expert not in (None, 0, 1) or isinstance(expert, bool):
+            raise ValueError(f"expert={expert!r} is invalid; allowed: None, 0 or 1")
+        ratio = _check_boundary(boundary_ratio)
+        n_train = self.config.num_train_timesteps
+        device = generator.device if generator is not None else torch.device("cpu")
+
+        # 1. u for video, restricted to the chosen expert's interval of the shifted map (float64).
+        lo, hi = 0.0, 1.0
+        if expert is not None:
+            u_boundary = _unshift_sigma(ratio, s_v)  # σ = ratio ⇔ t = ratio·num_train_timesteps
+            lo, hi = (u_boundary, 1.0) if expert == 0 else (0.0, u_boundary)
+        u_v = lo + (hi - lo) * torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+        # 2. u for audio: its own draw, or the shared one.
+        if independent:
+            u_a = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+        else:
+            u_a = u_v
+        # 3. Shift each modality (float64, then float32), t = num_train_timesteps·σ in float32.
+        sigma_v = shift_sigmas(u_v, s_v).to(torch.float32)
+        sigma_a = shift_sigmas(u_a, s_a).to(torch.float32)
+        if expert is not None:
+            sigma_v = _enforce_expert(sigma_v, expert, ratio * n_train, n_train)
+        return TrainingTimesteps(
+            t_video=sigma_v * n_train,
+            t_audio=sigma_a * n_train,
+            sigma_video=sigma_v,
+            sigma_audio=sigma_a,
+        )
+
+    @staticmethod
+    def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        """Flow-matching interpolation ``x_σ = (1 − σ)·x₀ + σ·ε`` (spec §13.5), in float32, cast to ``x0.dtype``.
+
+        Args:
+            x0: clean latents [B, ...]; noise: ε, same shape.
+            sigma: a float, a 0-d tensor, or [B] (one level per sample, broadcast over the sample dims).
+        """
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} does not match x0 shape {tuple(x0.shape)}")
+        sig = torch.as_tensor(sigma, dtype=torch.float32, device=x0.device)
+        if sig.ndim == 1:
+            if sig.shape[0] != x0.shape[0]:
+                raise ValueError(f"sigma has {sig.shape[0]} entries but the batch size is {x0.shape[0]}")
+            sig = sig.reshape(-1, *([1] * (x0.ndim - 1)))
+        elif sig.ndim != 0:
+            raise ValueError(f"sigma must be a scalar or [B], got shape {tuple(sig.shape)}")
+        out = (1 - sig) * x0.to(torch.float32) + sig * noise.to(torch.float32)
+        return out.to(x0.dtype)
+
+    @staticmethod
+    def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Training target ``v = ε − x₀`` (spec §13.5); same shape and dtype as the inputs."""
+        if noise.shape != x0.shape:
+            raise ValueError(f"noise shape {tuple(noise.shape)} does not match x0 shape {tuple(x0.shape)}")
+        return noise - x0
+
+
+def _enforce_expert(sigma: torch.Tensor, expert: int, boundary_t: float, n_train: int) -> torch.Tensor:
+    """Nudge float32 σ by ulps where rounding put t = n_train·σ on the wrong side of the boundary (rare)."""
+    for _ in range(64):
+        t = sigma * n_train
+        bad = t < boundary_t if expert == 0 else t >= boundary_t
+        if not bool(bad.any()):
+            return sigma
+        target = torch.full_like(sigma, 2.0 if expert == 0 else -1.0)
+        sigma = torch.where(bad, torch.nextafter(sigma, target), sigma)
+    raise RuntimeError("could not place sigma on the expert's side of the boundary")  # pragma: no cover
