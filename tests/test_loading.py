@@ -1,0 +1,167 @@
+"""Checkpoint folders: strict loading, round trips, sharding, both DAC storage forms, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mova.config import tiny_preset
+from mova.inspect import run as inspect_run
+from mova.loading import load_components, load_native, read_model_index, save_native
+from mova.models import AudioDiT, AudioVAE, DualTowerBridge, VideoDiT
+
+NATIVE = {"video_dit": VideoDiT, "video_dit_2": VideoDiT, "audio_dit": AudioDiT, "dual_tower_bridge": DualTowerBridge,
+          "audio_vae": AudioVAE}
+
+
+@pytest.fixture()
+def ckpt(tiny_checkpoint, tmp_path):
+    """A private copy of the session's tiny checkpoint that a test may damage."""
+    return shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+
+
+def test_round_trip_is_exact_and_strict(tiny_checkpoint, tmp_path):
+    comps = load_components(tiny_checkpoint)
+    from mova.loading import save_pretrained
+
+    out = save_pretrained(tmp_path / "again", {k: v for k, v in comps.items() if k != "model_index"})
+    assert read_model_index(out)["video_dit"] == ["mova.diffusion.models.wan_video_dit", "WanModel"]
+    for name, cls in NATIVE.items():
+        a = load_file(tiny_checkpoint / name / "diffusion_pytorch_model.safetensors")
+        b = load_file(out / name / "diffusion_pytorch_model.safetensors")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+        assert json.loads((tiny_checkpoint / name / "config.json").read_text()) == \
+            json.loads((out / name / "config.json").read_text())
+    again = load_components(out)
+    for name in NATIVE:
+        sa, sb = comps[name].state_dict(), again[name].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not comps["video_dit"].training  # loaded modules are in eval mode
+
+
+def test_load_into_dtype_and_meta_free(tiny_checkpoint):
+    model = load_native(VideoDiT, tiny_checkpoint / "video_dit", dtype=torch.float64)
+    assert all(p.dtype == torch.float64 and p.device.type == "cpu" for p in model.parameters())
+
+
+def test_sharded_save_and_load(tmp_path, tiny_checkpoint):
+    model = load_native(VideoDiT, tiny_checkpoint / "video_dit")
+    save_native(model, tmp_path / "sharded", max_shard_bytes=100_000)
+    index = json.loads((tmp_path / "sharded" / "diffusion_pytorch_model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    again = load_native(VideoDiT, tmp_path / "sharded")
+    sa, sb = model.state_dict(), again.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_plain_weight_dac_checkpoint_loads(tmp_path, tiny_checkpoint):
+    vae = load_native(AudioVAE, tiny_checkpoint / "audio_vae")
+    z = torch.randn(1, 8, 4)
+    with torch.no_grad():
+        ref = vae.decode(z)
+        vae.fuse_weight_norm()
+    save_native(vae, tmp_path / "plain")
+    keys = load_file(tmp_path / "plain" / "diffusion_pytorch_model.safetensors").keys()
+    assert any(k.endswith(".weight") and k.startswith("decoder.model.0") for k in keys)
+    assert not any(k.endswith("weight_g") for k in keys)
+    # the config still says use_weight_norm=true, as the official one does: the loader follows the keys
+    cfg = json.loads((tmp_path / "plain" / "config.json").read_text())
+    cfg["use_weight_norm"] = True
+    (tmp_path / "plain" / "config.json").write_text(json.dumps(cfg))
+    plain = load_native(AudioVAE, tmp_path / "plain")
+    with torch.no_grad():
+        torch.testing.assert_close(plain.decode(z), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_missing_component_folder(ckpt):
+    shutil.rmtree(ckpt / "audio_dit")
+    with pytest.raises(ValueError, match="audio_dit"):
+        load_components(ckpt)
+
+
+def test_component_missing_from_index(ckpt):
+    index = json.loads((ckpt / "model_index.json").read_text())
+    del index["dual_tower_bridge"]
+    (ckpt / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="dual_tower_bridge"):
+        read_model_index(ckpt)
+
+
+def test_wrong_shape_and_missing_keys_are_listed(ckpt):
+    path = ckpt / "audio_dit" / "diffusion_pytorch_model.safetensors"
+    state = load_file(path)
+    state["head.head.weight"] = torch.zeros(3, 3)
+    del state["blocks.0.ffn.0.bias"]
+    state["blocks.0.extra.weight"] = torch.zeros(1)
+    save_file(state, path)
+    with pytest.raises(ValueError) as err:
+        load_native(AudioDiT, ckpt / "audio_dit")
+    msg = str(err.value)
+    assert "head.head.weight: checkpoint [3, 3] vs model [8, 32]" in msg
+    assert "blocks.0.ffn.0.bias" in msg and "blocks.0.extra.weight" in msg
+    text, ok = inspect_run(str(ckpt))
+    assert not ok and "INVALID" in text and "head.head.weight" in text
+
+
+def test_bad_config_field_is_named(ckpt):
+    cfg = json.loads((ckpt / "video_dit" / "config.json").read_text())
+    cfg["num_hedas"] = 3
+    (ckpt / "video_dit" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"unknown config field\(s\) \['num_hedas'\]"):
+        load_native(VideoDiT, ckpt / "video_dit")
+
+
+def test_no_weights_and_pickles_refused(ckpt):
+    (ckpt / "audio_dit" / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save({}, ckpt / "audio_dit" / "diffusion_pytorch_model.bin")
+    with pytest.raises(ValueError, match="only safetensors"):
+        load_native(AudioDiT, ckpt / "audio_dit")
+
+
+def test_config_values_validated():
+    p = tiny_preset()
+    with pytest.raises(ValueError, match="has_image_input"):
+        p.video_dit.from_dict({**p.video_dit.to_dict(), "has_image_input": True})
+    with pytest.raises(ValueError, match="interaction_strategy"):
+        p.bridge.from_dict({**p.bridge.to_dict(), "interaction_strategy": "everything"})
+    with pytest.raises(ValueError, match="_class_name"):
+        p.bridge.from_dict({**p.bridge.to_dict(), "_class_name": "WanModel"})
+    # official metadata keys are accepted and round-trip
+    d = {**p.audio_vae.to_dict(), "_name_or_path": "x", "hop_length": 3840}
+    assert type(p.audio_vae).from_dict(d).to_dict()["_name_or_path"] == "x"
+
+
+def test_denoiser_input_errors(tiny_checkpoint):
+    from mova.models import DualTowerDenoiser
+
+    c = load_components(tiny_checkpoint, names=list(NATIVE))
+    den = DualTowerDenoiser(c["video_dit"], c["audio_dit"], c["dual_tower_bridge"], c["video_dit_2"])
+    v, a, t = torch.randn(1, 36, 3, 8, 8), torch.randn(1, 8, 10), torch.randn(1, 4, 32)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="video latents have 20 channels.*in_dim=36"):
+            den(v[:, :20], a, t, 10.0, 10.0, 24.0)
+        with pytest.raises(ValueError, match="batch sizes differ"):
+            den(v, torch.randn(2, 8, 10), t, 10.0, 10.0, 24.0)
+        with pytest.raises(ValueError, match="divisible by patch_size"):
+            den(torch.randn(1, 36, 3, 7, 8), a, t, 10.0, 10.0, 24.0)
+        with pytest.raises(ValueError, match="audio latents have 4 channels"):
+            den(v, a[:, :4], t, 10.0, 10.0, 24.0)
+        with pytest.raises(ValueError, match="text_embeds width 16"):
+            den(v, a, t[..., :16], 10.0, 10.0, 24.0)
+
+
+def test_inspect_cli(tiny_checkpoint, capsys):
+    from mova.__main__ import main
+
+    assert main(["inspect", str(tiny_checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "verdict: valid" in out and "UMT5EncoderModel" in out
+    assert main(["inspect", "mova-720p", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    params = {c["name"]: c["parameters"] for c in report["components"]}
+    assert params["video_dit"] == 14_288_901_184 and params["dual_tower_bridge"] == 2_659_737_600
