@@ -16,7 +16,6 @@ import sys
 COMMANDS = {
     "inspect": "mova.cli.inspect",
     "generate": "mova.cli.generate",
-    "bench": "mova.cli.bench",
     "arena": "mova.arena.cli",
 }
 
@@ -26,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a command whose module is not present in this checkout
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
 
 

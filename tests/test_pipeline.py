@@ -132,3 +132,20 @@ def test_read_back_pixels_follow_the_model(pipe, tmp_path):
     media = read_mp4(result.save(tmp_path / "w.mp4"))
     assert media.video.shape == result.video.shape
     assert np.abs(media.video.astype(int) - result.video.astype(int)).mean() < 12  # lossy H.264, same picture
+
+
+def test_generate_cli(tiny_checkpoint, first_frame, tmp_path, capsys):
+    from mova.__main__ import main
+
+    out = tmp_path / "cli.mp4"
+    code = main(["generate", "--model", str(tiny_checkpoint), "--prompt", "a bell rings", "--image", str(first_frame),
+                 "--out", str(out), "--height", "64", "--width", "64", "--num-frames", "9", "--fps", "12",
+                 "--steps", "2", "--guidance", "dual", "--bridge-scale", "2", "--seed", "4", "--wav",
+                 str(tmp_path / "a.wav")])
+    assert code == 0
+    line = capsys.readouterr().out
+    assert "seed 4" in line and "NFE 6" in line
+    assert decode_streams(out)["frames"] == 9 and (tmp_path / "a.wav").stat().st_size > 0
+    assert main(["generate", "--model", str(tiny_checkpoint), "--prompt", "x", "--out", str(out),
+                 "--height", "63"]) == 2  # a user error: one line, exit code 2
+    assert "height=63" in capsys.readouterr().err

@@ -1,0 +1,75 @@
+"""``python -m mova generate``: one clip from a prompt (and optionally a first frame) to an mp4."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("generate", help="generate a video with audio (IT2VA with --image, else T2VA)")
+    p.add_argument("--model", default="demo", help="checkpoint folder (official layout) or 'demo' (default)")
+    p.add_argument("--prompt", required=True, help="what is seen and heard")
+    p.add_argument("--image", default=None, help="first frame (IT2VA); omit for T2VA (white first frame)")
+    p.add_argument("--negative-prompt", dest="negative_prompt", default=None,
+                   help="negative prompt (default: the Wan negative prompt)")
+    p.add_argument("--out", required=True, help="output .mp4 path (H.264 + AAC)")
+    p.add_argument("--wav", default=None, help="also write the audio to this .wav path")
+    p.add_argument("--height", type=int, default=None, help="multiple of 16 (default: the model's trained size)")
+    p.add_argument("--width", type=int, default=None, help="multiple of 16 (default: the model's trained size)")
+    p.add_argument("--num-frames", "--num_frames", dest="num_frames", type=int, default=None, help="4k+1 frames")
+    p.add_argument("--fps", type=float, default=None, help="frames per second")
+    p.add_argument("--num-inference-steps", "--num_inference_steps", "--steps", dest="num_inference_steps", type=int,
+                   default=50, help="denoising steps (default 50)")
+    p.add_argument("--guidance", default="text", choices=["none", "text", "text+bridge", "dual"],
+                   help="CFG mode: none (NFE 1), text (2), text+bridge (2), dual (3)")
+    p.add_argument("--text-scale", "--text_scale", dest="text_scale", type=float, default=5.0, help="s_T (default 5)")
+    p.add_argument("--bridge-scale", "--bridge_scale", dest="bridge_scale", type=float, default=1.0,
+                   help="s_B of dual CFG (default 1)")
+    p.add_argument("--video-shift", dest="video_shift", type=float, default=None, help="σ shift of the video grid")
+    p.add_argument("--audio-shift", dest="audio_shift", type=float, default=None, help="σ shift of the audio grid")
+    p.add_argument("--seed", type=int, default=None, help="random when omitted; the used seed is printed")
+    p.add_argument("--loudness-lufs", dest="loudness_lufs", type=float, default=-16.0,
+                   help="integrated loudness target (default -16 LUFS)")
+    p.add_argument("--no-loudness", dest="no_loudness", action="store_true", help="leave the audio level as decoded")
+    p.add_argument("--offload", default="none", choices=["none", "model", "sequential"], help="GPU memory mode")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default bf16 on GPU, fp32 on CPU")
+    p.add_argument("--sequential-cfg", dest="sequential_cfg", action="store_true",
+                   help="run guidance branches one by one instead of batched (less memory)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mova import Guidance, MOVAPipeline
+
+    guidance = Guidance(mode=args.guidance, text_scale=args.text_scale, bridge_scale=args.bridge_scale)
+    t0 = time.perf_counter()
+    pipe = MOVAPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, offload=args.offload)
+    load_s = time.perf_counter() - t0
+    bar = tqdm(total=args.num_inference_steps, desc="denoise", unit="step")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "denoise":
+            bar.n = done
+            bar.refresh()
+
+    try:
+        result = pipe(args.prompt, image=args.image, negative_prompt=args.negative_prompt, height=args.height,
+                      width=args.width, num_frames=args.num_frames, fps=args.fps,
+                      num_inference_steps=args.num_inference_steps, guidance=guidance, seed=args.seed,
+                      video_shift=args.video_shift, audio_shift=args.audio_shift,
+                      loudness_lufs=None if args.no_loudness else args.loudness_lufs, progress=progress,
+                      sequential_cfg=args.sequential_cfg)
+    finally:
+        bar.close()
+    path = result.save(args.out)
+    if args.wav:
+        result.save_wav(args.wav)
+    t = result.timings
+    print(f"{path}: seed {result.seed}, {result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]} "
+          f"@ {result.fps:g} fps, {len(result.audio) / result.sample_rate:.2f} s audio, NFE {result.nfe}, "
+          f"load {load_s:.1f} s, denoise {t['denoise']:.1f} s, total {t['total']:.1f} s")
+    return 0
