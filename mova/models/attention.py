@@ -95,6 +95,14 @@ def _log_once(device_type: str, what: str) -> None:
         logger.info("attention on %s: %s", device_type, what)
 
 
+def _sdpa_context(kernels: list[SDPBackend]):
+    """Restrict SDPA to ``kernels``, honouring their order where this PyTorch supports priorities."""
+    try:
+        return sdpa_kernel(kernels, set_priority=len(kernels) > 1)
+    except TypeError:  # older PyTorch: no set_priority; its own order already tries cuDNN first on Hopper
+        return sdpa_kernel(kernels)
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend,
           attn_mask: torch.Tensor | None) -> torch.Tensor:
     # [B, L, H, D] -> [B, H, L, D] for SDPA, and back.
@@ -103,7 +111,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionB
     if q.device.type != "cuda":  # CPU: SDPA picks its own (flash/math) kernel
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     else:
-        with sdpa_kernel(kernels, set_priority=len(kernels) > 1):
+        with _sdpa_context(kernels):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     return out.transpose(1, 2)
 

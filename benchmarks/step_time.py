@@ -1,0 +1,176 @@
+"""Per-step time and peak GPU memory of the full-size MOVA denoiser with random weights (no download).
+
+One denoising step = the guidance branches of one step (text CFG: 2 forwards) + the Euler update, with
+one video expert, the audio DiT and the bridge resident in bf16 (the active 18.4B parameters). Shapes are
+the official ones: 360p = 352×640, 720p = 720×1280, 193 frames at 24 fps (video tokens 43,120 / 176,400,
+audio tokens 403), 512 text tokens.
+
+    python benchmarks/step_time.py --resolution 360p --out benchmarks/results/step_time_h100.json
+    python benchmarks/step_time.py --resolution 720p --configs text:sequential:auto --steps 1 --append ...
+
+Configs are ``mode:branching:attention`` — mode in none/text/text+bridge/dual, branching ``batched`` (all
+branches in one forward) or ``sequential`` (one forward per branch, like the official pipeline), attention
+an ``AttentionBackend`` value (auto = FA3 if installed, else cuDNN-first SDPA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mova.config import get_preset  # noqa: E402
+from mova.guidance import Guidance, guided_velocity  # noqa: E402
+from mova.loading import build_on_meta  # noqa: E402
+from mova.models import AudioDiT, DualTowerBridge, DualTowerDenoiser, VideoDiT  # noqa: E402
+from mova.models.attention import attention_backend  # noqa: E402
+
+RESOLUTIONS = {"360p": (352, 640), "720p": (720, 1280)}
+TEXT_LEN = 512
+
+
+def forward_flops(preset, tokens_v: int, tokens_a: int, text_len: int = TEXT_LEN) -> float:
+    """Matmul FLOPs (2·M·N·K, attention core 4·Lq·Lk·d) of one denoiser forward for batch 1."""
+    v, a, b = preset.video_dit, preset.audio_dit, preset.bridge
+
+    def tower(c, L):
+        per_layer = (8 * L * c.dim**2 + 4 * L * L * c.dim + 4 * L * c.dim * c.ffn_dim  # self-attn + FFN
+                     + 4 * L * c.dim**2 + 4 * text_len * c.dim**2 + 4 * L * text_len * c.dim)  # text cross-attn
+        return c.num_layers * per_layer
+
+    dv, da = b.visual_hidden_dim, b.audio_hidden_dim
+    per_bridge = (4 * tokens_v * dv**2 + 4 * tokens_a * da * dv + 4 * tokens_v * tokens_a * dv  # a2v
+                  + 4 * tokens_a * da**2 + 4 * tokens_v * dv * da + 4 * tokens_a * tokens_v * da)  # v2a
+    return tower(v, tokens_v) + tower(a, tokens_a) + len(b.interaction_layers()) * per_bridge
+
+
+@torch.no_grad()
+def random_init_(module: torch.nn.Module) -> None:
+    """Random weights directly on the GPU: N(0, 0.02) matrices, unit norm weights, small modulation."""
+    for name, p in module.named_parameters():
+        if name.endswith("modulation"):
+            p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]))
+        elif p.ndim == 1 and ("norm" in name):
+            p.fill_(1.0)
+        elif p.ndim == 1:
+            p.zero_()
+        else:
+            p.normal_(0.0, 0.02)
+
+
+def build_denoiser(preset, device: torch.device, dtype: torch.dtype) -> DualTowerDenoiser:
+    parts = []
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # meta parameters in bf16, so to_empty never materialises an fp32 copy
+    try:
+        for cls, cfg in ((VideoDiT, preset.video_dit), (AudioDiT, preset.audio_dit), (DualTowerBridge, preset.bridge)):
+            m = build_on_meta(cls, cfg).to_empty(device=device)
+            random_init_(m)
+            parts.append(m.eval().requires_grad_(False))
+    finally:
+        torch.set_default_dtype(previous)
+    return DualTowerDenoiser(parts[0], parts[1], parts[2], None)
+
+
+def run_config(den, preset, resolution: str, config: str, steps: int, warmup: int, device, dtype) -> dict:
+    mode, branching, backend = config.split(":")
+    guidance = Guidance(mode=mode, text_scale=5.0, bridge_scale=2.0 if mode == "dual" else 1.0)
+    h, w = RESOLUTIONS[resolution]
+    t_lat = (193 - 1) // 4 + 1
+    tokens_v, tokens_a = t_lat * (h // 16) * (w // 16), (int(48000 * 193 / 24) - 1) // 960 + 1
+    g = torch.Generator(device).manual_seed(0)
+    z_v = torch.randn(1, 16, t_lat, h // 8, w // 8, device=device, generator=g)
+    cond = torch.randn(1, 20, t_lat, h // 8, w // 8, device=device, generator=g)
+    z_a = torch.randn(1, 128, tokens_a, device=device, generator=g)
+    text = torch.randn(1, TEXT_LEN, 4096, device=device, dtype=dtype, generator=g)
+    neg = torch.randn(1, TEXT_LEN, 4096, device=device, dtype=dtype, generator=g)
+    sigmas = torch.linspace(1.0, 0.0, warmup + steps + 1)
+
+    def one_step(i: int):
+        nonlocal z_v, z_a
+        model_in = torch.cat([z_v, cond], 1).to(dtype)
+        vv, va = guided_velocity(den, guidance, model_in, z_a.to(dtype), text, neg, 950.0, 950.0, 24.0, expert=0,
+                                 sequential=(branching == "sequential"))
+        dt = float(sigmas[i + 1] - sigmas[i])
+        z_v = z_v + vv.float() * dt
+        z_a = z_a + va.float() * dt
+
+    record = dict(resolution=resolution, height=h, width=w, num_frames=193, fps=24, video_tokens=tokens_v,
+                  audio_tokens=tokens_a, mode=mode, nfe=guidance.nfe, branching=branching, attention=backend,
+                  dtype=str(dtype).replace("torch.", ""))
+    try:
+        with attention_backend(backend):
+            for i in range(warmup):
+                one_step(i)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            times = []
+            for i in range(warmup, warmup + steps):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                one_step(i)
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1000.0)
+    except torch.OutOfMemoryError as exc:
+        torch.cuda.empty_cache()
+        return {**record, "status": "oom", "error": str(exc).splitlines()[0]}
+    step_s = sorted(times)[len(times) // 2]
+    flops = forward_flops(preset, tokens_v, tokens_a) * guidance.nfe
+    record.update(status="ok", step_times_s=[round(t, 4) for t in times], step_s=round(step_s, 4),
+                  peak_memory_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2),
+                  pflop_per_step=round(flops / 1e15, 3), tflops_per_s=round(flops / step_s / 1e12, 1),
+                  finite=bool(torch.isfinite(z_v).all() and torch.isfinite(z_a).all()))
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolution", choices=list(RESOLUTIONS), default="360p")
+    parser.add_argument("--configs", nargs="+",
+                        default=["text:batched:auto", "text:sequential:auto", "dual:batched:auto", "text:batched:flash"])
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per config (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per config")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results file")
+    parser.add_argument("--append", action="store_true", help="add to an existing results file")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("step_time.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    device, dtype = torch.device("cuda"), torch.bfloat16
+    torch.backends.cuda.matmul.allow_tf32 = True
+    preset = get_preset("mova-720p" if args.resolution == "720p" else "mova-360p")
+    t0 = time.perf_counter()
+    den = build_denoiser(preset, device, dtype)
+    build_s = time.perf_counter() - t0
+    weights_gb = torch.cuda.memory_allocated() / 1e9
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
+               "cudnn": torch.backends.cudnn.version(), "python": platform.python_version(), "runs": []}
+    if args.append and args.out.exists():
+        results = json.loads(args.out.read_text())
+    print(f"built denoiser in {build_s:.1f} s, weights {weights_gb:.1f} GB on {results['device']}", flush=True)
+    for config in args.configs:
+        rec = run_config(den, preset, args.resolution, config, args.steps, args.warmup, device, dtype)
+        rec["weights_gb"] = round(weights_gb, 2)
+        results["runs"].append(rec)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        print(json.dumps(rec), flush=True)
+    print(f"{'res':<5} {'config':<24} {'s/step':>8} {'peak GB':>8} {'TF/s':>7}")
+    for r in results["runs"]:
+        cfg = f"{r['mode']}:{r['branching']}:{r['attention']}"
+        print(f"{r['resolution']:<5} {cfg:<24} {r.get('step_s', r['status']):>8} {r.get('peak_memory_gb', '-'):>8} "
+              f"{r.get('tflops_per_s', '-'):>7}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
