@@ -1,0 +1,1 @@
+"""MOVA Studio training: data pipeline, trainer, stage configs, LoRA and the demo world."""
