@@ -1,0 +1,57 @@
+"""Arena: people vote between two anonymous clips of one prompt; ratings with confidence intervals.
+
+Layout (one job per module; none of them imports torch or gradio):
+
+- ``paths``       data directory and pool-path checks (no path traversal)
+- ``store``       SQLite store (WAL, versioned schema, every write one transaction, retry on busy)
+- ``pool``        importing clips from a manifest or a folder of generation results
+- ``generate``    filling the pool with the local pipeline (imports ``mova`` lazily)
+- ``sampling``    choosing the next pair (fewer votes favoured, sides shuffled)
+- ``service``     ``ArenaService``: the one object the UI talks to
+- ``ratings``     pure functions: Elo, Bradley–Terry, bootstrap CIs, ranks, win/tie/loss
+- ``analysis``    cleaning and filtering vote rows, the leaderboard table
+- ``cli``         ``python -m mova arena import | generate | export | ratings``
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Lazy, so that `python -m mova` (which imports `mova.arena.cli` to build its parser) does not pay
+# for pandas and scipy unless an arena command runs.
+_LAZY = {
+    "ArenaService": "mova.arena.service",
+    "Battle": "mova.arena.service",
+    "RateLimit": "mova.arena.service",
+    "VoteResult": "mova.arena.service",
+    "CHOICES": "mova.arena.store",
+    "AlreadyVoted": "mova.arena.store",
+    "ArenaBusy": "mova.arena.store",
+    "ArenaError": "mova.arena.store",
+    "ArenaStore": "mova.arena.store",
+    "NotServed": "mova.arena.store",
+    "RateLimited": "mova.arena.store",
+    "resolve_data_dir": "mova.arena.paths",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mova.arena.paths import resolve_data_dir
+    from mova.arena.service import ArenaService, Battle, RateLimit, VoteResult
+    from mova.arena.store import (
+        CHOICES,
+        AlreadyVoted,
+        ArenaBusy,
+        ArenaError,
+        ArenaStore,
+        NotServed,
+        RateLimited,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mova.arena' has no attribute {name!r}")

@@ -1,0 +1,138 @@
+"""A real Chromium votes through the arena page: no names before the vote, names and leaderboard after.
+
+Needs Debian's chromium at /usr/bin/chromium (``apt-get install -y chromium``) and the playwright Python
+package (never ``playwright install``). Fails, not skips, when the browser is missing. Screenshots go
+to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from mova.arena import ArenaService
+from mova.arena.media import write_synthetic_pool
+from mova.arena.pool import import_source
+from ui import arena as arena_ui
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-default-apps", "--disable-extensions", "--metrics-recording-only", "--mute-audio"]
+MODELS = ("zebra-model", "yak-model", "xenon-model")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser_context():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(), executable_path=CHROMIUM, headless=True, args=ARGS,
+            viewport={"width": 1100, "height": 900},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    root = tmp_path_factory.mktemp("arena-browser")
+    service = ArenaService(root / "data")
+    import_source(service, write_synthetic_pool(root / "pool", MODELS, prompts=2, seconds=1.0))
+    with gr.Blocks(title="MOVA Studio", analytics_enabled=False) as app:
+        gr.Markdown("generation UI would be here")
+    arena_ui.add_arena_pages(app, service)
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                       allowed_paths=arena_ui.allowed_paths(service))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        app.close()
+
+
+def names_in(text: str) -> list[str]:
+    return [m for m in MODELS if m in text]
+
+
+def test_arena_vote_in_browser(browser_context, app_url):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    responses: list[str] = []  # URLs the page fetched from the app's API (file names included)
+    page.on("response", lambda r: responses.append(r.url) if "gradio_api" in r.url else None)
+
+    # 1. the arena page loads a battle: two playable clips, vote buttons enabled, no names anywhere
+    page.goto(f"{app_url}/arena")
+    page.wait_for_selector("#arena-clip-a video", timeout=30_000)
+    page.wait_for_selector("#arena-clip-b video", timeout=30_000)
+    vote_a = page.get_by_role("button", name="A is better")
+    page.wait_for_function("() => !document.querySelector('#arena-vote-left').disabled", timeout=15_000)
+    page.wait_for_function("() => document.querySelector('#arena-clip-a video').readyState >= 1", timeout=15_000)
+    before = page.content()
+    assert not names_in(before), "model names in the page before the vote"
+    assert "Clip A" in before and "Clip B" in before
+    sources = page.eval_on_selector_all("video", "els => els.map(e => e.currentSrc || e.src)")
+    assert len(sources) == 2 and not names_in(" ".join(sources))
+    assert not names_in(" ".join(responses))
+    page.screenshot(path=str(ARTIFACTS / "arena-before-vote.png"), full_page=True)
+
+    # 2. vote: names revealed, buttons disabled
+    vote_a.click()
+    page.wait_for_function("() => document.querySelector('#arena-status')?.innerText?.includes('Clip A:')",
+                           timeout=15_000)
+    status = page.inner_text("#arena-status")
+    assert len(names_in(status)) == 2 and "A is better" in status
+    for choice in ("left", "right", "tie", "bothbad"):
+        assert page.is_disabled(f"#arena-vote-{choice}")
+    page.screenshot(path=str(ARTIFACTS / "arena-after-vote.png"), full_page=True)
+
+    # 3. next battle: buttons back, names gone
+    page.get_by_role("button", name="Next battle").click()
+    page.wait_for_function("() => !document.querySelector('#arena-vote-left').disabled", timeout=15_000)
+    assert not names_in(page.inner_text("#arena-status"))
+
+    # 4. the leaderboard page counts the vote
+    board = browser_context.new_page()
+    board.goto(f"{app_url}/leaderboard")
+    board.wait_for_function("() => document.querySelector('#leaderboard-summary')?.innerText?.includes('1 votes')",
+                            timeout=30_000)
+    table = board.inner_text("#leaderboard-table")
+    assert len(names_in(table)) == 2, table
+    assert board.query_selector("#leaderboard-plot svg") is not None
+    board.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
+    assert not [e for e in errors if "Failed to load resource" not in e], errors
+
+
+def test_arena_fits_a_phone(browser_context, app_url):
+    page = browser_context.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{app_url}/arena")
+    page.wait_for_selector("#arena-clip-b video", timeout=30_000)
+    a = page.locator("#arena-clip-a").bounding_box()
+    b = page.locator("#arena-clip-b").bounding_box()
+    assert a["width"] <= 390 and b["width"] <= 390
+    assert b["y"] >= a["y"] + 0.9 * a["height"], "clips should stack in one column on a phone"
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390 + 1, f"page scrolls sideways ({width}px)"
+    page.screenshot(path=str(ARTIFACTS / "arena-phone.png"), full_page=True)

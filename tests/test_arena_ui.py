@@ -1,0 +1,127 @@
+"""Arena and leaderboard pages served in-process: the HTTP API never shows model names before a vote."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import gradio as gr
+import httpx
+import pytest
+from gradio_client import Client
+
+from mova.arena import ArenaService
+from mova.arena.media import write_synthetic_pool
+from mova.arena.pool import import_source
+from ui import arena as arena_ui
+from ui import leaderboard as leaderboard_ui
+
+MODELS = ("zebra-model", "yak-model", "xenon-model")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("arena-ui")
+    service = ArenaService(root / "data")
+    import_source(service, write_synthetic_pool(root / "pool", MODELS, prompts=2, categories=("speech", "music")))
+    with gr.Blocks(title="MOVA Studio", analytics_enabled=False) as app:
+        gr.Markdown("generation UI would be here")
+    arena_ui.add_arena_pages(app, service)
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                       allowed_paths=arena_ui.allowed_paths(service))
+    try:
+        yield f"http://127.0.0.1:{port}", service
+    finally:
+        app.close()
+
+
+def call(base: str, api_name: str, data: list, session: str) -> tuple[str, list]:
+    """Raw HTTP API call; returns (the whole SSE text as sent, the decoded output list)."""
+    event = httpx.post(f"{base}/gradio_api/call/{api_name}", json={"data": data, "session_hash": session}).json()
+    text = httpx.get(f"{base}/gradio_api/call/{api_name}/{event['event_id']}", timeout=30).text
+    kind, payload = None, None
+    for line in text.splitlines():
+        if line.startswith("event: "):
+            kind = line[len("event: "):]
+        elif line.startswith("data: ") and kind in ("complete", "error"):
+            payload = json.loads(line[len("data: "):])
+    if kind == "error":
+        raise RuntimeError(f"{api_name} failed: {payload}")
+    return text, payload
+
+
+def test_pages_and_api_hide_names_until_the_vote(server):
+    base, service = server
+    for page in ("/arena", "/leaderboard", "/"):
+        html = httpx.get(base + page).text
+        assert not [m for m in MODELS if m in html], page
+
+    raw, outputs = call(base, "next_battle", ["All categories"], session="voter-1")
+    assert not [m for m in MODELS if m in raw]
+    _state, prompt, clip_a, clip_b, status = outputs[:5]  # gr.State is sent as null
+    assert prompt.startswith("synthetic scene") and clip_a["url"] and clip_b["url"]
+    assert clip_a["orig_name"] != clip_b["orig_name"]
+    video = httpx.get(clip_a["url"])
+    assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+    assert not [m for m in MODELS if m.encode() in video.content]
+
+    raw, outputs = call(base, "vote", ["right"], session="voter-1")
+    revealed = [m for m in MODELS if m in raw]
+    assert len(revealed) == 2 and "you chose *B is better*" in outputs[0]
+
+    with pytest.raises(RuntimeError, match="already has your vote"):
+        call(base, "vote", ["left"], session="voter-1")
+    with pytest.raises(RuntimeError, match="not served to this session|no battle"):
+        call(base, "vote", ["left"], session="voter-2")  # never served a battle
+
+    _, board = call(base, "leaderboard", ["All categories", "bt"], session="viewer")
+    assert "1 votes" in board[0]
+    assert {row[1] for row in board[1]["value"]["data"]} == set(revealed)
+    assert "<svg" in board[2]
+
+
+def test_gradio_client_round_trip(server):
+    base, _ = server
+    client = Client(base + "/", verbose=False)
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/next_battle", "/vote", "/leaderboard"} <= set(endpoints)
+    prompt, video_a, video_b, _ = client.predict("speech", api_name="/next_battle")
+    assert prompt and video_a.endswith(".mp4") and video_b.endswith(".mp4")
+    status = client.predict("tie", api_name="/vote")
+    assert "Clip A: **" in status and "*Tie*" in status
+
+
+def test_blocks_build_twice_without_shared_state(tmp_path):
+    service = ArenaService(tmp_path / "data")
+    one, two = arena_ui.build(service), arena_ui.build(service)
+    assert one is not two
+    assert leaderboard_ui.build(service) is not leaderboard_ui.build(service)
+
+
+def test_arena_modules_do_not_import_torch():
+    code = ("import sys, mova.arena, mova.arena.cli, mova.arena.pool, mova.arena.generate, ui.arena, ui.leaderboard; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_plot_and_table_formatting():
+    import pandas as pd
+
+    table = pd.DataFrame({"rank": [1, 2], "model": ["a<b", "c"], "rating": [1050.0, 950.0], "lower": [1000.0, 900.0],
+                          "upper": [1100.0, 990.0], "votes": [10, 10], "wins": [6, 4], "ties": [0, 0],
+                          "losses": [4, 6], "win_rate": [0.6, 0.4]})
+    svg = leaderboard_ui.ci_plot_svg(table)
+    assert svg.startswith("<svg") and "a&lt;b" in svg and svg.count("<circle") == 2
+    assert leaderboard_ui.format_table(table)[0] == [1, "a<b", 1050, "1000 – 1100", 10, "60%"]
+    assert leaderboard_ui.ci_plot_svg(table.iloc[:0]) == ""
