@@ -35,9 +35,12 @@ def main() -> int:
     p.add_argument("--resolution", default="360p", choices=list(RESOLUTIONS))
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--compile", action="store_true", help="regional torch.compile of the blocks")
     args = p.parse_args()
     device, dtype = torch.device("cuda"), torch.bfloat16
     den = build_denoiser(get_preset("mova-360p"), device, dtype)
+    if args.compile:
+        den.compile_blocks()
     h, w = RESOLUTIONS[args.resolution]
     B = args.batch
     x = torch.randn(B, 36, 49, h // 8, w // 8, device=device, dtype=dtype)
@@ -58,7 +61,7 @@ def main() -> int:
     for k, v in kernels.items():
         by_cat[category(k)] += v
     top = sorted(kernels.items(), key=lambda kv: -kv[1])[:30]
-    result = {"resolution": args.resolution, "batch": B, "device": torch.cuda.get_device_name(),
+    result = {"resolution": args.resolution, "batch": B, "compiled": args.compile, "device": torch.cuda.get_device_name(),
               "torch": torch.__version__, "forward_kernel_s": round(total, 4),
               "by_category_s": {k: round(v, 4) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
               "top_kernels_s": [[k[:120], round(v, 4)] for k, v in top]}

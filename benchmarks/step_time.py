@@ -8,9 +8,11 @@ audio tokens 403), 512 text tokens.
     python benchmarks/step_time.py --resolution 360p --out benchmarks/results/step_time_h100.json
     python benchmarks/step_time.py --resolution 720p --configs text:sequential:auto --steps 1 --append ...
 
-Configs are ``mode:branching:attention`` — mode in none/text/text+bridge/dual, branching ``batched`` (all
+Configs are ``mode:branching:attention[:compile]`` — mode in none/text/text+bridge/dual, branching ``batched`` (all
 branches in one forward) or ``sequential`` (one forward per branch, like the official pipeline), attention
-an ``AttentionBackend`` value (auto = FA3 if installed, else cuDNN-first SDPA).
+an ``AttentionBackend`` value (auto = FA3 if installed, else cuDNN-first SDPA); ``compile`` runs with
+regional torch.compile of the blocks (``DualTowerDenoiser.compile_blocks``; compile time is excluded: it
+happens in the warm-up step).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def build_denoiser(preset, device: torch.device, dtype: torch.dtype) -> DualTowe
 
 
 def run_config(den, preset, resolution: str, config: str, steps: int, warmup: int, device, dtype) -> dict:
-    mode, branching, backend = config.split(":")
+    mode, branching, backend, *flags = config.split(":")
     guidance = Guidance(mode=mode, text_scale=5.0, bridge_scale=2.0 if mode == "dual" else 1.0)
     h, w = RESOLUTIONS[resolution]
     t_lat = (193 - 1) // 4 + 1
@@ -105,6 +107,7 @@ def run_config(den, preset, resolution: str, config: str, steps: int, warmup: in
 
     record = dict(resolution=resolution, height=h, width=w, num_frames=193, fps=24, video_tokens=tokens_v,
                   audio_tokens=tokens_a, mode=mode, nfe=guidance.nfe, branching=branching, attention=backend,
+                  compiled="compile" in flags,
                   dtype=str(dtype).replace("torch.", ""))
     try:
         with attention_backend(backend):
@@ -157,7 +160,13 @@ def main() -> int:
     if args.append and args.out.exists():
         results = json.loads(args.out.read_text())
     print(f"built denoiser in {build_s:.1f} s, weights {weights_gb:.1f} GB on {results['device']}", flush=True)
+    compiled = False
     for config in args.configs:
+        if config.endswith(":compile") and not compiled:
+            den.compile_blocks()
+            compiled = True
+        elif compiled and not config.endswith(":compile"):
+            raise SystemExit("list eager configs before compiled ones")
         rec = run_config(den, preset, args.resolution, config, args.steps, args.warmup, device, dtype)
         rec["weights_gb"] = round(weights_gb, 2)
         results["runs"].append(rec)
@@ -166,7 +175,7 @@ def main() -> int:
         print(json.dumps(rec), flush=True)
     print(f"{'res':<5} {'config':<24} {'s/step':>8} {'peak GB':>8} {'TF/s':>7}")
     for r in results["runs"]:
-        cfg = f"{r['mode']}:{r['branching']}:{r['attention']}"
+        cfg = f"{r['mode']}:{r['branching']}:{r['attention']}" + (":compile" if r.get("compiled") else "")
         print(f"{r['resolution']:<5} {cfg:<24} {r.get('step_s', r['status']):>8} {r.get('peak_memory_gb', '-'):>8} "
               f"{r.get('tflops_per_s', '-'):>7}")
     return 0

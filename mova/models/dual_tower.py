@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from mova.models.audio_dit import AudioDiT
 from mova.models.bridge import DualTowerBridge
+from mova.models.layers import rope_tables
 from mova.models.video_dit import VideoDiT
 
 
@@ -56,6 +57,24 @@ class DualTowerDenoiser(nn.Module):
                              f"(audio_hidden_dim {b.audio_hidden_dim}, audio_layers {b.audio_layers})")
         if self.video_dit.config.text_dim != a.text_dim:
             raise ValueError(f"video_dit text_dim {self.video_dit.config.text_dim} != audio_dit text_dim {a.text_dim}")
+
+    def compile_blocks(self, **compile_kwargs) -> None:
+        """Regional ``torch.compile``: every repeated block (the DiT blocks of each tower, the bridge
+        conditioners) is compiled in place. Blocks of one class share a compiled graph, and the elementwise
+        chains around the matmuls (norms, modulate, RoPE, gates, residuals) fuse into a few kernels."""
+        import torch._dynamo
+
+        # One graph per (block kind, batch size, resolution): static shapes give the best kernels, and the
+        # a2v/v2a conditioners, the two towers' blocks and each CFG batch size each need their own entry.
+        cfg = torch._dynamo.config
+        key = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+        setattr(cfg, key, max(getattr(cfg, key), 64))
+        compile_kwargs.setdefault("dynamic", False)
+        for model in [*self.experts, self.audio_dit, self.bridge]:
+            names = set(model._repeated_blocks)
+            for module in model.modules():
+                if type(module).__name__ in names:
+                    module.compile(**compile_kwargs)
 
     @property
     def experts(self) -> list[VideoDiT]:
@@ -130,7 +149,8 @@ class DualTowerDenoiser(nn.Module):
         # 3. Patchify and position tables
         x_v, grid_v = vdit.patchify(video_latents)  # [B, L_v, Dv]
         x_a, grid_a = adit.patchify(audio_latents)  # [B, L_a, Da]
-        rope_v, rope_a = vdit.rope(grid_v, device), adit.rope(grid_a, device)
+        rope_v = rope_tables(vdit.rope(grid_v, device), x_v.dtype)  # (cos, sin), shared by all blocks
+        rope_a = rope_tables(adit.rope(grid_a, device), x_a.dtype)
         bridge_rope_v, bridge_rope_a = bridge.rope(video_fps, grid_v, grid_a[0], device, x_v.dtype)
         scale = bridge_scale
         if isinstance(scale, torch.Tensor) or scale != 1.0:

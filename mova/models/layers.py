@@ -86,19 +86,27 @@ def video_rope(grid: tuple[int, int, int], split: tuple[int, int, int], device: 
     return torch.cat(parts, dim=-1).reshape(f * h * w, -1)
 
 
-def apply_rope_interleaved(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x_{2m}, x_{2m+1}) of each head by ``angles[l, m]``.
+def rope_tables(angles: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of RoPE angles [L, D/2], built once per forward and shared by every block.
+
+    float32 tables (float64 for a float64 model): the rotation is evaluated at that precision and rounded
+    once to the activation dtype, as the reference's float64 complex product is (spec §5).
+    """
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    return torch.cos(angles).to(compute), torch.sin(angles).to(compute)
+
+
+def apply_rope_interleaved(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate pairs (x_{2m}, x_{2m+1}) of each head by the angle of token l, pair m.
 
     Args:
         x: [B, L, H, D]
-        angles: [L, D/2] (float64)
+        rope: (cos, sin), each [L, D/2], from :func:`rope_tables`.
     Returns:
-        [B, L, H, D] in x.dtype (computed in float32, or float64 for float64 input; rounded once).
+        [B, L, H, D] in x.dtype (computed in the tables' dtype, rounded once).
     """
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    cos = torch.cos(angles).to(compute)[None, :, None, :]
-    sin = torch.sin(angles).to(compute)[None, :, None, :]
-    pairs = x.to(compute).unflatten(-1, (-1, 2))  # [B, L, H, D/2, 2]
+    cos, sin = (t[None, :, None, :] for t in rope)
+    pairs = x.to(cos.dtype).unflatten(-1, (-1, 2))  # [B, L, H, D/2, 2]
     x0, x1 = pairs[..., 0], pairs[..., 1]
     out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
     return out.flatten(-2).to(x.dtype)
@@ -122,8 +130,8 @@ class SelfAttention(nn.Module):
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, dim], rope: [L, head_dim/2] angles -> [B, L, dim]."""
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x: [B, L, dim], rope: (cos, sin) [L, head_dim/2] -> [B, L, dim]."""
         q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))  # [B, L, H, D]
         k = self.norm_k(self.k(x)).unflatten(-1, (self.num_heads, -1))
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
@@ -176,8 +184,9 @@ class DiTBlock(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        """x: [B, L, dim]; context: [B, L_text, dim]; t_mod: [B, 6, dim]; rope: [L, head_dim/2] -> [B, L, dim]."""
+    def forward(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x: [B, L, dim]; context: [B, L_text, dim]; t_mod: [B, 6, dim]; rope: (cos, sin) [L, head_dim/2]."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.to(t_mod.dtype) + t_mod).chunk(6, dim=1)
         x = x + gate1 * self.self_attn(modulate(self.norm1(x), shift1, scale1), rope)
         x = x + self.cross_attn(self.norm3(x), context)
@@ -257,7 +266,7 @@ class DiTBackbone(nn.Module):
         t_emb, t_mod = self.embed_time(t)
         context = self.embed_text(text_embeds)
         tokens, grid = self.patchify(x)
-        rope = self.rope(grid, x.device)
+        rope = rope_tables(self.rope(grid, x.device), self.dtype)
         for block in self.blocks:
             tokens = block(tokens, context, t_mod, rope)
         return self.unpatchify(self.head(tokens, t_emb), grid)
