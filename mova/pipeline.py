@@ -167,20 +167,23 @@ class MOVAPipeline:
         return cls(components, device, dtype, offload, name=name)
 
     def _setup_offload(self) -> None:
+        """``sequential``: the denoiser's blocks stream from pinned host memory (mova.offload.BlockStreamer);
+        the text encoder and VAEs move to the GPU only while they run, as with ``model``."""
+        self.streamer = None
         if self.offload == "sequential" and self.device.type == "cuda":
-            from diffusers.hooks import apply_group_offloading
+            from mova.offload import BlockStreamer
 
-            for part in self._denoiser_parts:
-                module = self.components.get(part)
-                if module is not None:
-                    apply_group_offloading(module, onload_device=self.device, offload_type="block_level",
-                                           num_blocks_per_group=1, use_stream=True)
+            parts = [self.components[p] for p in self._denoiser_parts if self.components.get(p) is not None]
+            self.streamer = BlockStreamer(parts, self.device)
 
     def _on_device(self, *names: str) -> None:
-        """With ``model`` offload, move the named components to the device and everything else to the CPU."""
-        if self.offload != "model" or self.device.type == "cpu":
+        """With offloading, move the named components to the device and the others to the CPU (the denoiser
+        parts under ``sequential`` are left to the block streamer)."""
+        if self.offload == "none" or self.device.type == "cpu":
             return
         for part in self.model_cpu_offload_seq:
+            if self.offload == "sequential" and part in self._denoiser_parts:
+                continue
             module = self.components.get(part)
             if isinstance(module, torch.nn.Module):
                 module.to(self.device if part in names else "cpu")
@@ -190,9 +193,8 @@ class MOVAPipeline:
     def _release(self, name: str) -> None:
         """Drop a component for the rest of this call when offloading (the high-noise expert after the boundary)."""
         module = self.components.get(name)
-        if self.offload != "none" and isinstance(module, torch.nn.Module) and self.device.type == "cuda":
-            if self.offload == "model":
-                module.to("cpu")
+        if self.offload == "model" and isinstance(module, torch.nn.Module) and self.device.type == "cuda":
+            module.to("cpu")
             torch.cuda.empty_cache()
 
     # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""Block-level weight streaming for GPUs smaller than the model (the pipeline's ``offload="sequential"``).
+
+Every repeated block (``_repeated_blocks`` of each model: DiT blocks, bridge conditioners) keeps its weights
+in pinned host memory; just before a block runs, its weights are on the GPU, and while it runs the next
+block's weights are copied on a side CUDA stream, so copies overlap compute. After a block has run its GPU
+copies are dropped. Everything else of the model (embeddings, heads: a few hundred MB) stays on the GPU.
+The order of blocks is recorded during the first forward and used for prefetching afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class BlockStreamer:
+    """Installs the hooks on every repeated block of ``models``; ``remove()`` takes them off again."""
+
+    def __init__(self, models: list[nn.Module], device: torch.device, prefetch: bool = True):
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if (prefetch and device.type == "cuda") else None
+        self.blocks: dict[int, nn.Module] = {}
+        self.host: dict[int, list[tuple[nn.Parameter, torch.Tensor]]] = {}
+        self.ready: dict[int, torch.cuda.Event | None] = {}
+        self.order: list[int] = []
+        self.position: dict[int, int] = {}
+        self.handles = []
+        for model in models:
+            names = set(getattr(model, "_repeated_blocks", ()))
+            blocks = [m for m in model.modules() if type(m).__name__ in names]
+            block_params = {id(p) for b in blocks for p in b.parameters()}
+            for p in model.parameters():  # the rest stays resident on the GPU
+                if id(p) not in block_params:
+                    p.data = p.data.to(device)
+            for block in blocks:
+                self._register(block)
+
+    def _register(self, block: nn.Module) -> None:
+        key = id(block)
+        pinned = []
+        for p in block.parameters():
+            host = p.data.to("cpu")
+            if self.device.type == "cuda":
+                host = host.pin_memory()
+            p.data = host
+            pinned.append((p, host))
+        self.blocks[key] = block
+        self.host[key] = pinned
+        self.ready[key] = None
+        self.handles.append(block.register_forward_pre_hook(self._before))
+        self.handles.append(block.register_forward_hook(self._after))
+
+    def _load(self, block: nn.Module) -> None:
+        key = id(block)
+        if self.ready[key] is not None:
+            return
+        if self.stream is None:
+            for p, host in self.host[key]:
+                p.data = host.to(self.device)
+            self.ready[key] = True  # type: ignore[assignment]
+            return
+        with torch.cuda.stream(self.stream):
+            for p, host in self.host[key]:
+                p.data = host.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        self.ready[key] = event
+
+    def _before(self, block: nn.Module, args) -> None:
+        key = id(block)
+        if key not in self.position:  # first pass: record the execution order
+            self.position[key] = len(self.order)
+            self.order.append(key)
+        self._load(block)
+        event = self.ready[key]
+        if isinstance(event, torch.cuda.Event):
+            torch.cuda.current_stream(self.device).wait_event(event)
+            for p, _ in self.host[key]:
+                p.data.record_stream(torch.cuda.current_stream(self.device))  # keep the memory until used
+        nxt = self.position[key] + 1
+        if self.stream is not None and nxt < len(self.order):
+            self._load(self.blocks[self.order[nxt]])
+
+    def _after(self, block: nn.Module, args, output) -> None:
+        key = id(block)
+        for p, host in self.host[key]:
+            p.data = host
+        self.ready[key] = None
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
