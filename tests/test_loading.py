@@ -165,3 +165,28 @@ def test_inspect_cli(tiny_checkpoint, capsys):
     report = json.loads(capsys.readouterr().out)
     params = {c["name"]: c["parameters"] for c in report["components"]}
     assert params["video_dit"] == 14_288_901_184 and params["dual_tower_bridge"] == 2_659_737_600
+
+
+def test_loading_keeps_one_copy_in_host_memory(tmp_path):
+    """Peak RSS growth while loading a ~200 MB component stays near its size (no second full copy)."""
+    import subprocess
+    import sys
+
+    from mova.config import WanModelConfig
+
+    cfg = WanModelConfig(dim=512, ffn_dim=2048, num_heads=4, num_layers=10, text_dim=64, freq_dim=32)
+    model = VideoDiT(cfg)
+    save_native(model, tmp_path / "big")
+    size = sum(p.numel() * 4 for p in model.parameters())
+    assert size > 150e6
+    code = (
+        "import resource, sys, torch\n"
+        "from mova.loading import load_native\nfrom mova.models import VideoDiT\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"m = load_native(VideoDiT, {str(tmp_path / 'big')!r})\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print((after - before) * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=".")
+    growth = int(out.stdout.strip().splitlines()[-1])
+    assert growth < 1.3 * size, (growth, size)

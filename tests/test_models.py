@@ -12,7 +12,9 @@ from mova.config import BridgeConfig, WanModelConfig, get_preset, tiny_preset
 from mova.loading import build_on_meta, parameter_count
 from mova.models import AudioDiT, AudioVAE, DualTowerBridge, DualTowerDenoiser, VideoDiT
 from mova.models.bridge import aligned_positions, apply_rope_half, rotary_cos_sin
-from mova.models.layers import DiTBlock, apply_rope_interleaved, rope_angles, sinusoidal_embedding, video_rope
+from mova.models.layers import (
+    DiTBlock, apply_rope_interleaved, rope_angles, rope_tables, sinusoidal_embedding, video_rope,
+)
 
 # --------------------------------------------------------------------------------------------------------
 # Full size, on the meta device (spec §4, §23)
@@ -261,7 +263,7 @@ def test_rope_functions_match_float64_reference():
     x = torch.randn(1, 24, 2, 16, generator=g, dtype=torch.float64)
     grid, split = (2, 3, 4), WanModelConfig(dim=32, num_heads=2, ffn_dim=8, num_layers=1).rope_split
     assert split == (8, 4, 4)
-    ours = apply_rope_interleaved(x, video_rope(grid, split, x.device))[0].numpy()
+    ours = apply_rope_interleaved(x, rope_tables(video_rope(grid, split, x.device), x.dtype))[0].numpy()
     f, h, w = np.meshgrid(np.arange(2), np.arange(3), np.arange(4), indexing="ij")
     ref = np_rope_complex(x[0].numpy(), [f.ravel(), h.ravel(), w.ravel()], split)
     assert np.abs(ours - ref).max() / np.abs(ref).max() < 1e-6
@@ -298,7 +300,7 @@ def test_dit_block_matches_float64_reference():
     ctx = torch.randn(2, 5, dim, dtype=torch.float64)
     t_mod = torch.randn(2, 6, dim, dtype=torch.float64)
     with torch.no_grad():
-        ours = block(x, ctx, t_mod, video_rope(grid, split, x.device)).numpy()
+        ours = block(x, ctx, t_mod, rope_tables(video_rope(grid, split, x.device), x.dtype)).numpy()
 
     P = {k: v.detach().numpy() for k, v in block.state_dict().items()}
     lin = lambda name, z: z @ P[f"{name}.weight"].T + P[f"{name}.bias"]  # noqa: E731
@@ -408,3 +410,20 @@ def test_audio_vae_lengths_and_weight_norm_forms(tmp_path):
     assert not any(k.endswith("weight_g") for k in fused.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(fused.decode(z), y, rtol=1e-5, atol=1e-6)
+
+
+def test_block_streamer_leaves_results_unchanged(tiny):
+    from mova.offload import BlockStreamer
+
+    video, audio, text = inputs(B=1)
+    with torch.no_grad():
+        ref = tiny(video, audio, text, 500.0, 400.0, 24.0)
+        streamer = BlockStreamer([*tiny.experts, tiny.audio_dit, tiny.bridge], torch.device("cpu"))
+        try:
+            first = tiny(video, audio, text, 500.0, 400.0, 24.0)
+            second = tiny(video, audio, text, 500.0, 400.0, 24.0)
+        finally:
+            streamer.remove()
+    assert all(torch.equal(a, b) for a, b in zip(ref, first)) and all(torch.equal(a, b) for a, b in zip(ref, second))
+    # 3 video + 2 audio blocks + 2×2 bridge conditioners, recorded in execution order
+    assert len(streamer.order) == 9
