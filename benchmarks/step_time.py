@@ -12,7 +12,8 @@ Configs are ``mode:branching:attention[:compile]`` — mode in none/text/text+br
 branches in one forward) or ``sequential`` (one forward per branch, like the official pipeline), attention
 an ``AttentionBackend`` value (auto = FA3 if installed, else cuDNN-first SDPA); ``compile`` runs with
 regional torch.compile of the blocks (``DualTowerDenoiser.compile_blocks``; compile time is excluded: it
-happens in the warm-up step).
+happens in the warm-up step); ``stream`` runs with the pipeline's ``offload="sequential"`` mode (blocks
+streamed from pinned host memory, ``mova.offload.BlockStreamer``) — list it last.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def run_config(den, preset, resolution: str, config: str, steps: int, warmup: in
 
     record = dict(resolution=resolution, height=h, width=w, num_frames=193, fps=24, video_tokens=tokens_v,
                   audio_tokens=tokens_a, mode=mode, nfe=guidance.nfe, branching=branching, attention=backend,
-                  compiled="compile" in flags,
+                  compiled="compile" in flags, offload="sequential" if "stream" in flags else "none",
                   dtype=str(dtype).replace("torch.", ""))
     try:
         with attention_backend(backend):
@@ -160,8 +161,20 @@ def main() -> int:
     if args.append and args.out.exists():
         results = json.loads(args.out.read_text())
     print(f"built denoiser in {build_s:.1f} s, weights {weights_gb:.1f} GB on {results['device']}", flush=True)
-    compiled = False
+    compiled = streaming = False
     for config in args.configs:
+        if config.endswith(":stream") and not streaming:
+            from mova.offload import BlockStreamer
+
+            t1 = time.perf_counter()
+            BlockStreamer([*den.experts, den.audio_dit, den.bridge], device)
+            torch.cuda.empty_cache()
+            print(f"moved blocks to pinned host memory in {time.perf_counter() - t1:.1f} s; "
+                  f"{torch.cuda.memory_allocated() / 1e9:.2f} GB stay on the GPU", flush=True)
+            streaming = True
+            weights_gb = torch.cuda.memory_allocated() / 1e9
+        elif streaming and not config.endswith(":stream"):
+            raise SystemExit("list streamed configs last")
         if config.endswith(":compile") and not compiled:
             den.compile_blocks()
             compiled = True
@@ -175,7 +188,8 @@ def main() -> int:
         print(json.dumps(rec), flush=True)
     print(f"{'res':<5} {'config':<24} {'s/step':>8} {'peak GB':>8} {'TF/s':>7}")
     for r in results["runs"]:
-        cfg = f"{r['mode']}:{r['branching']}:{r['attention']}" + (":compile" if r.get("compiled") else "")
+        cfg = f"{r['mode']}:{r['branching']}:{r['attention']}" + (":compile" if r.get("compiled") else "") + \
+            (":stream" if r.get("offload") == "sequential" else "")
         print(f"{r['resolution']:<5} {cfg:<24} {r.get('step_s', r['status']):>8} {r.get('peak_memory_gb', '-'):>8} "
               f"{r.get('tflops_per_s', '-'):>7}")
     return 0
