@@ -153,6 +153,7 @@ def guided_velocity(
     expert: int | None = None,
     *,
     sequential: bool = False,
+    parallel: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Guided (video, audio) velocities for one denoising step (spec §14).
 
@@ -169,6 +170,8 @@ def guided_velocity(
         video_fps: frames per second of the video (bridge RoPE clock).
         expert: video expert index passed through to the denoiser (omitted when None).
         sequential: evaluate the branches one call at a time instead of one batched call (same result, less memory).
+        parallel: a ``mova.parallel.ParallelState`` with ``cfg_size`` > 1 spreads the branches over the ranks of
+            its cfg group (rank r evaluates branches r, r + cfg, ...) and all-gathers their outputs.
 
     Returns:
         (v_video [B, 16, T', h, w], v_audio [B, C_a, N_a]), float32.
@@ -218,11 +221,23 @@ def guided_velocity(
             **extra,
         )
 
-    # 2. Evaluate the branches: one batched call, or one call per branch.
-    if sequential:
-        outs = [run((b,)) for b in branches]
+    # 2. Evaluate the branches: one batched call, or one call per branch (only this rank's under CFG parallel).
+    cfg = getattr(parallel, "cfg_size", 1)
+    mine = branches if cfg == 1 else branches[parallel.cfg_rank::cfg]
+    if cfg > 1 and not mine:
+        raise ValueError(f"CFG parallel degree {cfg} exceeds the {len(branches)} branches of mode {guidance.mode!r}")
+    if sequential or cfg > 1:
+        outs = [run((b,)) for b in mine] if sequential else None
+        if outs is None:
+            out_video, out_audio = run(mine)
+            outs = list(zip(out_video.split(batch, dim=0), out_audio.split(batch, dim=0)))
         v_video = [o[0] for o in outs]
         v_audio = [o[1] for o in outs]
+        if cfg > 1:
+            from mova.parallel import gather_branches
+
+            v_video = gather_branches(v_video, len(branches), parallel)
+            v_audio = gather_branches(v_audio, len(branches), parallel)
     else:
         out_video, out_audio = run(branches)
         v_video = list(out_video.split(batch, dim=0))

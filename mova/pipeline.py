@@ -129,6 +129,7 @@ class MOVAPipeline:
         self.latents_std = torch.tensor(vae_cfg["latents_std"], dtype=torch.float32)
         self.patch = tuple(components["video_dit"].config.patch_size)
         self.interrupt = False
+        self.parallel = None
         self._setup_offload()
 
     # ----------------------------------------------------------------------------------------------------
@@ -165,6 +166,16 @@ class MOVAPipeline:
             if isinstance(module, torch.nn.Module):
                 module.requires_grad_(False)
         return cls(components, device, dtype, offload, name=name)
+
+    def enable_parallel(self, state) -> None:
+        """Run the denoiser with sequence and/or CFG parallelism (a ``mova.parallel.ParallelState`` from
+        ``init_parallel``; every rank runs the same call with the same seed and gets the same result)."""
+        from mova.parallel import parallelize_denoiser
+
+        if self.offload != "none":
+            raise ValueError("parallel inference needs offload='none' (each GPU holds its copy of the model)")
+        parallelize_denoiser(self.denoiser, state)
+        self.parallel = state
 
     def _setup_offload(self) -> None:
         """``sequential``: the denoiser's blocks stream from pinned host memory (mova.offload.BlockStreamer);
@@ -336,7 +347,7 @@ class MOVAPipeline:
             model_in = torch.cat([z_video, condition], dim=1).to(self.dtype)
             v_video, v_audio = guided_velocity(
                 self.denoiser, guidance, model_in, z_audio.to(self.dtype), text, negative, t_video, t_audio, fps,
-                expert=expert, sequential=sequential_cfg,
+                expert=expert, sequential=sequential_cfg, parallel=self.parallel,
             )
             z_video = schedule.step(v_video, i, z_video, "video")
             z_audio = schedule.step(v_audio, i, z_audio, "audio")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 
@@ -37,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--sequential-cfg", dest="sequential_cfg", action="store_true",
                    help="run guidance branches one by one instead of batched (less memory)")
+    p.add_argument("--sp", type=int, default=1,
+                   help="sequence-parallel degree (run under torchrun: --nproc-per-node = sp × cfg degree)")
+    p.add_argument("--cfg-parallel", dest="cfg_parallel", action="store_true",
+                   help="spread the guidance branches over WORLD_SIZE / sp ranks")
     p.set_defaults(func=main)
 
 
@@ -46,10 +51,23 @@ def main(args: argparse.Namespace) -> int:
     from mova import Guidance, MOVAPipeline
 
     guidance = Guidance(mode=args.guidance, text_scale=args.text_scale, bridge_scale=args.bridge_scale)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    state = None
+    if world > 1 or args.sp > 1 or args.cfg_parallel:
+        from mova.parallel import init_parallel
+
+        if args.seed is None:
+            raise ValueError("--seed is required for parallel generation (every rank must draw the same noise)")
+        cfg = world // args.sp if args.cfg_parallel else 1
+        state = init_parallel(sp=args.sp, cfg=cfg)
+    main_rank = state is None or state.is_main
     t0 = time.perf_counter()
-    pipe = MOVAPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype, offload=args.offload)
+    device = state.device if state is not None else args.device
+    pipe = MOVAPipeline.from_pretrained(args.model, device=device, dtype=args.dtype, offload=args.offload)
+    if state is not None:
+        pipe.enable_parallel(state)
     load_s = time.perf_counter() - t0
-    bar = tqdm(total=args.num_inference_steps, desc="denoise", unit="step")
+    bar = tqdm(total=args.num_inference_steps, desc="denoise", unit="step", disable=not main_rank)
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage == "denoise":
@@ -65,6 +83,8 @@ def main(args: argparse.Namespace) -> int:
                       sequential_cfg=args.sequential_cfg)
     finally:
         bar.close()
+    if not main_rank:
+        return 0
     path = result.save(args.out)
     if args.wav:
         result.save_wav(args.wav)

@@ -98,6 +98,7 @@ class ConditionalCrossAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
+        self.attn_fn = attention  # the math; mova.parallel swaps in its sequence-parallel version
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor,
@@ -111,7 +112,7 @@ class ConditionalCrossAttention(nn.Module):
             q = apply_rope_half(q, *x_rope)
         if y_rope is not None:
             k = apply_rope_half(k, *y_rope)
-        return self.o(attention(q, k, v).flatten(-2))
+        return self.o(self.attn_fn(q, k, v).flatten(-2))
 
 
 class PerFrameAttentionPooling(nn.Module):

@@ -43,6 +43,7 @@ class DualTowerDenoiser(nn.Module):
         self.audio_dit = audio_dit
         self.bridge = bridge
         self.boundary = boundary_ratio * num_train_timesteps
+        self.parallel = None  # a mova.parallel.ParallelState once parallelize_denoiser() has run
         self._check_widths()
 
     def _check_widths(self) -> None:
@@ -155,6 +156,18 @@ class DualTowerDenoiser(nn.Module):
         scale = bridge_scale
         if isinstance(scale, torch.Tensor) or scale != 1.0:
             scale = _as_batch(bridge_scale, B, device, "bridge_scale")
+        sp = self.parallel if (self.parallel is not None and self.parallel.sp_size > 1) else None
+        if sp is not None:  # sequence parallel: every rank keeps one shard of each stream (mova.parallel)
+            from mova.parallel import shard_seq
+
+            len_v, len_a = x_v.shape[1], x_a.shape[1]
+            sp.valid_len = {"video": len_v, "audio": len_a}
+            x_v, x_a = shard_seq(x_v, sp), shard_seq(x_a, sp)
+            rope_v = tuple(shard_seq(t, sp, dim=0) for t in rope_v)
+            rope_a = tuple(shard_seq(t, sp, dim=0) for t in rope_a)
+            if bridge_rope_v is not None:
+                bridge_rope_v = tuple(shard_seq(t, sp, dim=0) for t in bridge_rope_v)
+                bridge_rope_a = tuple(shard_seq(t, sp, dim=0) for t in bridge_rope_a)
 
         # 4. Layers: bridge j, video block j, audio block j; then the remaining layers of either tower
         for j in range(max(len(vdit.blocks), len(adit.blocks))):
@@ -164,6 +177,11 @@ class DualTowerDenoiser(nn.Module):
                 x_v = vdit.blocks[j](x_v, ctx_v, t_mod_v, rope_v)
             if j < len(adit.blocks):
                 x_a = adit.blocks[j](x_a, ctx_a, t_mod_a, rope_a)
+
+        if sp is not None:
+            from mova.parallel import gather_seq
+
+            x_v, x_a = gather_seq(x_v, sp)[:, :len_v], gather_seq(x_a, sp)[:, :len_a]
 
         # 5. Heads and unpatchify
         return vdit.unpatchify(vdit.head(x_v, t_emb_v), grid_v), adit.unpatchify(adit.head(x_a, t_emb_a), grid_a)

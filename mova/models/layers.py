@@ -129,13 +129,14 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
+        self.attn_fn = attention  # the math; mova.parallel swaps in its sequence-parallel version
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x: [B, L, dim], rope: (cos, sin) [L, head_dim/2] -> [B, L, dim]."""
         q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))  # [B, L, H, D]
         k = self.norm_k(self.k(x)).unflatten(-1, (self.num_heads, -1))
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
-        out = attention(apply_rope_interleaved(q, rope), apply_rope_interleaved(k, rope), v)
+        out = self.attn_fn(apply_rope_interleaved(q, rope), apply_rope_interleaved(k, rope), v)
         return self.o(out.flatten(-2))
 
 
