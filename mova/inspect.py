@@ -15,7 +15,8 @@ import torch
 
 from mova.config import PRESET_NAMES, get_preset
 from mova.loading import (
-    LIBRARY_COMPONENTS, NATIVE_COMPONENTS, build_on_meta, checkpoint_tensors, compare_keys, native_config,
+    LIBRARY_COMPONENTS, NATIVE_COMPONENTS, build_on_meta, checkpoint_tensors, compare_keys, component_names,
+    native_config,
     parameter_count, read_json, read_model_index,
 )
 
@@ -99,7 +100,7 @@ def inspect_component(folder: Path, name: str, entry: Any) -> ComponentReport:
 def inspect_folder(folder: str | Path) -> list[ComponentReport]:
     folder = Path(folder)
     index = read_model_index(folder)
-    names = [n for n in index if not n.startswith("_") and isinstance(index[n], list)]
+    names = component_names(index)
     unknown = [n for n in names if n not in NATIVE_COMPONENTS and n not in LIBRARY_COMPONENTS]
     reports = [inspect_component(folder, n, index[n]) for n in names if n not in unknown]
     reports += [ComponentReport(n, str(index[n]), None, [], None, False, "unknown component") for n in unknown]

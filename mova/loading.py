@@ -80,6 +80,13 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def component_names(index: dict[str, Any]) -> list[str]:
+    """The components of a model_index: the entries whose value is a [library, class] pair of strings
+    (other keys are pipeline settings such as ``boundary_ratio`` or our ``resolutions``)."""
+    return [n for n, v in index.items() if not n.startswith("_") and isinstance(v, list) and len(v) == 2
+            and all(isinstance(x, str) for x in v)]
+
+
 def read_model_index(folder: str | os.PathLike) -> dict[str, Any]:
     """``model_index.json`` of a checkpoint folder, checked for the components MOVA needs."""
     folder = Path(folder)
@@ -339,7 +346,7 @@ def load_components(folder: str | os.PathLike, device: str | torch.device = "cpu
     parsed ``model_index`` under the key ``"model_index"``."""
     folder = Path(folder)
     index = read_model_index(folder)
-    wanted = [n for n in index if not n.startswith("_") and isinstance(index[n], list)]
+    wanted = component_names(index)
     if names is not None:
         wanted = [n for n in wanted if n in set(names)]
     out: dict[str, Any] = {"model_index": index}

@@ -393,7 +393,7 @@ class MOVAPipeline:
         width: int | None = None,
         num_frames: int | None = None,
         fps: float | None = None,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         guidance: Guidance | None = None,
         seed: int | None = None,
         video_shift: float | None = None,
@@ -410,6 +410,7 @@ class MOVAPipeline:
             prompt: what is seen and heard. image: first frame (path, PIL image or uint8 array); ``None`` → T2VA
                 with a white first frame. negative_prompt: ``None`` → the default Wan negative prompt.
             height, width: multiples of 16 (default: the model's trained size). num_frames: 4k+1. fps: > 0.
+            num_inference_steps: default from model_index.json (``default_num_inference_steps``), else 50.
             guidance: CFG mode and scales (default text CFG, s_T = 5). seed: ``None`` → random; the used seed is
                 returned. video_shift, audio_shift: per-modality σ shift (default: the scheduler config's).
             loudness_lufs: integrated loudness target of the audio, ``None`` to leave it as decoded.
@@ -425,6 +426,8 @@ class MOVAPipeline:
         width = dw if width is None else width
         num_frames = dn if num_frames is None else num_frames
         fps = dfps if fps is None else fps
+        if num_inference_steps is None:
+            num_inference_steps = int(self.model_index.get("default_num_inference_steps", 50))
         if seed is None:
             seed = int.from_bytes(os.urandom(4), "little")
         if output_type not in ("np", "latent"):

@@ -84,7 +84,11 @@ def make_tiny_checkpoint(folder: str | os.PathLike, preset: ModelPreset | None =
     folder = Path(folder)
     components = make_tiny_components(preset, seed)
     components["tokenizer"] = make_tokenizer(folder / "tokenizer")
-    save_pretrained(folder, components, boundary_ratio=preset.boundary_ratio)
+    h, w = preset.resolutions[0]
+    save_pretrained(folder, components, boundary_ratio=preset.boundary_ratio, extra_index={
+        "default_height": h, "default_width": w, "default_num_frames": preset.default_num_frames,
+        "default_fps": preset.default_fps, "resolutions": [list(r) for r in preset.resolutions],
+    })
     scheduler_dir = folder / "scheduler"
     scheduler_dir.mkdir(exist_ok=True)
     with open(scheduler_dir / "scheduler_config.json", "w", encoding="utf-8") as f:

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-frames", "--num_frames", dest="num_frames", type=int, default=None, help="4k+1 frames")
     p.add_argument("--fps", type=float, default=None, help="frames per second")
     p.add_argument("--num-inference-steps", "--num_inference_steps", "--steps", dest="num_inference_steps", type=int,
-                   default=50, help="denoising steps (default 50)")
+                   default=None, help="denoising steps (default: the model's, 50 for MOVA)")
     p.add_argument("--guidance", default="text", choices=["none", "text", "text+bridge", "dual"],
                    help="CFG mode: none (NFE 1), text (2), text+bridge (2), dual (3)")
     p.add_argument("--text-scale", "--text_scale", dest="text_scale", type=float, default=5.0, help="s_T (default 5)")
@@ -67,10 +67,11 @@ def main(args: argparse.Namespace) -> int:
     if state is not None:
         pipe.enable_parallel(state)
     load_s = time.perf_counter() - t0
-    bar = tqdm(total=args.num_inference_steps, desc="denoise", unit="step", disable=not main_rank)
+    bar = tqdm(desc="denoise", unit="step", disable=not main_rank)
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage == "denoise":
+            bar.total = total
             bar.n = done
             bar.refresh()
 
