@@ -1,0 +1,227 @@
+"""The whole app served in-process on the tiny checkpoint, called through gradio_client like an API user.
+
+Every endpoint returns files PyAV decodes (H.264 + AAC); bad input gives a clear message and the app keeps
+serving; two concurrent requests both complete, in order; the UI package never imports torch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from tests.test_app_support import FAST, app_checkpoint, running_app, streams, write_png
+
+ROOT = Path(__file__).resolve().parents[1]
+ENDPOINTS = {"/generate_i2va", "/generate_t2va", "/compare", "/describe", "/rewrite", "/first_frame_prompt"}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    with running_app(app_checkpoint(tiny_checkpoint, root), root / "data") as (url, backend):
+        yield url, backend, root
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server[0], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def frame(server):
+    return write_png(server[2] / "frame.png")
+
+
+def assert_playable(path: str, frames: int = 9) -> None:
+    info = streams(path)
+    assert info["video_codec"] == "h264" and info["audio_codec"] == "aac", info
+    assert info["frames"] == frames and info["samples"] > 0, info
+    assert (info["width"], info["height"]) == (64, 64)
+
+
+def test_ui_never_imports_torch():
+    code = "import sys, ui, ui.generate, ui.cfg_compare, ui.prompting, ui.widgets, ui.arena; " \
+           "assert 'torch' not in sys.modules, 'ui imported torch'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_progress_adapter_shows_steps_and_eta_and_pickles():
+    import pickle
+
+    from ui.widgets import GradioProgress
+
+    calls = []
+
+    class Recorder:  # stands in for gr.Progress
+        def __call__(self, progress, desc=None, unit="steps"):
+            calls.append((progress, desc))
+
+    adapter = GradioProgress(Recorder(), prefix="[1/2] text: ")
+    for step in (1, 2, 3):
+        adapter("denoise", step, 3)
+    adapter("encode", 0, 1)
+    assert calls[0] == ((1, 3), "[1/2] text: Denoising step 1/3")
+    assert calls[2][1].startswith("[1/2] text: Denoising step 3/3 · ETA ")
+    assert calls[3] == ((0, 1), "[1/2] text: Writing the mp4")
+    import gradio as gr
+
+    pickle.dumps(GradioProgress(gr.Progress()))  # ZeroGPU pickles a GPU task's arguments
+
+
+def test_tabs_build_alone_and_the_app_builds_twice(server):
+    import gradio as gr
+
+    from ui import build_app, cfg_compare, generate, prompting
+
+    backend = server[1]
+    demos = [generate.build(backend, with_image=True), generate.build(backend, with_image=False),
+             prompting.build(backend), cfg_compare.build(backend), build_app(backend, examples=False),
+             build_app(backend, examples=False)]
+    assert all(isinstance(demo, gr.Blocks) for demo in demos)
+
+
+def test_named_endpoints(client, server):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert ENDPOINTS <= set(api), set(api)
+    t2va = [p["parameter_name"] for p in api["/generate_t2va"]["parameters"]]
+    assert t2va == ["prompt", "negative_prompt", "height", "width", "num_frames", "fps", "num_inference_steps",
+                    "guidance", "text_scale", "bridge_scale", "video_shift", "audio_shift", "seed", "randomize_seed",
+                    "loudness_lufs", "lora", "lora_scale"]  # the contract words, as the CLI spells them
+    assert [p["parameter_name"] for p in api["/generate_i2va"]["parameters"]] == ["image", *t2va]
+    for route in ("/", "/arena", "/leaderboard"):
+        assert httpx.get(server[0] + route, timeout=30).status_code == 200
+
+
+def test_generate_t2va(client):
+    video, seed, figures, details = client.predict(prompt="thunder rolls over the sea", seed=7, randomize_seed=False,
+                                                   **FAST, api_name="/generate_t2va")
+    assert_playable(video)
+    assert seed == 7 and details["seed"] == 7 and details["nfe"] == 2 * 2
+    assert "NFE" in figures and "A/V offset" in figures and "loudness" in figures
+    assert Path(details["sidecar_path"]).is_file() and details["settings"]["image"] is None
+
+
+def test_generate_t2va_random_seed_is_reported(client):
+    _, seed, _, details = client.predict(prompt="a dog barks twice", randomize_seed=True, **FAST,
+                                         api_name="/generate_t2va")
+    assert isinstance(seed, (int, float)) and int(seed) == details["seed"]
+
+
+def test_generate_i2va(client, frame):
+    video, seed, figures, details = client.predict(image=handle_file(str(frame)), prompt="a red ball bounces",
+                                                   guidance="dual", bridge_scale=3.5, **FAST,
+                                                   api_name="/generate_i2va")
+    assert_playable(video)
+    assert details["nfe"] == 3 * 2 and details["settings"]["guidance_mode"] == "dual"
+    assert details["settings"]["image"] and Path(details["settings"]["image"]).is_file()
+
+
+def test_compare(client, frame):
+    out = client.predict(prompt="a pendulum ticks", image=None, seed=11, randomize_seed=False, **FAST,
+                         enabled_3=False, api_name="/compare")
+    videos, figures, table, seed, details = out[:4], out[4:8], out[8], out[9], out[10]
+    assert [v is not None for v in videos] == [True, True, False, False]
+    for video in videos[:2]:
+        assert_playable(video)
+    assert seed == 11 and [d["seed"] for d in details] == [11, 11]
+    assert [d["nfe"] for d in details] == [4, 4]
+    assert all("A/V offset" in f and "loudness" in f for f in figures[:2])
+    assert len(table["data"]) == 2
+
+
+def test_prompting_endpoints(client, frame):
+    description, notes = client.predict(image=handle_file(str(frame)), api_name="/describe")
+    assert "Visual style" in description and "offline" in notes
+    text, notes = client.predict(prompt='A man looks up and says "We did it."', description=description,
+                                 language="English", api_name="/rewrite")
+    assert '"We did it."' in text and "The audio shows" in text
+    image_prompt, _ = client.predict(prompt="a cat on a piano", aspect="9:16", api_name="/first_frame_prompt")
+    assert image_prompt.strip()
+
+
+@pytest.mark.parametrize("kwargs, api_name, words", [
+    (dict(prompt="rain", height=65), "/generate_t2va", ["height=65", "multiple of 16"]),
+    (dict(prompt="rain", width=2048, height=2048), "/generate_t2va", ["too large"]),
+    (dict(prompt="   "), "/generate_t2va", ["prompt is empty"]),
+    (dict(prompt="rain", num_frames=10), "/generate_t2va", ["num_frames"]),
+    (dict(prompt="rain", guidance="louder"), "/generate_t2va", ["mode='louder'"]),
+    (dict(prompt="rain", image=None), "/generate_i2va", ["image is missing"]),
+    (dict(prompt="rain", enabled_2=False, enabled_3=False), "/compare", ["needs 2 to 4"]),
+])
+def test_bad_input_gives_a_message(client, kwargs, api_name, words):
+    with pytest.raises(AppError) as err:
+        client.predict(**{**FAST, **kwargs}, api_name=api_name)
+    for word in words:
+        assert word in str(err.value), str(err.value)
+    assert "Traceback" not in str(err.value)
+
+
+def test_bad_uploads_give_a_message_and_the_app_keeps_serving(client, server, tmp_path):
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("not an image")
+    with pytest.raises(AppError, match="not a readable image"):
+        client.predict(image=handle_file(str(not_image)), prompt="rain", **FAST, api_name="/generate_i2va")
+    with pytest.raises(AppError, match="not a readable image"):
+        client.predict(image=handle_file(str(not_image)), api_name="/describe")
+    with pytest.raises(AppError, match="prompt"):
+        client.predict(prompt="  ", description="", language="English", api_name="/rewrite")
+    huge_pixels = write_png(tmp_path / "huge.png", size=(9000, 5000), colour=(0, 0, 0))  # small file, 45 MP
+    with pytest.raises(AppError, match="max_pixels"):
+        client.predict(image=handle_file(str(huge_pixels)), prompt="rain", **FAST, api_name="/generate_i2va")
+    huge_file = tmp_path / "huge-file.png"
+    huge_file.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(26 * 1024 * 1024))
+    with pytest.raises(Exception, match="maximum file size"):
+        client.predict(image=handle_file(str(huge_file)), prompt="rain", **FAST, api_name="/generate_i2va")
+    video, *_ = client.predict(prompt="after the errors", **FAST, api_name="/generate_t2va")
+    assert_playable(video)
+
+
+def test_two_concurrent_requests_complete_in_order(server):
+    """Two users at once: the second waits in the queue (its position is reported), then runs after the first."""
+    from gradio_client.utils import Status
+
+    url, backend, _ = server
+    runs: list[tuple[str, float, float]] = []
+    original = backend.pipeline
+
+    class Slow:  # the real pipeline, made slow enough that the second request must queue
+        def __getattr__(self, name):
+            return getattr(original, name)
+
+        def __call__(self, **kwargs):
+            start = time.monotonic()
+            time.sleep(1.0)
+            result = original(**kwargs)
+            runs.append((kwargs["prompt"], start, time.monotonic()))
+            return result
+
+    backend.pipeline = Slow()
+    try:
+        first = Client(url, verbose=False).submit(prompt="request 0", **FAST, api_name="/generate_t2va")
+        deadline = time.monotonic() + 30
+        while first.status().code not in (Status.PROCESSING, Status.PROGRESS) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = Client(url, verbose=False).submit(prompt="request 1", **FAST, api_name="/generate_t2va")
+        queued = []
+        while not second.done() and time.monotonic() < deadline:
+            status = second.status()
+            if status.code == Status.IN_QUEUE:
+                queued.append(status.rank)
+            time.sleep(0.02)
+        results = [first.result(timeout=60), second.result(timeout=60)]
+    finally:
+        backend.pipeline = original
+
+    for i, (video, seed, figures, details) in enumerate(results):
+        assert_playable(video)
+        assert details["settings"]["prompt"] == f"request {i}"
+    assert [prompt for prompt, _, _ in runs] == ["request 0", "request 1"]
+    assert runs[1][1] >= runs[0][2], runs  # one GPU job at a time
+    assert queued and queued[0] is not None, queued  # the waiting request saw its queue position

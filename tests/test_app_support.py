@@ -1,0 +1,76 @@
+"""Helpers shared by the app tests (no tests here): a tiny checkpoint set up for the app, a running app.
+
+The tiny checkpoint's ``model_index.json`` gets the app-facing keys (``resolutions``, ``default_height`` …) so the
+UI's defaults are already the fast CPU settings: 64×64, 9 frames at 12 fps, 2 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+
+import av
+
+APP_DEFAULTS = {"default_height": 64, "default_width": 64, "default_num_frames": 9,
+                "default_fps": 12.0, "default_num_inference_steps": 2}
+FAST = dict(height=64, width=64, num_frames=9, fps=12, num_inference_steps=2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_checkpoint(tiny_checkpoint: Path, folder: Path) -> Path:
+    """A copy of the session's tiny checkpoint with the app defaults in its model_index.json."""
+    target = folder / "tiny-app"
+    shutil.copytree(tiny_checkpoint, target)
+    index_path = target / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index.update(APP_DEFAULTS)
+    index_path.write_text(json.dumps(index, indent=2))
+    return target
+
+
+@contextmanager
+def running_app(checkpoint: Path, data_dir: Path, *, arena: bool = True):
+    """Yield (url, backend) for the full app served in this process on a free port."""
+    from mova.arena import ArenaService
+    from mova.backends.local import LocalBackend
+    from ui import build_app, launch_options
+
+    backend = LocalBackend(checkpoint, data_dir=data_dir)
+    service = ArenaService(data_dir) if arena else None
+    app = build_app(backend, service)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+               **launch_options(backend, service))
+    try:
+        yield f"http://127.0.0.1:{port}", backend
+    finally:
+        app.close()
+
+
+def streams(path: str | Path) -> dict:
+    """Codec names and decoded frame / sample counts of an mp4 (PyAV)."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        info = {"video_codec": video.codec_context.name, "audio_codec": audio.codec_context.name,
+                "width": video.codec_context.width, "height": video.codec_context.height}
+        frames = sum(1 for _ in container.decode(video=0))
+    with av.open(str(path)) as container:
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+    info.update(frames=frames, samples=samples)
+    return info
+
+
+def write_png(path: Path, size: tuple[int, int] = (64, 64), colour: tuple[int, int, int] = (200, 60, 40)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, colour).save(path)
+    return path

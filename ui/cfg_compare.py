@@ -1,0 +1,168 @@
+"""CFG comparison tab: one prompt and one seed, 2–4 guidance settings side by side (text CFG, text+bridge, dual
+with s_B / s_T), each clip with its NFE, time, audio-visual offset (``mova.eval.av_offset``) and loudness.
+
+Public API event: ``compare(prompt, image, ..., enabled_1, guidance_1, text_scale_1, bridge_scale_1, ...,
+enabled_4, ...)`` → four clips (``None`` where a setting is off), their figures, a summary table, the seed used and
+the details (JSON list). It runs on the GPU queue (``concurrency_id="gpu"``), the clips one after another.
+
+Run alone: ``build(backend).launch()``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from mova.backends import Backend, GenerationRequest, ModelInfo
+from ui.widgets import (
+    GPU_CONCURRENCY_ID,
+    UI_MAX_SEED,
+    GenerationControls,
+    GradioProgress,
+    figures_markdown,
+    guidance_title,
+    make_request,
+    render_controls,
+    render_guidance,
+    response_details,
+    user_errors,
+    with_api_signature,
+)
+
+SLOTS = 4
+MIN_SETTINGS = 2
+# (enabled, mode, s_T, s_B): the released text CFG, text+bridge, the paper's dual CFG (s_B 3.5), a weaker text CFG.
+DEFAULT_SETTINGS = (
+    (True, "text", 5.0, 1.0),
+    (True, "text+bridge", 5.0, 1.0),
+    (True, "dual", 5.0, 3.5),
+    (False, "text", 2.5, 1.0),
+)
+TABLE_HEADERS = ("setting", "guidance", "text_scale", "bridge_scale", "NFE", "time (s)", "A/V offset (frames)",
+                 "loudness (LUFS)", "seed")
+
+
+@dataclass
+class SettingSlot:
+    enabled: gr.Checkbox
+    guidance: gr.Radio
+    text_scale: gr.Slider
+    bridge_scale: gr.Slider
+    video: gr.Video
+    figures: gr.Markdown
+
+
+@dataclass
+class CompareTab:
+    controls: GenerationControls
+    slots: list[SettingSlot]
+    button: gr.Button
+    table: gr.Dataframe
+    details: gr.JSON
+
+
+def setting_requests(base: GenerationRequest, values: dict[str, Any]) -> list[tuple[int, GenerationRequest]]:
+    """(slot number, request) for each enabled setting, all with ``base``'s prompt, sizes and seed."""
+    chosen = []
+    for k in range(1, SLOTS + 1):
+        if values.get(f"enabled_{k}"):
+            chosen.append((k, base.replace(guidance_mode=values.get(f"guidance_{k}", "text"),
+                                           text_scale=values.get(f"text_scale_{k}", 5.0),
+                                           bridge_scale=values.get(f"bridge_scale_{k}", 1.0))))
+    if not MIN_SETTINGS <= len(chosen) <= SLOTS:
+        raise ValueError(f"enabled_1 … enabled_{SLOTS}: the comparison needs {MIN_SETTINGS} to {SLOTS} enabled "
+                         f"settings, got {len(chosen)}")
+    return chosen
+
+
+def render(backend: Backend, info: ModelInfo | None = None) -> CompareTab:
+    info = info or backend.model_info()
+    gr.Markdown("One prompt and one seed, generated with 2–4 guidance settings. Compare the clips and their "
+                "figures: NFE (denoiser evaluations), time, audio-visual offset (positive = audio late) and loudness.")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=320):
+            controls = render_controls(info, "compare", with_image=True, image_required=False, with_guidance=False)
+        with gr.Column(scale=1, min_width=320):
+            slots_inputs = []
+            for k, (enabled, mode, s_t, s_b) in enumerate(DEFAULT_SETTINGS, start=1):
+                with gr.Group():
+                    check = gr.Checkbox(enabled, label=f"Setting {k}", elem_id=f"compare-enabled-{k}")
+                    guidance, text_scale, bridge_scale = render_guidance(
+                        info, f"compare-{k}", mode=mode, text_scale=s_t, bridge_scale=s_b, label_suffix=f"_{k}")
+                slots_inputs.append((check, guidance, text_scale, bridge_scale))
+            button = gr.Button("Compare", variant="primary", elem_id="compare-run")
+    slots: list[SettingSlot] = []
+    with gr.Row(equal_height=False):
+        for k, (check, guidance, text_scale, bridge_scale) in enumerate(slots_inputs, start=1):
+            with gr.Column(min_width=220):
+                video = gr.Video(label=f"Setting {k}", interactive=False, buttons=["download"],
+                                 elem_id=f"compare-video-{k}")
+                figures = gr.Markdown(label=f"figures_{k}", elem_id=f"compare-figures-{k}")
+            slots.append(SettingSlot(check, guidance, text_scale, bridge_scale, video, figures))
+    table = gr.Dataframe(headers=list(TABLE_HEADERS), label="Summary", interactive=False, elem_id="compare-table")
+    with gr.Accordion("Details", open=False):
+        details = gr.JSON(label="details", elem_id="compare-details")
+
+    inputs: dict[str, Any] = dict(controls.inputs())
+    for k, slot in enumerate(slots, start=1):
+        inputs.update({f"enabled_{k}": slot.enabled, f"guidance_{k}": slot.guidance,
+                       f"text_scale_{k}": slot.text_scale, f"bridge_scale_{k}": slot.bridge_scale})
+
+    def plan(values: dict[str, Any]) -> list[tuple[int, GenerationRequest]]:
+        base = make_request(values, image_required=None)
+        if base.seed is None:  # one random seed shared by every setting
+            base = base.replace(seed=random.SystemRandom().randrange(UI_MAX_SEED + 1))
+        chosen = setting_requests(base, values)
+        for _, request in chosen:
+            backend.check(request)
+        return chosen
+
+    @user_errors
+    def check(**values: Any) -> None:
+        plan(values)
+
+    @user_errors
+    def compare(progress: gr.Progress = gr.Progress(), **values: Any) -> dict:
+        chosen = plan(values)
+        out: dict[Any, Any] = {}
+        rows, all_details = [], []
+        by_slot = {}
+        for i, (k, request) in enumerate(chosen, start=1):
+            title = guidance_title(request.guidance_mode, request.text_scale, request.bridge_scale)
+            response = backend.generate(request, GradioProgress(progress, prefix=f"[{i}/{len(chosen)}] {title}: "))
+            by_slot[k] = (title, response)
+            rows.append([f"Setting {k}", request.guidance_mode, request.text_scale, request.bridge_scale, response.nfe,
+                         round(response.timings.get("wall", 0.0), 2),
+                         "n/a" if response.av_offset_frames is None else round(response.av_offset_frames, 2),
+                         "silent" if response.loudness_lufs is None else response.loudness_lufs, response.seed])
+            all_details.append({"setting": k, **response_details(response)})
+        for k, slot in enumerate(slots, start=1):  # plain values (a path, text), so API results stay simple
+            if k in by_slot:
+                title, response = by_slot[k]
+                out[slot.video] = response.video_path
+                out[slot.figures] = figures_markdown(response, title=f"Setting {k}: {title}")
+            else:
+                out[slot.video] = None
+                out[slot.figures] = f"*Setting {k} is off.*"
+        out[table] = rows
+        out[controls.seed] = chosen[0][1].seed
+        out[details] = all_details
+        return out
+
+    with_api_signature(compare, list(inputs), optional=("image", "video_shift", "audio_shift"))
+    outputs = [*(s.video for s in slots), *(s.figures for s in slots), table, controls.seed, details]
+    button.click(check, inputs_kwargs=inputs, queue=False, preprocess=False, show_progress="hidden",
+                 api_visibility="private").success(
+        compare, inputs_kwargs=inputs, outputs=outputs, api_name="compare", preprocess=False,
+        concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
+    )
+    return CompareTab(controls, slots, button, table, details)
+
+
+def build(backend: Backend) -> gr.Blocks:
+    with gr.Blocks(title="MOVA Studio · CFG comparison") as demo:
+        render(backend)
+    return demo

@@ -1,0 +1,100 @@
+"""Image+Text → Video+Audio (IT2VA) and Text → Video+Audio (T2VA) tabs: one form and one handler, parameterised
+by ``with_image``.
+
+Public API events: ``generate_i2va(image, prompt, ...)`` and ``generate_t2va(prompt, ...)``; parameters are the
+contract words (``num_frames``, ``fps``, ``num_inference_steps``, ``guidance``, ``text_scale``, ``bridge_scale``,
+``video_shift``, ``audio_shift``, ``seed``, ``randomize_seed``, ``loudness_lufs``...). They return the mp4, the seed
+used, the figures (Markdown) and the details (JSON). Both share the GPU queue (``concurrency_id="gpu"``).
+
+Run alone: ``build(backend, with_image=True).launch()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import gradio as gr
+
+from mova.backends import Backend, ModelInfo
+from ui.widgets import (
+    GPU_CONCURRENCY_ID,
+    GenerationControls,
+    GradioProgress,
+    figures_markdown,
+    make_request,
+    render_controls,
+    response_details,
+    user_errors,
+    with_api_signature,
+)
+
+OPTIONAL_INPUTS = ("video_shift", "audio_shift")  # empty = the scheduler's shift
+
+TITLES = MappingProxyType({"it2va": "Image+Text → Video+Audio", "t2va": "Text → Video+Audio"})
+API_NAMES = MappingProxyType({"it2va": "generate_i2va", "t2va": "generate_t2va"})
+
+
+@dataclass
+class GenerateTab:
+    kind: str  # "it2va" | "t2va"
+    controls: GenerationControls
+    button: gr.Button
+    video: gr.Video
+    figures: gr.Markdown
+    details: gr.JSON
+    done: Any  # the generate event's dependency, for chaining (session history)
+
+
+def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
+           examples: list[tuple[str, str]] | None = None) -> GenerateTab:
+    """Build the tab's form and output inside the current layout and wire its events."""
+    info = info or backend.model_info()
+    kind = "it2va" if with_image else "t2va"
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=320):
+            controls = render_controls(info, kind, with_image=with_image)
+            button = gr.Button("Generate", variant="primary", elem_id=f"{kind}-generate")
+        with gr.Column(scale=1, min_width=320):
+            video = gr.Video(label="video", interactive=False, buttons=["download"], elem_id=f"{kind}-video")
+            figures = gr.Markdown(label="figures", elem_id=f"{kind}-figures")
+            with gr.Accordion("Details", open=False):
+                details = gr.JSON(label="details", elem_id=f"{kind}-details")
+    if examples:
+        if with_image:
+            gr.Examples([[image, caption] for image, caption in examples], [controls.image, controls.prompt],
+                        label="Examples from the demo world", cache_examples=False)
+        else:
+            gr.Examples([[caption] for _, caption in examples], [controls.prompt],
+                        label="Examples from the demo world", cache_examples=False)
+
+    @user_errors
+    def check(**values: Any) -> None:
+        """Instant validation in the browser (no queue), so a bad value never waits behind a GPU job."""
+        backend.check(make_request(values, image_required=with_image))
+
+    @user_errors
+    def generate(progress: gr.Progress = gr.Progress(), **values: Any) -> dict:
+        request = make_request(values, image_required=with_image)
+        response = backend.generate(request, GradioProgress(progress))
+        return {video: response.video_path, controls.seed: response.seed,
+                figures: figures_markdown(response), details: response_details(response)}
+
+    inputs = controls.inputs()
+    with_api_signature(generate, list(inputs), optional=OPTIONAL_INPUTS)
+    # preprocess=False: the first frame arrives as its uploaded file, so a non-image gets our clear message.
+    done = button.click(check, inputs_kwargs=inputs, queue=False, preprocess=False, show_progress="hidden",
+                        api_visibility="private").success(
+        generate, inputs_kwargs=inputs, outputs=[video, controls.seed, figures, details], api_name=API_NAMES[kind],
+        preprocess=False, concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
+    )
+    return GenerateTab(kind, controls, button, video, figures, details, done)
+
+
+def build(backend: Backend, *, with_image: bool) -> gr.Blocks:
+    """The tab as an app of its own."""
+    kind = "it2va" if with_image else "t2va"
+    with gr.Blocks(title=f"MOVA Studio · {TITLES[kind]}") as demo:
+        render(backend, with_image=with_image)
+    return demo
