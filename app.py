@@ -46,6 +46,10 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
     parser.add_argument("--lora", action="append", default=[], metavar="[NAME=]DIR",
                         help="a LoRA adapter the UI offers (repeatable; NAME defaults to the folder name)")
     parser.add_argument("--no-arena", dest="arena", action="store_false", help="leave out the arena pages")
+    parser.add_argument("--sp", type=int, default=1,
+                        help="sequence-parallel degree under torchrun (--nproc-per-node = sp × cfg degree)")
+    parser.add_argument("--cfg-parallel", dest="cfg_parallel", action="store_true",
+                        help="under torchrun: spread the guidance branches over WORLD_SIZE / sp ranks")
     args = parser.parse_args(argv)
     args.loras = dict(_lora_entry(entry) for entry in args.lora)
     if args.data_dir is None:
@@ -74,6 +78,11 @@ def build_backend(args: argparse.Namespace) -> Any:
         from mova.backends.zerogpu import ZeroGPUBackend
 
         return ZeroGPUBackend(args.model, device=args.device, data_dir=args.data_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from mova.backends.distributed import DistributedBackend
+
+        return DistributedBackend(args.model, sp=args.sp, cfg_parallel=args.cfg_parallel, data_dir=args.data_dir,
+                                  loras=args.loras)
     from mova.backends.local import LocalBackend
 
     return LocalBackend(args.model, device=args.device, offload=args.offload, data_dir=args.data_dir,
@@ -91,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"MOVA Studio cannot start: {exc}\nUsage: python app.py --model DIR|demo (or MOVA_MODEL=DIR)",
               file=sys.stderr)
         return 2
+    if getattr(backend, "is_main", True) is False:  # torchrun ranks > 0 follow rank 0's requests
+        backend.follow()
+        return 0
     arena = None
     if args.arena:
         from mova.arena import ArenaService
@@ -100,7 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = build_app(backend, arena)
     host = "0.0.0.0" if on_spaces() else args.host
-    app.launch(server_name=host, server_port=args.port, share=args.share, **launch_options(backend, arena))
+    try:
+        app.launch(server_name=host, server_port=args.port, share=args.share, **launch_options(backend, arena))
+    finally:
+        backend.close()
     return 0
 
 

@@ -36,8 +36,9 @@ LOUDNESS_RANGE = (-70.0, 0.0)
 
 def _integral(name: str, value: Any, low: int, high: int, hint: str = "") -> int:
     """Accept ints and integral floats (UI sliders send 9.0); refuse bools, NaN and fractions."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) \
-        and float(value) == int(value)
+    ok = isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and math.isfinite(float(value)) and float(value) == int(value))
+    ok = ok and not isinstance(value, bool)
     if not ok or not low <= int(value) <= high:
         raise ValueError(f"{name}={value!r} is invalid: expected an integer from {low} to {high}{hint}")
     return int(value)
