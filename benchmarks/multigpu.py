@@ -16,6 +16,7 @@ Run under torchrun, one process per GPU:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -78,11 +79,18 @@ def equivalence(state, device, dtype) -> list[dict]:
         guidance = Guidance("text", 5.0)
         with torch.no_grad():
             ref = guided_velocity(den, guidance, x["video"], x["audio"], x["text"], x["neg"], 700.0, 700.0, 24.0)
+            # the bf16 noise floor: the same single-GPU computation in fp32 vs bf16
+            den32 = copy.deepcopy(den).float()
+            ref32 = guided_velocity(den32, guidance, *(x[k].float() for k in ("video", "audio", "text", "neg")),
+                                    700.0, 700.0, 24.0)
+            floor = [float((a - b).float().norm() / b.float().norm()) for a, b in zip(ref, ref32)]
+            del den32
             parallelize_denoiser(den, state)
             par = guided_velocity(den, guidance, x["video"], x["audio"], x["text"], x["neg"], 700.0, 700.0, 24.0,
                                   parallel=state)
         errs = [float((a - b).float().norm() / b.float().norm()) for a, b in zip(par, ref)]
-        out.append(dict(model=name, audio_tokens=x["audio"].shape[-1], rel_l2_video=errs[0], rel_l2_audio=errs[1]))
+        out.append(dict(model=name, audio_tokens=x["audio"].shape[-1], rel_l2_video=errs[0], rel_l2_audio=errs[1],
+                        bf16_vs_fp32_rel_l2_video=floor[0], bf16_vs_fp32_rel_l2_audio=floor[1]))
         del den
         torch.cuda.empty_cache()
     return out
