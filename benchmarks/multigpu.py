@@ -28,28 +28,11 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from step_time import RESOLUTIONS, forward_flops, random_init_  # noqa: E402
+from step_time import RESOLUTIONS, build_denoiser, forward_flops  # noqa: E402
 
 from mova.config import get_preset, tiny_preset  # noqa: E402
 from mova.guidance import Guidance, guided_velocity  # noqa: E402
-from mova.loading import build_on_meta  # noqa: E402
-from mova.models import AudioDiT, DualTowerBridge, DualTowerDenoiser, VideoDiT  # noqa: E402
 from mova.parallel import init_parallel, parallelize_denoiser  # noqa: E402
-
-
-def build(preset, device, dtype, seed=0) -> DualTowerDenoiser:
-    torch.manual_seed(seed)  # the same weights on every rank
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        parts = []
-        for cls, cfg in ((VideoDiT, preset.video_dit), (AudioDiT, preset.audio_dit), (DualTowerBridge, preset.bridge)):
-            m = build_on_meta(cls, cfg).to_empty(device=device)
-            random_init_(m)
-            parts.append(m.eval().requires_grad_(False))
-    finally:
-        torch.set_default_dtype(previous)
-    return DualTowerDenoiser(parts[0], parts[1], parts[2], None)
 
 
 def inputs(preset, h, w, frames, device, dtype, seed=1):
@@ -74,7 +57,7 @@ def equivalence(state, device, dtype) -> list[dict]:
     out = []
     for name, preset, (h, w, frames) in (("tiny", tiny_preset(), (64, 96, 193)),
                                          ("full-width-2-layers", full_width, (352, 640, 193))):
-        den = build(preset, device, dtype)
+        den = build_denoiser(preset, device, dtype)
         x = inputs(preset, h, w, frames, device, dtype)
         guidance = Guidance("text", 5.0)
         with torch.no_grad():
@@ -98,7 +81,7 @@ def equivalence(state, device, dtype) -> list[dict]:
 
 def timing(state, device, dtype, resolution: str, steps: int, warmup: int) -> dict:
     preset = get_preset("mova-360p")
-    den = build(preset, device, dtype)
+    den = build_denoiser(preset, device, dtype)
     parallelize_denoiser(den, state)
     h, w = RESOLUTIONS[resolution]
     x = inputs(preset, h, w, 193, device, dtype)

@@ -69,7 +69,10 @@ def random_init_(module: torch.nn.Module) -> None:
             p.normal_(0.0, 0.02)
 
 
-def build_denoiser(preset, device: torch.device, dtype: torch.dtype) -> DualTowerDenoiser:
+def build_denoiser(preset, device: torch.device, dtype: torch.dtype, seed: int = 0) -> DualTowerDenoiser:
+    """One video expert, the audio DiT and the bridge with random weights, built directly on ``device``
+    (identical on every rank for the same seed)."""
+    torch.manual_seed(seed)
     parts = []
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # meta parameters in bf16, so to_empty never materialises an fp32 copy

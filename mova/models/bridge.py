@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mova.config import BridgeConfig
-from mova.models.attention import attention
+from mova.models.layers import QKNormAttention
 
 # --------------------------------------------------------------------------------------------------------
 # 1. Aligned RoPE (rotate-half convention, spec §8.3)
@@ -86,28 +86,19 @@ def apply_rope_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> to
 # --------------------------------------------------------------------------------------------------------
 
 
-class ConditionalCrossAttention(nn.Module):
-    """q from the primary tower (width ``dim``), k/v from the conditioning tower (width ``kv_dim``)."""
+class ConditionalCrossAttention(QKNormAttention):
+    """q from the primary tower (width ``dim``), k/v from the conditioning tower (width ``kv_dim``), each
+    rotated with its own tower's aligned positions."""
 
     def __init__(self, dim: int, kv_dim: int, num_heads: int, eps: float = 1e-6):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(kv_dim, dim)
-        self.v = nn.Linear(kv_dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
-        self.attn_fn = attention  # the math; mova.parallel swaps in its sequence-parallel version
+        super().__init__(dim, num_heads, eps, kv_dim=kv_dim)
 
     def forward(
         self, x: torch.Tensor, y: torch.Tensor,
         x_rope: tuple[torch.Tensor, torch.Tensor] | None, y_rope: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> torch.Tensor:
         """x: [B, Lx, dim], y: [B, Ly, kv_dim] (already normalised) -> [B, Lx, dim]."""
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))  # [B, Lx, H, D]
-        k = self.norm_k(self.k(y)).unflatten(-1, (self.num_heads, -1))  # [B, Ly, H, D]
-        v = self.v(y).unflatten(-1, (self.num_heads, -1))
+        q, k, v = self.project(x, y)  # [B, Lx, H, D], [B, Ly, H, D]
         if x_rope is not None:
             q = apply_rope_half(q, *x_rope)
         if y_rope is not None:

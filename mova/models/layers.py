@@ -117,48 +117,45 @@ def apply_rope_interleaved(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tens
 # --------------------------------------------------------------------------------------------------------
 
 
-class SelfAttention(nn.Module):
-    """Self-attention with RMSNorm on q and k over the full width, RoPE after the norm."""
+class QKNormAttention(nn.Module):
+    """Projections ``q``, ``k``, ``v``, ``o`` with RMSNorm on q and k over the full width (``norm_q``,
+    ``norm_k``). Keys and values may come from a stream of another width (``kv_dim``, the bridge)."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float = 1e-6):
+    def __init__(self, dim: int, num_heads: int, eps: float = 1e-6, kv_dim: int | None = None):
         super().__init__()
+        kv_dim = kv_dim or dim
         self.num_heads = num_heads
         self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
+        self.k = nn.Linear(kv_dim, dim)
+        self.v = nn.Linear(kv_dim, dim)
         self.o = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
         self.attn_fn = attention  # the math; mova.parallel swaps in its sequence-parallel version
 
+    def project(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: [B, Lx, dim], y: [B, Ly, kv_dim] -> q [B, Lx, H, D], k and v [B, Ly, H, D] (q, k normalised)."""
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
+        k = self.norm_k(self.k(y)).unflatten(-1, (self.num_heads, -1))
+        return q, k, self.v(y).unflatten(-1, (self.num_heads, -1))
+
+
+class SelfAttention(QKNormAttention):
+    """Self-attention with RoPE applied to q and k after their RMSNorm."""
+
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x: [B, L, dim], rope: (cos, sin) [L, head_dim/2] -> [B, L, dim]."""
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))  # [B, L, H, D]
-        k = self.norm_k(self.k(x)).unflatten(-1, (self.num_heads, -1))
-        v = self.v(x).unflatten(-1, (self.num_heads, -1))
+        q, k, v = self.project(x, x)
         out = self.attn_fn(apply_rope_interleaved(q, rope), apply_rope_interleaved(k, rope), v)
         return self.o(out.flatten(-2))
 
 
-class CrossAttention(nn.Module):
-    """Text cross-attention: q from the tokens, k/v from the text context, q/k RMSNorm, no RoPE, no mask."""
-
-    def __init__(self, dim: int, num_heads: int, eps: float = 1e-6):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
+class CrossAttention(QKNormAttention):
+    """Text cross-attention: q from the tokens, k/v from the text context; no RoPE, no mask."""
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x: [B, L, dim], context: [B, L_text, dim] -> [B, L, dim]."""
-        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
-        k = self.norm_k(self.k(context)).unflatten(-1, (self.num_heads, -1))
-        v = self.v(context).unflatten(-1, (self.num_heads, -1))
-        return self.o(attention(q, k, v).flatten(-2))
+        return self.o(attention(*self.project(x, context)).flatten(-2))
 
 
 # --------------------------------------------------------------------------------------------------------
