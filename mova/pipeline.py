@@ -177,6 +177,13 @@ class MOVAPipeline:
         parallelize_denoiser(self.denoiser, state)
         self.parallel = state
 
+    def load_lora(self, path: str | os.PathLike, scale: float = 1.0):
+        """Load a LoRA adapter (``mova.lora`` format: ``adapter_model.safetensors`` + ``adapter_config.json``)
+        into the denoiser at ``scale``; returns a handle with ``set_scale``, ``merge``, ``unmerge``, ``unload``."""
+        from mova.lora import load_lora
+
+        return load_lora(self, path, scale)
+
     def _setup_offload(self) -> None:
         """``sequential``: the denoiser's blocks stream from pinned host memory (mova.offload.BlockStreamer);
         the text encoder and VAEs move to the GPU only while they run, as with ``model``."""

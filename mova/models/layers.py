@@ -41,6 +41,11 @@ def linear_fp32(module: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """Run a Linear/activation ``nn.Sequential`` in float32 whatever the weight dtype (the reference runs
     the time embedding under fp32 autocast)."""
     x = x.float()
+    with torch.autocast(x.device.type, enabled=False):  # fp32 even inside a bf16 autocast region (training)
+        return _run_fp32(module, x)
+
+
+def _run_fp32(module: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     for layer in module:
         if isinstance(layer, nn.Linear):
             bias = None if layer.bias is None else layer.bias.float()
