@@ -1,0 +1,175 @@
+"""The trainer end to end on CPU (tiny model, demo-world clips, fp32): the loss falls, a resumed run repeats the
+uninterrupted one exactly, the export loads in MOVAPipeline and generates, and the logged batches show the
+recipe — independent per-modality timesteps through their own shifts, the text-dropout rate, expert routing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy import stats
+
+from train.trainer import run
+from train_helpers import DEMO_OVERRIDES, demo_cache, one_torch_thread, tiny_config  # noqa: F401 (autouse fixture)
+
+CONFIG = Path(__file__).resolve().parent.parent / "train" / "configs" / "demo_tiny.yaml"
+
+
+def _rows(path):
+    return [json.loads(line) for line in open(path) if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_checkpoint):
+    """30 steps of demo_tiny (batch 4, shifts 5/1, text dropout 0.5), checkpoints at 10/20/30, keep 2."""
+    cache = demo_cache(str(tmp_path_factory.getbasetemp()), str(tiny_checkpoint))
+    out = tmp_path_factory.mktemp("run") / "a"
+    losses = run(tiny_config(tiny_checkpoint, *DEMO_OVERRIDES), cache, out)
+    return {"out": out, "losses": losses, "cache": cache}
+
+
+def test_loss_falls(trained):
+    losses = trained["losses"]
+    assert len(losses) == 30 and all(np.isfinite(losses))
+    assert np.mean(losses[-8:]) < 0.9 * np.mean(losses[:5]), losses
+    metrics = _rows(trained["out"] / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(1, 31))
+    assert [m["loss"] for m in metrics] == pytest.approx(losses, abs=0)
+    m = metrics[-1]
+    assert m["loss"] == pytest.approx(m["loss_video"] + m["loss_audio"], rel=1e-6)  # λ_v = λ_a = 1
+    assert m["lr/dual_tower_bridge"] == pytest.approx(2 * m["lr/video_dit"])  # per-component learning rates
+
+
+def test_checkpoints_keep_latest(trained):
+    ckpts = sorted(p.name for p in (trained["out"] / "checkpoints").iterdir())
+    assert ckpts == ["step-0000020", "step-0000030"]
+    assert (trained["out"] / "checkpoints" / "step-0000020" / "COMPLETE").is_file()
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(trained, tiny_checkpoint, tmp_path):
+    """Steps 21–30 resumed (through the CLI) from the step-20 checkpoint equal those of the uninterrupted run."""
+    from train.__main__ import main
+
+    out = tmp_path / "b"
+    shutil.copytree(trained["out"] / "checkpoints" / "step-0000020", out / "checkpoints" / "step-0000020")
+    shutil.copy(trained["out"] / "config.yaml", out / "config.yaml")
+    argv = ["run", str(CONFIG), "--data", str(trained["cache"]), "--out", str(out), "--resume"]
+    for item in (f"model.base={tiny_checkpoint}", *DEMO_OVERRIDES):
+        argv += ["--set", item]
+    assert main(argv) == 0
+    resumed = _rows(out / "metrics.jsonl")
+    original = _rows(trained["out"] / "metrics.jsonl")[20:]
+    assert [r["step"] for r in resumed] == list(range(21, 31))
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in original]  # bit-identical on CPU fp32
+    for component in ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"):
+        a = load_file(trained["out"] / "final" / component / "diffusion_pytorch_model.safetensors")
+        b = load_file(out / "final" / component / "diffusion_pytorch_model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_export_loads_and_generates(trained, tiny_checkpoint):
+    from mova import MOVAPipeline
+
+    pipe = MOVAPipeline.from_pretrained(trained["out"] / "final", device="cpu")
+    result = pipe("A small red ball bounces twice.", height=64, width=64, num_frames=9, fps=12.0,
+                  num_inference_steps=2, seed=3)
+    assert result.video.shape == (9, 64, 64, 3) and result.audio.shape == (36000,)
+    base = load_file(tiny_checkpoint / "dual_tower_bridge" / "diffusion_pytorch_model.safetensors")
+    new = load_file(trained["out"] / "final" / "dual_tower_bridge" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(base[k], new[k]) for k in base)  # trained (and re-initialised) weights
+    vae = trained["out"] / "final" / "video_vae" / "diffusion_pytorch_model.safetensors"
+    assert vae.is_file()  # frozen components come from the base checkpoint
+
+
+def test_logged_batches_follow_the_recipe(trained):
+    rows = _rows(trained["out"] / "batches.jsonl")
+    assert len(rows) == 30 and all(len(r["t_video"]) == 4 for r in rows)
+    t_v = np.concatenate([r["t_video"] for r in rows])
+    t_a = np.concatenate([r["t_audio"] for r in rows])
+    sigma_a = np.concatenate([r["sigma_audio"] for r in rows])
+    dropped = np.concatenate([r["dropped"] for r in rows])
+    # independent timesteps
+    assert (t_v != t_a).all()
+    # audio σ follows shift 1 (uniform) and not shift 5; video t (over both experts) follows shift 5
+    cdf = lambda s: (lambda x: np.clip(x, 0, 1) / (s - (s - 1) * np.clip(x, 0, 1)))  # noqa: E731
+    assert stats.kstest(sigma_a, cdf(1.0)).pvalue > 1e-3
+    assert stats.kstest(sigma_a, cdf(5.0)).pvalue < 1e-3
+    assert stats.kstest(t_v / 1000, cdf(5.0)).pvalue > 1e-3
+    # text dropout p = 0.5: within 4 standard deviations of a binomial rate
+    n = dropped.size
+    assert abs(dropped.mean() - 0.5) < 4 * np.sqrt(0.25 / n)
+    # every micro-batch on the side of the boundary that its expert owns
+    for r in rows:
+        high = np.array(r["t_video"]) >= 900.0
+        assert high.all() if r["expert"] == 0 else not high.any()
+    assert {r["expert"] for r in rows} == {0, 1}
+
+
+def test_text_dropout_replaces_embeddings_by_the_empty_prompt(trained, tiny_checkpoint):
+    from train.trainer import Trainer
+
+    cfg = tiny_config(tiny_checkpoint, "steps=1", "diffusion.text_dropout=1.0", "checkpoint.export=never",
+                      "log.batches=false")
+    trainer = Trainer(cfg, trained["cache"], trained["out"].parent / "dropout")
+    seen = {}
+    original = trainer.model.forward
+
+    def spy(video, audio, text, *args, **kwargs):
+        seen["text"] = text.detach().clone()
+        return original(video, audio, text, *args, **kwargs)
+
+    trainer.model.forward = spy
+    trainer.train_step()
+    assert torch.equal(seen["text"], trainer.null_text[None].expand_as(seen["text"]))
+
+
+def test_audio_only_mode_trains_the_audio_tower(trained, tiny_checkpoint, tmp_path):
+    cfg = tiny_config(tiny_checkpoint, "mode=audio_only", "model.train=[audio_dit]", "model.reinit=[]",
+                      "steps=3", "checkpoint.every=0", "optim.lr=1.0e-3", "log.batches=false")
+    losses = run(cfg, trained["cache"], tmp_path / "audio")
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    base = load_file(tiny_checkpoint / "video_dit" / "diffusion_pytorch_model.safetensors")
+    new = load_file(tmp_path / "audio" / "final" / "video_dit" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(base[k], new[k]) for k in base)  # untouched tower linked from the base
+    a0 = load_file(tiny_checkpoint / "audio_dit" / "diffusion_pytorch_model.safetensors")
+    a1 = load_file(tmp_path / "audio" / "final" / "audio_dit" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(a0[k], a1[k]) for k in a0)
+
+
+def _small_manifest(tmp_path, tmp_path_factory, n=4):
+    from train_helpers import demo_dataset
+
+    lines = demo_dataset(str(tmp_path_factory.getbasetemp())).read_text().splitlines()[:n]
+    root = demo_dataset(str(tmp_path_factory.getbasetemp())).parent
+    rows = [json.loads(line) for line in lines]
+    for row in rows:
+        row["video_path"] = str(root / row["video_path"])
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_cli_cache_and_run_from_a_manifest(tmp_path, tmp_path_factory, tiny_checkpoint, capsys):
+    """``python -m train cache`` with the geometry of a stage config, and ``run --data MANIFEST`` (cached into
+    OUT/cache first)."""
+    from train.__main__ import main
+    from train.latents import LatentCache
+
+    manifest = _small_manifest(tmp_path, tmp_path_factory)
+    assert main(["cache", "--manifest", str(manifest), "--model", str(tiny_checkpoint), "--out",
+                 str(tmp_path / "cache"), "--config", str(CONFIG), "--device", "cpu"]) == 0
+    assert "cached 4 of 4 rows" in capsys.readouterr().out
+    assert LatentCache(tmp_path / "cache").meta["num_frames"] == 9
+    argv = ["run", str(CONFIG), "--data", str(manifest), "--out", str(tmp_path / "run")]
+    for item in (f"model.base={tiny_checkpoint}", "steps=2", "data.batch_size=4", "checkpoint.export=never"):
+        argv += ["--set", item]
+    assert main(argv) == 0
+    assert len(LatentCache(tmp_path / "run" / "cache")) == 4
+    assert len(_rows(tmp_path / "run" / "metrics.jsonl")) == 2
+    assert main(["run", str(CONFIG), "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
+                 "--set", f"model.base={tiny_checkpoint}"]) == 2  # a ValueError is reported, exit code 2

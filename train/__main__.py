@@ -1,0 +1,99 @@
+"""Command line of the training subtree.
+
+    python -m train run train/configs/phase1.yaml --data MANIFEST_OR_CACHE --out runs/phase1 [--resume] [--set k=v ...]
+    python -m train cache --manifest data/manifest.jsonl --model checkpoints/MOVA-360p --out data/cache_360p
+    python -m train config train/configs/phase2.yaml [--set k=v ...]      # print the resolved config
+
+Several GPUs (one process per GPU; FSDP2 by default with more than one process):
+
+    accelerate launch --num_processes 8 -m train run train/configs/phase1.yaml --data ... --out ...
+    accelerate launch --num_processes 8 -m train cache --manifest ... --model ... --out ...   # rows split over GPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+logger = logging.getLogger("train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train", description="MOVA training: latent cache, stages, LoRA")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train with a stage config")
+    run.add_argument("config", help="stage config YAML (train/configs/*.yaml)")
+    run.add_argument("--data", required=True, help="latent cache folder, or a JSONL manifest (cached into OUT/cache)")
+    run.add_argument("--out", required=True, help="run folder: checkpoints, metrics, exports")
+    run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, e.g. --set steps=100 --set model.base=ckpt (repeatable)")
+
+    cache = sub.add_parser("cache", help="encode a manifest into a latent cache")
+    cache.add_argument("--manifest", required=True,
+                       help="JSONL manifest (id, caption, video_path | npz_path | audio_path)")
+    cache.add_argument("--model", required=True, help="checkpoint folder whose VAEs and text encoder encode the clips")
+    cache.add_argument("--out", required=True, help="cache folder")
+    cache.add_argument("--config",
+                       help="take num_frames/fps/height/width/text_len from this stage config's data section")
+    cache.add_argument("--num-frames", type=int, default=None, help="frames per clip, 4k+1 (default 193)")
+    cache.add_argument("--fps", type=float, default=None, help="clip frame rate (default 24)")
+    cache.add_argument("--height", type=int, default=None, help="pixels, multiple of 16 (default 352)")
+    cache.add_argument("--width", type=int, default=None, help="pixels, multiple of 16 (default 640)")
+    cache.add_argument("--text-len", type=int, default=None, help="T5 tokens (default 512)")
+    cache.add_argument("--shard-size", type=int, default=64, help="samples per shard file")
+    cache.add_argument("--text-dtype", choices=("float32", "bfloat16"), default="float32")
+    cache.add_argument("--audio-only", action="store_true", help="audio + text only (audio pretraining data)")
+    cache.add_argument("--device", default=None, help="default: this process's GPU, else CPU")
+
+    show = sub.add_parser("config", help="print a resolved stage config")
+    show.add_argument("config")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            from train.config import load_config
+            from train.trainer import run
+
+            losses = run(load_config(args.config, args.overrides), args.data, args.out, resume=args.resume)
+            if losses:
+                logger.info("done: %d steps this run, last loss %.4f", len(losses), losses[-1])
+        elif args.command == "cache":
+            _cache(args)
+        else:
+            from train.config import dump_config, load_config
+
+            sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
+    from train.cache import CacheSpec, build_cache
+    from train.config import DataConfig, load_config
+
+    data = load_config(args.config).data if args.config else DataConfig()
+    state = PartialState(cpu=args.device == "cpu")
+    spec = CacheSpec(
+        num_frames=args.num_frames or data.num_frames, fps=args.fps or data.fps, height=args.height or data.height,
+        width=args.width or data.width, max_sequence_length=args.text_len or data.text_len,
+        shard_size=args.shard_size, text_dtype=args.text_dtype, audio_only=args.audio_only)
+    summary = build_cache(args.manifest, args.model, args.out, spec, device=args.device or state.device,
+                          rank=state.process_index, world=state.num_processes, progress=state.is_main_process,
+                          barrier=state.wait_for_everyone, allow_empty=state.num_processes > 1)
+    print(summary.describe())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
