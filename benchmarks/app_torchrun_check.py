@@ -74,15 +74,18 @@ def main() -> int:
     except Exception as exc:
         result.update(status="error", error=f"{type(exc).__name__}: {exc}")
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        t2 = time.time()
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches every process of the job
         try:
             result["exit_code"] = proc.wait(timeout=60)
-            result["clean_shutdown"] = True
+            result["exited_after_sigint_s"] = round(time.time() - t2, 1)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            result["clean_shutdown"] = False
+            result["exited_after_sigint_s"] = None  # hung: killed after 60 s
         log.close()
-        result["log_tail"] = (tmp / "app.log").read_text()[-3000:]
+        log_text = (tmp / "app.log").read_text()
+        result["follower_interrupted"] = "[rank1]" in log_text and "KeyboardInterrupt" in log_text
+        result["log_tail"] = log_text[-3000:]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "log_tail"}, indent=1))

@@ -79,7 +79,16 @@ class DistributedBackend(LocalBackend):
     # every rank -------------------------------------------------------------------------------------------
 
     def follow(self) -> None:
-        """Ranks > 0: generate whatever rank 0 broadcasts until it says stop."""
+        """Ranks > 0: generate whatever rank 0 broadcasts until it says stop.
+
+        Ctrl-C in a terminal interrupts every process of the job; the followers ignore it and leave when rank 0,
+        which handles it, sends the stop message (SIGTERM, e.g. from torchrun tearing the job down, exits quietly).
+        """
+        import signal
+        import sys
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
             command, request = self._broadcast(None)
             if command == "stop":
