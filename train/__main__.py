@@ -3,6 +3,7 @@
     python -m train run train/configs/phase1.yaml --data MANIFEST_OR_CACHE --out runs/phase1 [--resume] [--set k=v ...]
     python -m train cache --manifest data/manifest.jsonl --model checkpoints/MOVA-360p --out data/cache_360p
     python -m train config train/configs/phase2.yaml [--set k=v ...]      # print the resolved config
+    python -m train vae video|audio --out DIR [--device cuda] [--max-minutes M]   # the demo autoencoders
 
 Several GPUs (one process per GPU; FSDP2 by default with more than one process):
 
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["vae"]:  # the demo autoencoders have their own command line (train/vae.py)
+        from train.vae import main as vae_main
+
+        return vae_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
