@@ -75,6 +75,19 @@ class ComponentConfig:
                 _fail(type(self).__name__, name, value, "a positive number")
 
 
+class FromConfigMixin:
+    """``from_config`` for model classes: build from a config dataclass or the official ``config.json`` dict
+    (parsed strictly by the class's ``config_class``)."""
+
+    config_class: ClassVar[type[ComponentConfig]]
+
+    @classmethod
+    def from_config(cls, config: "ComponentConfig | dict[str, Any]"):
+        if isinstance(config, dict):
+            config = cls.config_class.from_dict(config)
+        return cls(config)  # type: ignore[call-arg]
+
+
 @dataclass(kw_only=True)
 class WanModelConfig(ComponentConfig):
     """``video_dit`` / ``video_dit_2`` (official class ``WanModel``, the Wan2.2-I2V-A14B expert).

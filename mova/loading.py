@@ -29,7 +29,6 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mova.config import BridgeConfig, DACConfig, WanAudioModelConfig, WanModelConfig
 from mova.models.audio_dit import AudioDiT
 from mova.models.audio_vae import AudioVAE
 from mova.models.bridge import DualTowerBridge
@@ -58,8 +57,6 @@ LIBRARY_COMPONENTS: dict[str, list[str]] = {
 }
 REQUIRED_COMPONENTS = ("video_dit", "audio_dit", "dual_tower_bridge", "audio_vae", "video_vae", "text_encoder",
                        "tokenizer", "scheduler")
-CONFIG_CLASSES = {VideoDiT: WanModelConfig, AudioDiT: WanAudioModelConfig, DualTowerBridge: BridgeConfig,
-                  AudioVAE: DACConfig}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -200,7 +197,7 @@ def build_on_meta(cls: type[nn.Module], config: Any) -> nn.Module:
 def native_config(cls: type[nn.Module], subfolder: Path, tensors: dict[str, TensorInfo] | None = None):
     """The component's config from its ``config.json``; for the audio VAE the weight-norm storage form is
     taken from the checkpoint keys (``weight_g``/``weight_v`` or plain ``weight``)."""
-    config = CONFIG_CLASSES[cls].from_dict(read_json(subfolder / "config.json"))
+    config = cls.config_class.from_dict(read_json(subfolder / "config.json"))  # type: ignore[attr-defined]
     if cls is AudioVAE and tensors is not None:
         has_wn = any(k.endswith(".weight_v") for k in tensors)
         if has_wn != config.use_weight_norm:

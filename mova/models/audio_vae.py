@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mova.config import DACConfig
+from mova.config import DACConfig, FromConfigMixin
 
 # --------------------------------------------------------------------------------------------------------
 # 1. Weight-normalised convolutions and Snake
@@ -156,7 +156,7 @@ class Decoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 
 
-class AudioVAE(nn.Module):
+class AudioVAE(FromConfigMixin, nn.Module):
     config_class = DACConfig
     _no_split_modules = ("EncoderBlock", "DecoderBlock")
 
@@ -167,12 +167,6 @@ class AudioVAE(nn.Module):
         self.quant_conv = nn.Conv1d(config.latent_dim, 2 * config.latent_dim, 1)
         self.post_quant_conv = nn.Conv1d(config.latent_dim, config.latent_dim, 1)
         self.decoder = Decoder(config)
-
-    @classmethod
-    def from_config(cls, config: DACConfig | dict) -> "AudioVAE":
-        if isinstance(config, dict):
-            config = DACConfig.from_dict(config)
-        return cls(config)
 
     @property
     def hop(self) -> int:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mova.config import BridgeConfig
+from mova.config import BridgeConfig, FromConfigMixin
 from mova.models.layers import QKNormAttention
 
 # --------------------------------------------------------------------------------------------------------
@@ -165,7 +165,7 @@ class ConditionerBlock(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 
 
-class DualTowerBridge(nn.Module):
+class DualTowerBridge(FromConfigMixin, nn.Module):
     """Keys: ``audio_to_video_conditioners.{j}.*``, ``video_to_audio_conditioners.{j}.*`` (j as strings),
     ``condition_scale`` only with ``trainable_condition_scale``."""
 
@@ -186,12 +186,6 @@ class DualTowerBridge(nn.Module):
         )
         if config.trainable_condition_scale:
             self.condition_scale = nn.Parameter(torch.ones(1, dtype=torch.float32))
-
-    @classmethod
-    def from_config(cls, config: BridgeConfig | dict) -> "DualTowerBridge":
-        if isinstance(config, dict):
-            config = BridgeConfig.from_dict(config)
-        return cls(config)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mova.config import FromConfigMixin
 from mova.models.attention import attention
 
 # --------------------------------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ class Head(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 
 
-class DiTBackbone(nn.Module):
+class DiTBackbone(FromConfigMixin, nn.Module):
     """Text/time embeddings, blocks and head of a Wan DiT. Subclasses add ``patch_embedding`` and define
     ``patchify`` / ``unpatchify`` / ``rope`` for their token layout.
 
@@ -241,13 +242,6 @@ class DiTBackbone(nn.Module):
             DiTBlock(dim, config.ffn_dim, config.num_heads, config.eps) for _ in range(config.num_layers)
         )
         self.head = Head(dim, config.out_dim * math.prod(config.patch_size), config.eps)
-
-    @classmethod
-    def from_config(cls, config):
-        """Build from a config dataclass or the official ``config.json`` dict."""
-        if isinstance(config, dict):
-            config = cls.config_class.from_dict(config)  # type: ignore[attr-defined]
-        return cls(config)
 
     @property
     def dtype(self) -> torch.dtype:
