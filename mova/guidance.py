@@ -154,6 +154,7 @@ def guided_velocity(
     *,
     sequential: bool = False,
     parallel: Any = None,
+    bridge_strength: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Guided (video, audio) velocities for one denoising step (spec §14).
 
@@ -172,6 +173,8 @@ def guided_velocity(
         sequential: evaluate the branches one call at a time instead of one batched call (same result, less memory).
         parallel: a ``mova.parallel.ParallelState`` with ``cfg_size`` > 1 spreads the branches over the ranks of
             its cfg group (rank r evaluates branches r, r + cfg, ...) and all-gathers their outputs.
+        bridge_strength: the denoiser ``bridge_scale`` of the branches with the bridge on (1.0); 0.0 runs every
+            branch with independent towers (the "no bridge" ablation).
 
     Returns:
         (v_video [B, 16, T', h, w], v_audio [B, C_a, N_a]), float32.
@@ -208,7 +211,8 @@ def guided_velocity(
         k = len(group)
         embeds = torch.cat([text_embeds if b.prompt else negative_embeds for b in group], dim=0)
         strength = torch.tensor(
-            [1.0 if b.bridge else 0.0 for b in group for _ in range(batch)], dtype=torch.float32, device=device
+            [bridge_strength if b.bridge else 0.0 for b in group for _ in range(batch)], dtype=torch.float32,
+            device=device
         )
         return denoiser(
             _repeat(video_latents, k),

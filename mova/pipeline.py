@@ -337,7 +337,7 @@ class MOVAPipeline:
     @torch.no_grad()
     def denoise(self, z_video, z_audio, condition, text, negative, fps: float, steps: int, guidance: Guidance,
                 video_shift: float | None, audio_shift: float | None, progress: ProgressFn | None,
-                sequential_cfg: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                sequential_cfg: bool = False, bridge_strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         schedule = self.scheduler.make_schedule(steps, video_shift=video_shift, audio_shift=audio_shift)
         single_expert = self.denoiser.video_dit_2 is None
         current = None
@@ -354,7 +354,7 @@ class MOVAPipeline:
             model_in = torch.cat([z_video, condition], dim=1).to(self.dtype)
             v_video, v_audio = guided_velocity(
                 self.denoiser, guidance, model_in, z_audio.to(self.dtype), text, negative, t_video, t_audio, fps,
-                expert=expert, sequential=sequential_cfg, parallel=self.parallel,
+                expert=expert, sequential=sequential_cfg, parallel=self.parallel, bridge_strength=bridge_strength,
             )
             z_video = schedule.step(v_video, i, z_video, "video")
             z_audio = schedule.step(v_audio, i, z_audio, "audio")
@@ -410,18 +410,22 @@ class MOVAPipeline:
         progress: ProgressFn | None = None,
         output_type: str = "np",
         sequential_cfg: bool = False,
+        bridge_strength: float = 1.0,
     ) -> GenerationResult | tuple[torch.Tensor, torch.Tensor]:
         """Generate one clip.
 
         Args:
             prompt: what is seen and heard. image: first frame (path, PIL image or uint8 array); ``None`` → T2VA
-                with a white first frame. negative_prompt: ``None`` → the default Wan negative prompt.
+                with a white first frame. negative_prompt: ``None`` → the checkpoint's ``default_negative_prompt``
+                (model_index.json; our demo checkpoint: ``""``, what its text dropout trained), else the Wan one.
             height, width: multiples of 16 (default: the model's trained size). num_frames: 4k+1. fps: > 0.
             num_inference_steps: default from model_index.json (``default_num_inference_steps``), else 50.
             guidance: CFG mode and scales (default text CFG, s_T = 5). seed: ``None`` → random; the used seed is
                 returned. video_shift, audio_shift: per-modality σ shift (default: the scheduler config's).
             loudness_lufs: integrated loudness target of the audio, ``None`` to leave it as decoded.
             output_type: ``"np"`` (a GenerationResult) or ``"latent"`` (the final latents, no decoding).
+            bridge_strength: the denoiser's ``bridge_scale`` for every bridge-on branch: 1.0 as trained, 0.0 runs the
+                two towers independently (the bridge ablation), values between weaken it.
         """
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -442,6 +446,10 @@ class MOVAPipeline:
 
         # 1. Inputs
         self.check_inputs(prompt, height, width, num_frames, fps, num_inference_steps, guidance, seed, loudness_lufs)
+        if isinstance(bridge_strength, bool) or not isinstance(bridge_strength, (int, float)) \
+                or not 0.0 <= bridge_strength <= 1e3:
+            raise ValueError(f"bridge_strength={bridge_strength!r} is invalid: expected a number >= 0 (1 = as trained, "
+                             "0 = towers independent)")
         if image is None:
             first_frame = np.full((height, width, 3), 255, dtype=np.uint8)  # T2VA: a pure-white first frame
         else:
@@ -449,7 +457,8 @@ class MOVAPipeline:
         video_shape, audio_shape, n_samples = self.latent_shapes(height, width, num_frames, fps)
 
         # 2. Text
-        negative_prompt = DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
+        if negative_prompt is None:
+            negative_prompt = str(self.model_index.get("default_negative_prompt", DEFAULT_NEGATIVE_PROMPT))
         prompts = [prompt] + ([negative_prompt] if guidance.needs_negative else [])
         embeds = self.encode_prompt(prompts)
         text, negative = embeds[:1], (embeds[1:] if guidance.needs_negative else None)
@@ -464,7 +473,8 @@ class MOVAPipeline:
         # 5. Denoise
         t2 = time.perf_counter()
         z_video, z_audio = self.denoise(z_video, z_audio, condition, text, negative, fps, num_inference_steps,
-                                        guidance, video_shift, audio_shift, progress, sequential_cfg)
+                                        guidance, video_shift, audio_shift, progress, sequential_cfg,
+                                        float(bridge_strength))
         timings["denoise"] = time.perf_counter() - t2
         if output_type == "latent":
             return z_video, z_audio
@@ -483,7 +493,7 @@ class MOVAPipeline:
                         num_frames=num_frames, fps=fps, num_inference_steps=num_inference_steps,
                         guidance=dataclasses.asdict(guidance), seed=seed, video_shift=video_shift,
                         audio_shift=audio_shift, loudness_lufs=loudness_lufs, image=image is not None,
-                        model=self.name)
+                        bridge_strength=float(bridge_strength), model=self.name)
         return GenerationResult(video=video, audio=audio.astype(np.float32), sample_rate=self.audio_sample_rate,
                                 fps=float(fps), seed=seed, nfe=guidance.nfe * num_inference_steps, timings=timings,
                                 settings=settings)

@@ -32,17 +32,20 @@ A dog barks twice, a bird sings, a bell rings, music plays from a radio.
 """.strip()
 
 
-def make_tokenizer(folder: str | os.PathLike, vocab_size: int = 256):
-    """Train a unigram SentencePiece model on a built-in corpus and save it as a T5 tokenizer folder."""
+def make_tokenizer(folder: str | os.PathLike, vocab_size: int = 256, corpus: str | None = None,
+                   model_type: str = "unigram"):
+    """Train a SentencePiece model (``unigram`` or ``bpe``) on ``corpus`` (default: a built-in one) and save it as a
+    T5 tokenizer folder (``spiece.model`` + tokenizer configs)."""
     import sentencepiece as spm
     from transformers import T5Tokenizer
 
     folder = Path(folder)
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus.txt"
-        corpus.write_text((_CORPUS + "\n") * 4, encoding="utf-8")
+        text = corpus if corpus is not None else (_CORPUS + "\n") * 4
+        corpus_path = Path(tmp) / "corpus.txt"
+        corpus_path.write_text(text, encoding="utf-8")
         spm.SentencePieceTrainer.train(
-            input=str(corpus), model_prefix=str(Path(tmp) / "spm"), vocab_size=vocab_size, model_type="unigram",
+            input=str(corpus_path), model_prefix=str(Path(tmp) / "spm"), vocab_size=vocab_size, model_type=model_type,
             pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
         )
         src = Path(tmp) / "tok"
@@ -84,10 +87,19 @@ def make_tiny_checkpoint(folder: str | os.PathLike, preset: ModelPreset | None =
     folder = Path(folder)
     components = make_tiny_components(preset, seed)
     components["tokenizer"] = make_tokenizer(folder / "tokenizer")
+    return write_checkpoint(folder, components, preset)
+
+
+def write_checkpoint(folder: str | os.PathLike, components: dict, preset: ModelPreset,
+                     extra_index: dict | None = None) -> Path:
+    """Save ``components`` as an official-layout folder with ``preset``'s scheduler config and boundary, plus the
+    ``model_index.json`` extras our own checkpoints carry (default size, frames, fps, trained resolutions)."""
+    folder = Path(folder)
     h, w = preset.resolutions[0]
     save_pretrained(folder, components, boundary_ratio=preset.boundary_ratio, extra_index={
         "default_height": h, "default_width": w, "default_num_frames": preset.default_num_frames,
         "default_fps": preset.default_fps, "resolutions": [list(r) for r in preset.resolutions],
+        **(extra_index or {}),
     })
     scheduler_dir = folder / "scheduler"
     scheduler_dir.mkdir(exist_ok=True)

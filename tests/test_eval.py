@@ -218,3 +218,15 @@ def test_clipping_ratio_and_loudness_reexport():
     assert ev.integrated_loudness is media.integrated_loudness
     tone = (0.1 * np.sin(2 * np.pi * 1000 * np.arange(SR) / SR)).astype(np.float32)
     assert ev.integrated_loudness(tone, SR) == pytest.approx(-23.0, abs=0.2)  # 1 kHz at -20 dBFS peak
+
+
+def test_lagged_correlation_finds_the_shift_of_a_signal():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    y = np.roll(x, 4)  # y[k] = x[k - 4]: the signal comes 4 samples after the reference
+    lags, corr = ev.lagged_correlation(x, y, 8)
+    assert lags.tolist() == list(range(-8, 9)) and corr[lags == 4][0] == pytest.approx(1.0, abs=0.05)
+    assert ev.peak_lag(lags, corr) == pytest.approx(4.0, abs=0.2)
+    assert np.isnan(ev.peak_lag(lags, np.zeros_like(corr)))
+    with pytest.raises(ValueError, match="same length"):
+        ev.lagged_correlation(x, y[:-1], 3)

@@ -7,13 +7,16 @@ seconds; offsets in video frames with positive = audio after video.
 
 from mova.eval.audio import bandwidth_hz, clipping_ratio, integrated_loudness, silence_ratio
 from mova.eval.onsets import detect_motion_events, detect_onsets, onset_alignment, pick_peaks
-from mova.eval.sync import audio_onset_envelope, av_correlation, av_offset, motion_energy, spectral_flux
+from mova.eval.sync import (audio_onset_envelope, av_correlation, av_offset, lagged_correlation, motion_energy,
+                            peak_lag, spectral_flux)
 
 __all__ = [
     "audio_onset_envelope",
     "motion_energy",
     "av_correlation",
     "av_offset",
+    "lagged_correlation",
+    "peak_lag",
     "spectral_flux",
     "detect_onsets",
     "detect_motion_events",

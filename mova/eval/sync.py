@@ -22,6 +22,8 @@ __all__ = [
     "motion_energy",
     "av_correlation",
     "av_offset",
+    "lagged_correlation",
+    "peak_lag",
 ]
 
 FLUX_WINDOW_S = 0.01  # STFT window, rounded to the nearest power of two (512 samples at 48 kHz); short = sharp timing
@@ -168,12 +170,32 @@ def av_correlation(
     motion = motion_energy(video).astype(np.float64)
     T = motion.shape[0]
     onset = audio_onset_envelope(audio, sample_rate, fps, num_frames=T).astype(np.float64)
-    max_lag = int(min(max_offset_frames, max(T - 2, 0)))
+    return lagged_correlation(motion, onset, max_offset_frames)
+
+
+def lagged_correlation(reference: np.ndarray, signal: np.ndarray, max_lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson correlation of ``reference[k]`` with ``signal[k + lag]`` for every lag in ``[-L, L]``.
+
+    Args:
+        reference, signal: float ``[T]`` sampled on the same clock (e.g. a visual track and an audio envelope at
+            the video frame rate). max_lag: L, capped at ``T - 2`` so every lag overlaps at least two samples.
+
+    Returns:
+        ``(lags [2L+1] int, corr [2L+1] float64)``, 0 where one side is constant over the overlap.
+    """
+    reference = np.asarray(reference, np.float64).ravel()
+    signal = np.asarray(signal, np.float64).ravel()
+    if reference.shape != signal.shape:
+        raise ValueError(f"reference and signal must have the same length, got {reference.shape} and {signal.shape}")
+    if isinstance(max_lag, bool) or not isinstance(max_lag, (int, np.integer)) or max_lag < 0:
+        raise ValueError(f"max_lag must be a non-negative integer, got {max_lag!r}")
+    T = reference.shape[0]
+    max_lag = int(min(max_lag, max(T - 2, 0)))
     lags = np.arange(-max_lag, max_lag + 1)
     corr = np.zeros(lags.shape[0])
     for i, lag in enumerate(lags):
-        v = motion[max(0, -lag) : T - max(0, lag)]
-        a = onset[max(0, lag) : T - max(0, -lag)]
+        v = reference[max(0, -lag) : T - max(0, lag)]
+        a = signal[max(0, lag) : T - max(0, -lag)]
         v = v - v.mean()
         a = a - a.mean()
         denom = math.sqrt(float(v @ v) * float(a @ a))
@@ -195,10 +217,17 @@ def av_offset(
         of the correlation peak. ``nan`` when either envelope is constant (no motion or no onsets: the offset is
         undefined). Divide by ``fps`` for seconds.
     """
-    lags, corr = av_correlation(video, fps, audio, sample_rate, max_offset_frames)
+    return peak_lag(*av_correlation(video, fps, audio, sample_rate, max_offset_frames))
+
+
+def peak_lag(lags: np.ndarray, corr: np.ndarray) -> float:
+    """The lag of the correlation maximum, sub-sample by parabolic interpolation; ``nan`` if ``corr`` is all 0.
+    Equal maxima (one visual event against several sounds fits several lags equally) resolve to the smallest |lag|:
+    with no evidence for a larger offset, none is claimed."""
     if not np.any(corr):
         return float("nan")
-    i = int(np.argmax(corr))
+    ties = np.flatnonzero(corr >= corr.max() - 1e-9)
+    i = int(ties[np.argmin(np.abs(lags[ties]))])
     offset = float(lags[i])
     if 0 < i < corr.shape[0] - 1:
         y0, y1, y2 = corr[i - 1], corr[i], corr[i + 1]
