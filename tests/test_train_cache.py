@@ -42,6 +42,34 @@ def test_good_rows_match_the_pipeline_encoders(cache, tiny_checkpoint, tmp_path_
     # the first latent frame of the clip is the normalised first frame, like the condition's
     torch.testing.assert_close(item["video"][:, 0], item["cond"][4:, 0], rtol=1e-4, atol=1e-4)
     assert cache.null_text().shape == (512, 32) and int((cache.null_text().abs().sum(-1) > 0).sum()) == 1
+    # the white-frame condition (image dropout) is the pipeline's text-only (T2VA) condition
+    white = np.full((64, 64, 3), 255, np.uint8)
+    torch.testing.assert_close(cache.white_cond(), pipe.prepare_condition(white, 64, 64, 9)[0], rtol=0, atol=0)
+
+
+def test_independent_parts_cache_the_same_samples(cache, tiny_checkpoint, tmp_path, tmp_path_factory):
+    """``python -m train cache --part I/N``: N independent processes (here in turn) split the rows; together they
+    hold exactly what one process caches."""
+    from train.__main__ import main
+
+    rows = demo_dataset(str(tmp_path_factory.getbasetemp())).read_text().splitlines()[:3]
+    root = demo_dataset(str(tmp_path_factory.getbasetemp())).parent
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({**json.loads(r), "video_path": str(root / json.loads(r)["video_path"])})
+                                + "\n" for r in rows))
+    out = tmp_path / "parts"
+    geometry = ["--num-frames", "9", "--fps", "12", "--height", "64", "--width", "64", "--device", "cpu"]
+    for part in ("1/2", "0/2"):  # part 0 writes meta.json; the order does not matter
+        assert main(["cache", "--manifest", str(manifest), "--model", str(tiny_checkpoint), "--out", str(out),
+                     "--part", part, *geometry]) == 0
+    assert sorted(p.name for p in out.glob("index-r*.jsonl")) == ["index-r000.jsonl", "index-r001.jsonl"]
+    parts = LatentCache(out)
+    assert [r["id"] for r in parts.rows] == [r["id"] for r in cache.rows[:3]]
+    for i in range(3):
+        for key in ("video", "cond", "audio", "text"):
+            torch.testing.assert_close(parts[i][key], cache[i][key], rtol=0, atol=0)
+    assert main(["cache", "--manifest", str(manifest), "--model", str(tiny_checkpoint), "--out", str(out),
+                 "--part", "2/2", *geometry]) == 2  # I must be below N
 
 
 def _write_bad_manifest(folder, good_rows):

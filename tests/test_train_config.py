@@ -135,6 +135,6 @@ def test_cli_flags_are_frozen():
     assert flags == {
         "run": ["--data", "--out", "--resume", "--set"],
         "cache": ["--audio-only", "--config", "--device", "--fps", "--height", "--manifest", "--model", "--num-frames",
-                  "--out", "--shard-size", "--text-dtype", "--text-len", "--width"],
+                  "--out", "--part", "--shard-size", "--text-dtype", "--text-len", "--width"],
         "config": ["--set"],
     }

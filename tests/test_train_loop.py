@@ -128,6 +128,77 @@ def test_text_dropout_replaces_embeddings_by_the_empty_prompt(trained, tiny_chec
     assert torch.equal(seen["text"], trainer.null_text[None].expand_as(seen["text"]))
 
 
+def test_image_dropout_replaces_the_first_frame_by_the_white_frame(trained, tiny_checkpoint):
+    """diffusion.image_dropout: the condition channels of dropped samples are the white frame's (MOVA's T2VA input);
+    the draw is logged, and runs without image dropout keep their random stream."""
+    from train.trainer import Trainer
+
+    seen = []
+
+    def spy_on(trainer):
+        original = trainer.model.forward
+
+        def spy(video, *args, **kwargs):
+            seen.append(video[:, 16:].detach().clone())
+            return original(video, *args, **kwargs)
+
+        trainer.model.forward = spy
+
+    out = trained["out"].parent / "image_dropout"
+    cfg = tiny_config(tiny_checkpoint, "steps=1", "diffusion.image_dropout=1.0", "checkpoint.export=never")
+    trainer = Trainer(cfg, trained["cache"], out)
+    spy_on(trainer)
+    trainer.train_step()
+    assert torch.equal(seen[0], trainer.white_cond[None].expand_as(seen[0]))
+    trainer.close()
+    assert _rows(out / "batches.jsonl")[0]["image_dropped"] == [True] * cfg.data.batch_size
+    cfg = tiny_config(tiny_checkpoint, "steps=1", "diffusion.image_dropout=0.0", "checkpoint.export=never",
+                      "log.batches=false")
+    trainer = Trainer(cfg, trained["cache"], out.parent / "no_image_dropout")
+    spy_on(trainer)
+    trainer.train_step()
+    batch = trainer.data.collate([trainer.data[i] for i in trainer.sampler._epoch_order()[:cfg.data.batch_size]])
+    assert torch.equal(seen[1], batch["cond"])  # the clips' own first frames
+
+
+def test_preloaded_data_gives_the_same_run(trained, tiny_checkpoint, tmp_path):
+    """data.preload holds the cache in memory: the same batches, the same losses as reading the shards."""
+    losses = run(tiny_config(tiny_checkpoint, *DEMO_OVERRIDES, "steps=4", "checkpoint.every=0",
+                             "checkpoint.export=never", "data.preload=true"), trained["cache"], tmp_path / "pre")
+    assert losses == trained["losses"][:4]
+
+
+def test_max_minutes_shortens_the_run_to_fit(trained, tiny_checkpoint, tmp_path):
+    """A budget too small for the configured steps: after the timed probe steps the run ends (checkpoint, export)
+    and its LR schedule is the shortened one."""
+    from train.trainer import BUDGET_PROBE_STEPS
+
+    cfg = tiny_config(tiny_checkpoint, *DEMO_OVERRIDES, "steps=50", "max_minutes=0.0001", "checkpoint.every=0",
+                      "log.batches=false")
+    losses = run(cfg, trained["cache"], tmp_path / "budget")
+    assert len(losses) == BUDGET_PROBE_STEPS
+    assert (tmp_path / "budget" / "final" / "model_index.json").is_file()
+    assert _rows(tmp_path / "budget" / "metrics.jsonl")[-1]["step"] == BUDGET_PROBE_STEPS
+
+
+def test_max_minutes_refits_the_lr_schedule(trained, tiny_checkpoint, tmp_path):
+    """At 1 s/step with 30 s left of a 1-minute budget the run is cut to 60 steps, and the cosine ends there."""
+    from train.trainer import Trainer, lr_factor
+
+    cfg = tiny_config(tiny_checkpoint, "steps=100", "max_minutes=1", "log.batches=false")
+    trainer = Trainer(cfg, trained["cache"], tmp_path / "refit")
+    trainer.step = 30
+    trainer._fit_budget(elapsed=30.0, pace=1.0)
+    assert trainer.total_steps == 60
+    schedule = dict(warmup=3, warmup_start=0.01, min_ratio=0.1)  # demo_tiny / base.yaml
+    for step in (10, 45, 59):
+        assert trainer.lr_scheduler.lr_lambdas[0](step) == pytest.approx(lr_factor(step, total=60, **schedule))
+    assert trainer.trainer_state()["total_steps"] == 60  # a resumed run keeps the fitted length
+    trainer._fit_budget(elapsed=1.0, pace=0.1)  # plenty of time: never beyond cfg.steps
+    assert trainer.total_steps == 100
+    trainer.close()
+
+
 def test_audio_only_mode_trains_the_audio_tower(trained, tiny_checkpoint, tmp_path):
     cfg = tiny_config(tiny_checkpoint, "mode=audio_only", "model.train=[audio_dit]", "model.reinit=[]",
                       "steps=3", "checkpoint.every=0", "optim.lr=1.0e-3", "log.batches=false")

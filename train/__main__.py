@@ -4,6 +4,7 @@
     python -m train cache --manifest data/manifest.jsonl --model checkpoints/MOVA-360p --out data/cache_360p
     python -m train config train/configs/phase2.yaml [--set k=v ...]      # print the resolved config
     python -m train vae video|audio --out DIR [--device cuda] [--max-minutes M]   # the demo autoencoders
+    python -m train demo-base --video-vae DIR --audio-vae DIR --out DIR   # the demo checkpoint's starting folder
 
 Several GPUs (one process per GPU; FSDP2 by default with more than one process):
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--text-dtype", choices=("float32", "bfloat16"), default="float32")
     cache.add_argument("--audio-only", action="store_true", help="audio + text only (audio pretraining data)")
     cache.add_argument("--device", default=None, help="default: this process's GPU, else CPU")
+    cache.add_argument("--part", default=None, metavar="I/N",
+                       help="encode only rows I::N, as independent process I of N (several per GPU when encoding "
+                            "is launch-bound, e.g. small clips); start part 0 first or alongside: it writes meta.json")
 
     show = sub.add_parser("config", help="print a resolved stage config")
     show.add_argument("config")
@@ -61,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         from train.vae import main as vae_main
 
         return vae_main(argv[1:])
+    if argv[:1] == ["demo-base"]:
+        from train.demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -86,19 +94,35 @@ def main(argv: list[str] | None = None) -> int:
 def _cache(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
-    from train.cache import CacheSpec, build_cache
+    from train.cache import build_cache
     from train.config import DataConfig, load_config
 
     data = load_config(args.config).data if args.config else DataConfig()
+    if args.part is not None:
+        try:
+            rank, world = (int(x) for x in args.part.split("/"))
+            if not 0 <= rank < world:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"--part {args.part!r} is invalid: expected I/N with 0 <= I < N, e.g. 0/4") from None
+        summary = build_cache(args.manifest, args.model, args.out, _spec(args, data), device=args.device, rank=rank,
+                              world=world, progress=rank == 0, allow_empty=True)
+        print(summary.describe())
+        return
     state = PartialState(cpu=args.device == "cpu")
-    spec = CacheSpec(
-        num_frames=args.num_frames or data.num_frames, fps=args.fps or data.fps, height=args.height or data.height,
-        width=args.width or data.width, max_sequence_length=args.text_len or data.text_len,
-        shard_size=args.shard_size, text_dtype=args.text_dtype, audio_only=args.audio_only)
-    summary = build_cache(args.manifest, args.model, args.out, spec, device=args.device or state.device,
+    summary = build_cache(args.manifest, args.model, args.out, _spec(args, data), device=args.device or state.device,
                           rank=state.process_index, world=state.num_processes, progress=state.is_main_process,
                           barrier=state.wait_for_everyone, allow_empty=state.num_processes > 1)
     print(summary.describe())
+
+
+def _spec(args: argparse.Namespace, data):
+    from train.cache import CacheSpec
+
+    return CacheSpec(
+        num_frames=args.num_frames or data.num_frames, fps=args.fps or data.fps, height=args.height or data.height,
+        width=args.width or data.width, max_sequence_length=args.text_len or data.text_len,
+        shard_size=args.shard_size, text_dtype=args.text_dtype, audio_only=args.audio_only)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ Output — a folder::
 
     meta.json                  format, clip geometry, model, VAE constants, text length
     text_null.safetensors      "empty" (T5 of "", used for text dropout) and "negative" (the default negative
-                               prompt), each [n_tokens, D], trimmed
+                               prompt), each [n_tokens, D], trimmed; "white_cond" [20, T', h, w] (the condition of
+                               a pure-white first frame: MOVA's text-only input, used for image dropout)
     shards/r{rank}-{k}.safetensors   per sample: "{id}/video" [16, T', h, w] (normalised posterior mode),
                                "{id}/cond" [20, T', h, w] (first-frame mask ‖ latent, as at inference),
                                "{id}/audio" [C_a, N_a] (DAC posterior mean), "{id}/text" [n_tokens, D]
@@ -303,6 +304,12 @@ class Encoder:
         return latent[0].cpu(), cond[0].cpu()
 
     @torch.no_grad()
+    def white_condition(self, spec: CacheSpec) -> torch.Tensor:
+        """The condition y [20, T', h, w] of a pure-white first frame (text-only generation, spec §1)."""
+        white = np.full((spec.height, spec.width, 3), 255, dtype=np.uint8)
+        return self.pipe.prepare_condition(white, spec.height, spec.width, spec.num_frames).float()[0].cpu()
+
+    @torch.no_grad()
     def audio(self, audio: np.ndarray) -> torch.Tensor:
         """float32 [N] at the VAE rate → DAC posterior mean [C_a, N_a] (float32, CPU)."""
         vae = self.pipe.audio_vae
@@ -390,7 +397,10 @@ def build_cache(manifest: str | os.PathLike, model: str | os.PathLike, out: str 
     meta_path = out / META
     if rank == 0 and not meta_path.is_file():
         null = encoder.text(["", _default_negative()], spec.max_sequence_length)
-        save_file({"empty": null[0], "negative": null[1]}, out / TEXT_NULL, metadata={"format": "pt"})
+        tensors = {"empty": null[0], "negative": null[1]}
+        if not spec.audio_only:
+            tensors["white_cond"] = encoder.white_condition(spec)
+        save_file(tensors, out / TEXT_NULL, metadata={"format": "pt"})
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
         os.replace(tmp, meta_path)

@@ -120,7 +120,7 @@ class Checkpointer:
         set_model_state_dict(model, state["model"], options=_state_dict_options())
         set_optimizer_state_dict(model, optimizer, state["optim"], options=_state_dict_options())
         logger.info("resumed from %s", path)
-        return torch.load(rank_file, map_location="cpu", weights_only=False)
+        return torch.load(rank_file, map_location="cpu", weights_only=True)
 
     def purge(self) -> None:
         """Delete all but the latest ``keep_latest`` complete checkpoints and any incomplete older ones."""

@@ -76,6 +76,7 @@ class DataConfig:
         batch_size: samples per rank per micro-step.
         text_len: T5 tokens the embeddings are zero-padded to (512, as at inference).
         shuffle: reshuffle the samples every epoch (seeded).
+        preload: hold the whole latent cache on the training device (small caches: no reads per step).
     """
 
     num_frames: int = 193
@@ -85,6 +86,7 @@ class DataConfig:
     batch_size: int = 1
     text_len: int = 512
     shuffle: bool = True
+    preload: bool = False
 
 
 @dataclass(kw_only=True)
@@ -95,6 +97,9 @@ class DiffusionConfig:
         shift_video, shift_audio: σ shift of each modality's timestep distribution (σ = s·u / (1 + (s − 1)·u)).
         independent_timesteps: draw u separately for video and audio (paper); false = one u for both (released code).
         text_dropout: probability of replacing a sample's caption embedding by the empty prompt's (for CFG).
+        image_dropout: probability of replacing a sample's first-frame condition by a pure-white frame's, MOVA's
+            text-only input (T2VA), so one checkpoint serves both tasks. The released checkpoints' share is
+            unknown; 0 trains image-to-video only.
         loss_weight_video, loss_weight_audio: λ_v, λ_a of L = λ_v·MSE_v + λ_a·MSE_a.
         boundary_ratio: expert boundary as a fraction of 1000; null = the checkpoint's ``model_index.json`` (0.9).
         expert_routing: how each micro-batch is given to a video expert; every sample of a micro-batch (on every
@@ -109,6 +114,7 @@ class DiffusionConfig:
     shift_audio: float = 5.0
     independent_timesteps: bool = True
     text_dropout: float = 0.0
+    image_dropout: float = 0.0
     loss_weight_video: float = 1.0
     loss_weight_audio: float = 1.0
     boundary_ratio: float | None = None
@@ -229,6 +235,7 @@ class TrainConfig:
     mode: str = "joint"
     seed: int = 0
     steps: int = 1000
+    max_minutes: float | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
@@ -308,8 +315,12 @@ def validate(cfg: TrainConfig) -> None:
     # diffusion
     _positive("diffusion.shift_video", f.shift_video)
     _positive("diffusion.shift_audio", f.shift_audio)
-    if not isinstance(f.text_dropout, (int, float)) or not 0.0 <= f.text_dropout <= 1.0:
-        _fail("diffusion.text_dropout", f.text_dropout, "a probability in [0, 1]")
+    for name in ("text_dropout", "image_dropout"):
+        value = getattr(f, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            _fail(f"diffusion.{name}", value, "a probability in [0, 1]")
+    if cfg.max_minutes is not None:
+        _positive("max_minutes", cfg.max_minutes)
     _positive("diffusion.loss_weight_video", f.loss_weight_video, zero_ok=True)
     _positive("diffusion.loss_weight_audio", f.loss_weight_audio, zero_ok=True)
     if f.loss_weight_video == 0 and f.loss_weight_audio == 0:

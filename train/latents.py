@@ -4,7 +4,8 @@ in which its samples are drawn.
 Cache folder (written by ``python -m train cache`` or by the trainer when ``--data`` is a manifest)::
 
     meta.json                  format, clip geometry, model, VAE constants, text length
-    text_null.safetensors      "empty" (T5 of "", for text dropout) and "negative" (the default negative prompt)
+    text_null.safetensors      "empty" (T5 of "", for text dropout), "negative" (the default negative prompt),
+                               "white_cond" (the first-frame condition of a white frame, for image dropout)
     shards/r{rank}-{k}.safetensors   "{id}/video" [16, T', h, w], "{id}/cond" [20, T', h, w], "{id}/audio" [C_a, N_a],
                                "{id}/text" [n_tokens, D] per sample
     index-r{rank}.jsonl        one row per sample: id, shard, caption, has_video, n_text, line, source
@@ -84,6 +85,28 @@ class LatentCache(torch.utils.data.Dataset):
     def null_text(self, which: str = "empty") -> torch.Tensor:
         """[text_len, D] embeddings of the empty prompt (text dropout) or the default negative prompt."""
         return self._pad(self._null[which])
+
+    def white_cond(self) -> torch.Tensor:
+        """[20, T', h, w]: the condition of a pure-white first frame (text-only generation)."""
+        if "white_cond" not in self._null:
+            raise ValueError(f"latent cache {self.path} has no white-frame condition (built by an older version or "
+                             "audio-only); rebuild it to train with diffusion.image_dropout > 0")
+        return self._null["white_cond"]
+
+    def preload(self, device: torch.device | str) -> None:
+        """Hold every sample in memory on ``device`` (small caches: no per-step reads)."""
+        items = [self[i] for i in range(len(self))]
+        self._preloaded = {key: torch.stack([it[key] for it in items]).to(device)
+                           for key in ("video", "cond", "audio", "text") if key in items[0]}
+
+    def batch(self, indices: list[int]) -> dict[str, Any]:
+        """The collated samples ``indices`` (from memory after :meth:`preload`)."""
+        pre = getattr(self, "_preloaded", None)
+        if pre is None:
+            return self.collate([self[i] for i in indices])
+        index = torch.tensor(indices, device=next(iter(pre.values())).device)
+        return {"ids": [self.rows[i]["id"] for i in indices], "fps": float(self.meta["fps"]),
+                **{k: v.index_select(0, index) for k, v in pre.items()}}
 
     def _handle(self, shard: str):
         if shard not in self._handles:

@@ -94,6 +94,7 @@ class Draw:
     dropped: torch.Tensor  # [G] bool
     noise_video: torch.Tensor | None  # [G, 16, T', h, w]
     noise_audio: torch.Tensor  # [G, C_a, N_a]
+    image_dropped: torch.Tensor | None = None  # [G] bool: first-frame condition replaced by the white frame's
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -138,6 +139,10 @@ class Trainer:
         self.data = self._open_data(Path(data))
         self.sampler = ResumableSampler(len(self.data), cfg.data.batch_size * self.world, cfg.seed, cfg.data.shuffle)
         self.null_text = self.data.null_text("empty").to(self.device)
+        if cfg.mode == "joint" and cfg.diffusion.image_dropout > 0:
+            self.white_cond = self.data.white_cond().to(self.device, torch.float32)
+        if cfg.data.preload:
+            self.data.preload(self.device)
 
         # 3. Model: base weights, re-initialised parts, trainable set, LoRA (same seed on every rank)
         torch.manual_seed(cfg.seed)
@@ -153,8 +158,9 @@ class Trainer:
         # 5. Optimizer and LR schedule
         self.optimizer = self._build_optimizer()
         o = cfg.optim
+        self.total_steps = cfg.steps  # shortened by cfg.max_minutes once the step time is measured
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(
-            s, total=cfg.steps, warmup=o.warmup_steps, warmup_start=o.warmup_start, min_ratio=o.min_lr_ratio))
+            s, total=self.total_steps, warmup=o.warmup_steps, warmup_start=o.warmup_start, min_ratio=o.min_lr_ratio))
 
         # 6. Randomness: per-rank global RNGs; one shared generator for the global batch's draws
         _seed_everything(cfg.seed + self.rank)
@@ -313,30 +319,54 @@ class Trainer:
 
         cfg = self.cfg
         losses: list[float] = []
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=cfg.name, unit="step", dynamic_ncols=True,
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=cfg.name, unit="step", dynamic_ncols=True,
                    disable=not (self.is_main and cfg.log.progress))
+        start, first, probe_start = time.perf_counter(), self.step, None
         try:
-            while self.step < cfg.steps:
+            while self.step < self.total_steps:
                 self.step += 1
                 t0 = time.perf_counter()
                 metrics = self.train_step()
                 metrics["step_time_s"] = time.perf_counter() - t0
+                if cfg.max_minutes is not None:
+                    if self.step - first == BUDGET_WARMUP_STEPS:
+                        probe_start = time.perf_counter()  # the first steps (CUDA warm-up, allocator) are not timed
+                    elif self.step - first == BUDGET_PROBE_STEPS:
+                        pace = (time.perf_counter() - probe_start) / (BUDGET_PROBE_STEPS - BUDGET_WARMUP_STEPS)
+                        self._fit_budget(time.perf_counter() - start, pace)
+                        bar.total = self.total_steps
                 samples = cfg.data.batch_size * self.world * cfg.optim.grad_accum
                 metrics["samples_per_s"] = samples / metrics["step_time_s"]
                 if self.device.type == "cuda":
                     metrics["max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
                 losses.append(metrics["loss"])
-                if self.step % cfg.log.every == 0 or self.step == cfg.steps:
+                if self.step % cfg.log.every == 0 or self.step == self.total_steps:
                     self.metrics.log(self.step, metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics[_lr_key(self.optimizer)]:.2e}")
                 bar.update(1)
-                last = self.step == cfg.steps
+                last = self.step == self.total_steps
                 if last or (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0):
                     self.save(final=last)
         finally:
             bar.close()
             self.metrics.close()
         return losses
+
+    def _fit_budget(self, elapsed: float, pace: float) -> None:
+        """Set the run's length so that its remaining steps fit ``max_minutes`` at ``pace`` seconds per step (the
+        same on every rank); ``elapsed`` is the time spent so far. The budget counts from the start of this run (a
+        resumed run gets a fresh budget)."""
+        import torch.distributed as dist
+
+        remaining = self.cfg.max_minutes * 60.0 - elapsed
+        projected = torch.tensor([self.step + max(0, int(remaining / pace))], device=self.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(projected, op=dist.ReduceOp.MIN)
+        total = max(self.step, min(self.cfg.steps, int(projected.item())))
+        if total < self.total_steps and self.is_main:
+            logger.info("max_minutes=%s: %.3f s/step, the run ends at step %d instead of %d", self.cfg.max_minutes,
+                        pace, total, self.cfg.steps)
+        self.total_steps = total
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over ``grad_accum`` micro-batches; returns rank-averaged metrics."""
@@ -375,6 +405,10 @@ class Trainer:
 
         text = batch["text"].to(self.device, self.compute_dtype)
         text = torch.where(draw.dropped[local, None, None], self.null_text[None].to(text.dtype), text)
+        if joint:
+            cond = batch["cond"].to(self.device, torch.float32)
+            if draw.image_dropped is not None:
+                cond = torch.where(draw.image_dropped[local, None, None, None, None], self.white_cond[None], cond)
         audio0 = batch["audio"].to(self.device, torch.float32)
         x_audio = self.scheduler.add_noise(audio0, draw.noise_audio[local], draw.sigma_audio[local])
         target_audio = self.scheduler.velocity_target(audio0, draw.noise_audio[local])
@@ -384,7 +418,7 @@ class Trainer:
                 video0 = batch["video"].to(self.device, torch.float32)
                 x_video = self.scheduler.add_noise(video0, draw.noise_video[local], draw.sigma_video[local])
                 target_video = self.scheduler.velocity_target(video0, draw.noise_video[local])
-                model_in = torch.cat([x_video, batch["cond"].to(self.device, torch.float32)], dim=1)
+                model_in = torch.cat([x_video, cond], dim=1)
                 pred_video, pred_audio = self.model(model_in, x_audio, text, draw.t_video[local], t_audio,
                                                     batch["fps"], expert=draw.expert)
             else:
@@ -408,12 +442,15 @@ class Trainer:
             global_batch, generator=g, shift_video=d.shift_video, shift_audio=d.shift_audio,
             independent=d.independent_timesteps, expert=expert, boundary_ratio=self.boundary_ratio)
         dropped = torch.rand(global_batch, generator=g, device=self.device) < d.text_dropout
+        image_dropped = None  # drawn only when used, so runs without image dropout keep their random stream
+        if self.cfg.mode == "joint" and d.image_dropout > 0:
+            image_dropped = torch.rand(global_batch, generator=g, device=self.device) < d.image_dropout
         noise_video = None
         if self.cfg.mode == "joint":
             noise_video = torch.randn((global_batch, *batch["video"].shape[1:]), generator=g, device=self.device)
         noise_audio = torch.randn((global_batch, *batch["audio"].shape[1:]), generator=g, device=self.device)
         return Draw(expert, ts.t_video.to(self.device), ts.t_audio.to(self.device), ts.sigma_video.to(self.device),
-                    ts.sigma_audio.to(self.device), dropped, noise_video, noise_audio)
+                    ts.sigma_audio.to(self.device), dropped, noise_video, noise_audio, image_dropped)
 
     def _expert_for(self, micro_step: int) -> int | None:
         """Video expert of a micro-step, a pure function of (seed, micro-step): identical on every rank and
@@ -431,7 +468,7 @@ class Trainer:
     def _next_batch(self) -> dict[str, Any]:
         indices = self.sampler.next()
         B = self.cfg.data.batch_size
-        return self.data.collate([self.data[i] for i in indices[self.rank * B:(self.rank + 1) * B]])
+        return self.data.batch(indices[self.rank * B:(self.rank + 1) * B])
 
     def _autocast(self):
         if self.strategy == "fsdp" or self.compute_dtype == torch.float32:
@@ -451,7 +488,8 @@ class Trainer:
             self.metrics.log_batch({
                 "step": self.step, "micro_step": self.micro_step, "expert": draw.expert,
                 "t_video": draw.t_video.tolist(), "t_audio": draw.t_audio.tolist(),
-                "sigma_audio": draw.sigma_audio.tolist(), "dropped": draw.dropped.tolist()})
+                "sigma_audio": draw.sigma_audio.tolist(), "dropped": draw.dropped.tolist(),
+                **({"image_dropped": draw.image_dropped.tolist()} if draw.image_dropped is not None else {})})
 
     def close(self) -> None:
         """Release what the trainer opened (metrics files, a process group it created for single-process FSDP)."""
@@ -468,20 +506,23 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------------------------------
 
     def trainer_state(self) -> dict[str, Any]:
-        state = {"step": self.step, "micro_step": self.micro_step, "sampler": self.sampler.state_dict(),
+        state = {"step": self.step, "micro_step": self.micro_step, "total_steps": self.total_steps,
+                 "sampler": self.sampler.state_dict(),
                  "lr_scheduler": self.lr_scheduler.state_dict(), "gen": self.gen.get_state(),
-                 "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+                 "torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": random.getstate()}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state()
         return state
 
     def _load_trainer_state(self, state: dict[str, Any]) -> None:
         self.step, self.micro_step = int(state["step"]), int(state["micro_step"])
+        self.total_steps = int(state.get("total_steps", self.cfg.steps)) if self.cfg.max_minutes else self.cfg.steps
         self.sampler.load_state_dict(state["sampler"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch"])
-        np.random.set_state(state["numpy"])
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         random.setstate(state["python"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state(state["cuda"])
@@ -519,6 +560,16 @@ class Trainer:
 # ----------------------------------------------------------------------------------------------------------------------
 # Module helpers
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+BUDGET_WARMUP_STEPS = 10  # max_minutes: steps before the timing starts (CUDA warm-up would inflate the pace)
+BUDGET_PROBE_STEPS = 40  # ... and the step at which the run's length is fitted to the budget
+
+
+def _numpy_rng_state() -> tuple:
+    """numpy's global RNG state with its key array as a list, so the trainer state loads with weights_only=True."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return name, keys.tolist(), int(pos), int(has_gauss), float(cached)
 
 
 def _lr_key(optimizer: torch.optim.Optimizer) -> str:
