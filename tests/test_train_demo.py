@@ -1,0 +1,76 @@
+"""``python -m train demo-base``: the demo checkpoint's starting folder from trained autoencoders (here random tiny
+ones in the same formats): official layout, strict loading, a tokenizer that covers the demo world's captions, and a
+text encoder shared by denoisers of every width (so one latent cache serves them all)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from train_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
+
+
+@pytest.fixture(scope="module")
+def vaes(tmp_path_factory):
+    from diffusers import AutoencoderKLWan
+
+    from mova.config import DACConfig
+    from mova.loading import save_native
+    from mova.models import AudioVAE
+
+    root = tmp_path_factory.mktemp("demo_vaes")
+    torch.manual_seed(0)
+    AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
+                     temperal_downsample=[False, True, True]).save_pretrained(root / "video_vae")
+    save_native(AudioVAE(DACConfig(encoder_dim=4, latent_dim=8, decoder_dim=16, sample_rate=16000,
+                                   encoder_rates=(2, 4, 5, 8), decoder_rates=(8, 5, 4, 2))), root / "audio_vae")
+    return root
+
+
+def test_demo_base_folder(vaes, tmp_path):
+    from mova.loading import load_components
+    from mova.pipeline import MOVAPipeline
+    from train.__main__ import main
+    from train.demo import build_base
+    from train.demo_world import SCENE_NAMES, clip_seed, generate_clip
+
+    out = tmp_path / "base"
+    assert main(["demo-base", "--video-vae", str(vaes / "video_vae"), "--audio-vae", str(vaes / "audio_vae"),
+                 "--out", str(out), "--dim", "64", "--heads", "2", "--layers", "2"]) == 0
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["default_height"] == index["default_width"] == 64 and index["default_num_frames"] == 25
+    assert index["default_fps"] == 12.0 and index["default_num_inference_steps"] == 25
+    assert index["default_negative_prompt"] == ""
+    comps = load_components(out, device="cpu", dtype=torch.float32)  # strict, like an official folder
+    assert comps["audio_dit"].config.in_dim == 8 and comps["dual_tower_bridge"].config.audio_fps == 50.0
+    assert comps["video_dit"].config.dim == 64 and comps["video_dit"].config.text_dim == 64
+    assert comps["scheduler"].config.shift == 3.0
+    # captions of clips the tokenizer never saw (held-out split) map to known pieces, a word to at most a few
+    tok = comps["tokenizer"]
+    for i, scene in enumerate(SCENE_NAMES):
+        caption = generate_clip(scene, clip_seed(9, i, "held_out")).caption
+        ids = tok(caption).input_ids
+        assert tok.unk_token_id not in ids and len(ids) <= 2 * len(caption.split()) + 4, caption
+    # a wider denoiser gets the same text encoder and tokenizer
+    wide = build_base(vaes / "video_vae", vaes / "audio_vae", tmp_path / "wide", dim=96, heads=3, layers=2,
+                      corpus_clips=120)
+    a = (out / "text_encoder" / "model.safetensors").read_bytes()
+    assert a == (wide / "text_encoder" / "model.safetensors").read_bytes()
+    assert (out / "tokenizer" / "tokenizer.json").read_bytes() == (wide / "tokenizer" / "tokenizer.json").read_bytes()
+    pipe = MOVAPipeline.from_pretrained(out, device="cpu")
+    result = pipe("A small red ball bounces twice.", num_frames=9, num_inference_steps=2, seed=0)
+    assert result.video.shape == (9, 64, 64, 3) and result.sample_rate == 16000
+    assert result.settings["negative_prompt"] == ""
+
+
+def test_demo_base_refuses_a_video_vae_of_another_latent_width(vaes, tmp_path):
+    from diffusers import AutoencoderKLWan
+
+    from train.__main__ import main
+
+    AutoencoderKLWan(base_dim=8, z_dim=8, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
+                     temperal_downsample=[False, True, True]).save_pretrained(tmp_path / "v8")
+    assert main(["demo-base", "--video-vae", str(tmp_path / "v8"), "--audio-vae", str(vaes / "audio_vae"),
+                 "--out", str(tmp_path / "x")]) == 2
