@@ -1,4 +1,4 @@
-"""A real Chromium drives the app on the tiny checkpoint: T2VA and IT2VA clips play with an audio track, the CFG
+"""A real Chromium drives the app on its default model, the shipped demo checkpoint: T2VA and IT2VA clips play with an audio track, the CFG
 comparison shows its clips with their figures, the rewritten prompt goes to a generation tab, tabs switch
 without console errors. Screenshots go to ``test-artifacts/``.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_app_support import app_checkpoint, running_app, streams, write_png
+from tests.test_app_support import running_app, streams, write_png
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
@@ -55,9 +55,9 @@ def browser_context():
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_checkpoint, tmp_path_factory):
+def app_url(tmp_path_factory):
     root = tmp_path_factory.mktemp("app-browser")
-    with running_app(app_checkpoint(tiny_checkpoint, root), root / "data") as (url, _):
+    with running_app("demo", root / "data") as (url, _):
         yield url, root
 
 
@@ -96,7 +96,7 @@ def test_app_in_browser(browser_context, app_url):
 
     # 1. Text → Video+Audio
     open_tab(page, "Text → Video+Audio")
-    page.fill("#t2va-prompt textarea", "Thunder rolls over a dark sea while rain hammers the deck.")
+    page.fill("#t2va-prompt textarea", "A small red ball bounces twice on a wooden floor, each bounce a sharp knock.")
     page.click("#t2va-generate")
     state = wait_video(page, "#t2va-video video")
     assert_has_audio(page, state, root)
@@ -115,7 +115,7 @@ def test_app_in_browser(browser_context, app_url):
 
     # 3. CFG comparison: three settings by default, each clip with its figures
     open_tab(page, "CFG comparison")
-    page.fill("#compare-prompt textarea", "A metronome ticks on a piano.")
+    page.fill("#compare-prompt textarea", "A brass pendulum swings from side to side, ticking at each end.")
     page.click("#compare-run")
     for k in (1, 2, 3):
         state = wait_video(page, f"#compare-video-{k} video")

@@ -316,11 +316,44 @@ def test_app_refuses_a_missing_model_with_a_message(tmp_path):
     assert "--model" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.skipif((ROOT / "assets" / "demo" / "model_index.json").is_file(), reason="the demo checkpoint exists")
-def test_app_says_the_demo_checkpoint_is_missing(tmp_path):
-    result = run_app("--data-dir", str(tmp_path / "data"), env={"MOVA_MODEL": ""})
-    assert result.returncode == 2
-    assert "demo checkpoint" in result.stderr and "--model" in result.stderr and "Traceback" not in result.stderr
+def test_python_app_py_serves_the_demo_checkpoint(tmp_path):
+    """README's first command: ``python app.py`` with no model argument comes up on the shipped demo checkpoint and
+    generates a clip at its defaults (64×64, 25 frames at 12 fps) for an API caller."""
+    import os
+    import time
+    import urllib.request
+
+    from gradio_client import Client
+
+    from tests.test_app_support import free_port, streams
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env.pop("MOVA_MODEL", None)
+    env.pop("SPACE_ID", None)
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, f"app.py exited with {proc.returncode}: {proc.stdout.read()[-3000:]}"
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "app.py did not come up"
+                time.sleep(1.0)
+        client = Client(url, verbose=False)
+        video, seed, _, details = client.predict(prompt="A small red ball bounces twice on a wooden floor.", seed=1,
+                                                 randomize_seed=False, api_name="/generate_t2va")
+        info = streams(video)
+        assert (info["width"], info["height"], info["frames"]) == (64, 64, 25), info
+        assert info["audio_codec"] == "aac" and info["samples"] > 0
+        assert details["settings"]["model"] == "demo" and details["settings"]["num_inference_steps"] == 25
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_importing_app_loads_nothing():
