@@ -134,7 +134,7 @@ def test_cli_flags_are_frozen():
              for name, p in sub.items()}
     assert flags == {
         "run": ["--data", "--out", "--resume", "--set"],
-        "cache": ["--audio-only", "--config", "--device", "--fps", "--height", "--manifest", "--model", "--num-frames",
+        "cache": ["--audio-only", "--batch-size", "--config", "--device", "--fps", "--height", "--manifest", "--model", "--num-frames",
                   "--out", "--part", "--shard-size", "--text-dtype", "--text-len", "--width"],
         "config": ["--set"],
     }

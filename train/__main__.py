@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--width", type=int, default=None, help="pixels, multiple of 16 (default 640)")
     cache.add_argument("--text-len", type=int, default=None, help="T5 tokens (default 512)")
     cache.add_argument("--shard-size", type=int, default=64, help="samples per shard file")
+    cache.add_argument("--batch-size", type=int, default=1,
+                       help="clips encoded together (small clips on a GPU: 16-64; default 1)")
     cache.add_argument("--text-dtype", choices=("float32", "bfloat16"), default="float32")
     cache.add_argument("--audio-only", action="store_true", help="audio + text only (audio pretraining data)")
     cache.add_argument("--device", default=None, help="default: this process's GPU, else CPU")
@@ -122,7 +124,8 @@ def _spec(args: argparse.Namespace, data):
     return CacheSpec(
         num_frames=args.num_frames or data.num_frames, fps=args.fps or data.fps, height=args.height or data.height,
         width=args.width or data.width, max_sequence_length=args.text_len or data.text_len,
-        shard_size=args.shard_size, text_dtype=args.text_dtype, audio_only=args.audio_only)
+        shard_size=args.shard_size, batch_size=args.batch_size, text_dtype=args.text_dtype,
+        audio_only=args.audio_only)
 
 
 if __name__ == "__main__":

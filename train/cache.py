@@ -59,6 +59,8 @@ class CacheSpec:
             time when the file's rate differs), centre-cropped and resized to height × width.
         max_sequence_length: T5 tokens (captions are truncated like at inference).
         shard_size: samples per shard file.
+        batch_size: clips encoded together (one VAE call per batch: small clips on a GPU are launch-bound). A
+            batch that fails is encoded again clip by clip, so one bad clip costs only itself.
         text_dtype: ``float32`` or ``bfloat16`` for stored text embeddings (the largest tensors at full size).
         audio_only: cache audio + text only (no video encode) — for audio pretraining.
     """
@@ -69,6 +71,7 @@ class CacheSpec:
     width: int
     max_sequence_length: int = 512
     shard_size: int = 64
+    batch_size: int = 1
     text_dtype: str = "float32"
     audio_only: bool = False
 
@@ -82,8 +85,9 @@ class CacheSpec:
             raise ValueError(f"fps={self.fps!r} is invalid: expected a positive number")
         if self.text_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"text_dtype={self.text_dtype!r} is invalid: expected 'float32' or 'bfloat16'")
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size={self.shard_size!r} is invalid: expected a positive integer")
+        for name in ("shard_size", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r} is invalid: expected a positive integer")
 
     @property
     def duration_s(self) -> float:
@@ -286,22 +290,24 @@ class Encoder:
         return [embeds[i, :n].clone() for i, n in enumerate(lengths)]
 
     @torch.no_grad()
-    def video(self, frames: np.ndarray, spec: CacheSpec) -> tuple[torch.Tensor, torch.Tensor]:
-        """frames uint8 [T, H0, W0, 3] → (latents [16, T', h, w], condition y [20, T', h, w]), float32 CPU."""
+    def video(self, clips: list[np.ndarray], spec: CacheSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        """clips, each uint8 [T, H0, W0, 3] → (latents [B, 16, T', h, w], conditions y [B, 20, T', h, w]), float32
+        CPU, in one VAE call each."""
         from mova.pipeline import center_crop_resize
 
         pipe = self.pipe
-        resized = np.stack([center_crop_resize(f, spec.height, spec.width) for f in frames])  # [T, H, W, 3]
-        pixels = torch.from_numpy(resized).permute(3, 0, 1, 2).float() / 255.0 * 2.0 - 1.0  # [3, T, H, W]
+        resized = np.stack([np.stack([center_crop_resize(f, spec.height, spec.width) for f in frames])
+                            for frames in clips])  # [B, T, H, W, 3]
+        pixels = torch.from_numpy(resized).permute(0, 4, 1, 2, 3).float() / 255.0 * 2.0 - 1.0  # [B, 3, T, H, W]
         vae = pipe.video_vae
         vae_dtype = next(vae.parameters()).dtype
         device = next(vae.parameters()).device
-        latent = vae.encode(pixels[None].to(device, vae_dtype)).latent_dist.mode().float()  # [1, 16, T', h, w]
+        latent = vae.encode(pixels.to(device, vae_dtype)).latent_dist.mode().float()  # [B, 16, T', h, w]
         mean = pipe.latents_mean.view(1, -1, 1, 1, 1).to(latent.device)
         inv_std = (1.0 / pipe.latents_std).view(1, -1, 1, 1, 1).to(latent.device)
         latent = (latent - mean) * inv_std
-        cond = pipe.prepare_condition(resized[0], spec.height, spec.width, spec.num_frames).float()
-        return latent[0].cpu(), cond[0].cpu()
+        cond = pipe.prepare_conditions([r[0] for r in resized], spec.height, spec.width, spec.num_frames).float()
+        return latent.cpu(), cond.cpu()
 
     @torch.no_grad()
     def white_condition(self, spec: CacheSpec) -> torch.Tensor:
@@ -310,12 +316,12 @@ class Encoder:
         return self.pipe.prepare_condition(white, spec.height, spec.width, spec.num_frames).float()[0].cpu()
 
     @torch.no_grad()
-    def audio(self, audio: np.ndarray) -> torch.Tensor:
-        """float32 [N] at the VAE rate → DAC posterior mean [C_a, N_a] (float32, CPU)."""
+    def audio(self, clips: list[np.ndarray]) -> torch.Tensor:
+        """float32 [N] clips at the VAE rate (equal lengths) → DAC posterior means [B, C_a, N_a] (float32, CPU)."""
         vae = self.pipe.audio_vae
         device = next(vae.parameters()).device
-        wave = torch.from_numpy(np.ascontiguousarray(audio))[None, None].to(device)
-        return vae.encode(wave).float()[0].cpu()
+        wave = torch.from_numpy(np.stack([np.ascontiguousarray(a) for a in clips]))[:, None].to(device)
+        return vae.encode(wave).float().cpu()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -406,7 +412,7 @@ def build_cache(manifest: str | os.PathLike, model: str | os.PathLike, out: str 
         os.replace(tmp, meta_path)
     elif meta_path.is_file():
         old = json.loads(meta_path.read_text())
-        diff = sorted(k for k in meta if k not in ("model", "shard_size") and old.get(k) != meta[k])
+        diff = sorted(k for k in meta if k not in ("model", "shard_size", "batch_size") and old.get(k) != meta[k])
         if diff:
             raise ValueError(f"{out} already holds a cache built with different settings ({diff}); "
                              "use another --out folder")
@@ -429,6 +435,17 @@ def build_cache(manifest: str | os.PathLike, model: str | os.PathLike, out: str 
         logger.warning("manifest line %d (id %s) skipped: %s", line, row_id, exc)
         skipped_log.write(json.dumps({"line": line, "id": row_id, "kind": exc.kind, "reason": str(exc)}) + "\n")
 
+    pending: list[_Prepared] = []
+
+    def encode_pending() -> None:
+        for prepared, result in zip(pending, _encode_batch(pending, spec, encoder, text_dtype)):
+            if isinstance(result, SkipRow):
+                skip(prepared.record["line"], prepared.record["id"], result)
+            else:
+                writer.add(prepared.record | {"n_text": int(result["text"].shape[0])}, result)
+                summary.cached += 1
+        pending.clear()
+
     try:
         for line, row, error in tqdm(rows, desc="caching", disable=not progress or rank != 0):
             if row is None:
@@ -438,7 +455,7 @@ def build_cache(manifest: str | os.PathLike, model: str | os.PathLike, out: str 
             if row_id in done:
                 continue
             try:
-                sample = _encode_row(row, line, manifest.parent, spec, encoder, seen, text_dtype)
+                pending.append(_prepare_row(row, line, manifest.parent, spec, encoder.sample_rate, seen))
             except SkipRow as exc:
                 skip(line, row_id, exc)
                 continue
@@ -447,8 +464,9 @@ def build_cache(manifest: str | os.PathLike, model: str | os.PathLike, out: str 
                 skip(line, row_id, SkipRow("error", f"{type(exc).__name__}: {exc}"))
                 continue
             seen.add(str(row_id))
-            writer.add(*sample)
-            summary.cached += 1
+            if len(pending) >= spec.batch_size:
+                encode_pending()
+        encode_pending()
         writer.flush()
     finally:
         skipped_log.close()
@@ -464,8 +482,18 @@ def _default_negative() -> str:
     return DEFAULT_NEGATIVE_PROMPT
 
 
-def _encode_row(row: dict[str, Any], line: int, root: Path, spec: CacheSpec, encoder: Encoder, seen: set[str],
-                text_dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+@dataclasses.dataclass
+class _Prepared:
+    """A manifest row that passed its checks, with its media loaded, waiting for its batch to be encoded."""
+
+    record: dict[str, Any]
+    caption: str
+    frames: np.ndarray | None
+    audio: np.ndarray
+
+
+def _prepare_row(row: dict[str, Any], line: int, root: Path, spec: CacheSpec, sample_rate: int,
+                 seen: set[str]) -> _Prepared:
     row_id = row.get("id")
     if row_id is None or row_id == "":
         raise SkipRow("missing field", "id")
@@ -479,16 +507,41 @@ def _encode_row(row: dict[str, Any], line: int, root: Path, spec: CacheSpec, enc
         raise SkipRow("missing field", "caption")
     if row.get("keep") is False:
         raise SkipRow("filtered out", "keep=false")
-    frames, audio = load_row_media(row, root, spec, encoder.sample_rate)
-    tensors = {"audio": encoder.audio(audio)}
-    if frames is not None:
-        tensors["video"], tensors["cond"] = encoder.video(frames, spec)
-    text = encoder.text([caption], spec.max_sequence_length)[0]
-    bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
-    if bad or not torch.isfinite(text).all():
-        raise SkipRow("non-finite latents", str(bad or ["text"]))
-    tensors["text"] = text.to(text_dtype)
+    frames, audio = load_row_media(row, root, spec, sample_rate)
     source = _field(row, "video_path", "video", "npz_path", "npz", "audio_path", "audio")
-    record = {"id": row_id, "caption": caption, "has_video": frames is not None, "n_text": int(text.shape[0]),
-              "line": line, "source": str(source)}
-    return record, tensors
+    record = {"id": row_id, "caption": caption, "has_video": frames is not None, "line": line, "source": str(source)}
+    return _Prepared(record, caption, frames, audio)
+
+
+def _encode_batch(batch: list[_Prepared], spec: CacheSpec, encoder: Encoder,
+                  text_dtype: torch.dtype) -> list[dict[str, torch.Tensor] | SkipRow]:
+    """Each prepared row's tensors ({"audio", "video", "cond", "text"}), or the SkipRow that excludes it. The
+    batch is encoded together; if that fails, each row alone (the failing row is skipped with the reason)."""
+    if not batch:
+        return []
+    try:
+        audio = encoder.audio([p.audio for p in batch])
+        video = cond = None
+        with_video = [i for i, p in enumerate(batch) if p.frames is not None]
+        if with_video:
+            video, cond = encoder.video([batch[i].frames for i in with_video], spec)
+        texts = encoder.text([p.caption for p in batch], spec.max_sequence_length)
+    except Exception as exc:  # noqa: BLE001 - retried row by row below, where the culprit is named
+        if len(batch) == 1:
+            return [SkipRow("error", f"{type(exc).__name__}: {exc}")]
+        logger.debug("batch of %d failed (%s); encoding its rows one by one", len(batch), exc)
+        return [r for p in batch for r in _encode_batch([p], spec, encoder, text_dtype)]
+    results: list[dict[str, torch.Tensor] | SkipRow] = []
+    slot = {i: k for k, i in enumerate(with_video)}
+    for i, p in enumerate(batch):
+        tensors = {"audio": audio[i].clone()}
+        if i in slot:
+            tensors["video"], tensors["cond"] = video[slot[i]].clone(), cond[slot[i]].clone()
+        text = texts[i]
+        bad = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+        if bad or not torch.isfinite(text).all():
+            results.append(SkipRow("non-finite latents", str(bad or ["text"])))
+            continue
+        tensors["text"] = text.to(text_dtype)
+        results.append(tensors)
+    return results
