@@ -35,13 +35,21 @@ export PYTHONUNBUFFERED=1
 gpus() { python3 -c "import torch; print(torch.cuda.device_count())"; }
 device() { if [ "$(gpus)" -gt "$1" ]; then echo "cuda:$1"; elif [ "$(gpus)" -gt 0 ]; then echo cuda:0; else echo cpu; fi; }
 
+# Finished autoencoders are kept: rerunning the stage (e.g. in a second 10-minute GPU slot) trains only what is missing.
 video_vae() {
   # pass 1 learns the scenes; pass 2 re-weights the pixel loss towards what moves or is coloured (balls, mouths),
   # which pass 1 blurs away (held-out PSNR 23.5 → 26.8 dB, ball colour agreement 0.17 → 1.0 on one H200)
-  python3 -m train vae video --out "$RUN/vae_video_pass1" --device "$(device 0)" --max-minutes "$VAE_VIDEO_MINUTES"
+  [ -f "$RUN/vae_video/eval.json" ] && return 0
+  [ -f "$RUN/vae_video_pass1/eval.json" ] || \
+    python3 -m train vae video --out "$RUN/vae_video_pass1" --device "$(device 0)" --max-minutes "$VAE_VIDEO_MINUTES"
   python3 -m train vae video --out "$RUN/vae_video" --device "$(device 0)" --max-minutes "$VAE_VIDEO_MINUTES" \
     --steps 3000 --set init="$RUN/vae_video_pass1/video_vae" --set loss.foreground=20 --set optim.lr=5e-4 \
     --set optim.warmup_steps=50
+}
+
+audio_vae() {
+  [ -f "$RUN/vae_audio/eval.json" ] && return 0
+  python3 -m train vae audio --out "$RUN/vae_audio" --device "$(device "$1")" --max-minutes "$VAE_AUDIO_MINUTES"
 }
 
 stage_vae() {
@@ -49,11 +57,11 @@ stage_vae() {
   video_vae &
   local video=$!
   if [ "$(gpus)" -gt 1 ]; then
-    python3 -m train vae audio --out "$RUN/vae_audio" --device "$(device 1)" --max-minutes "$VAE_AUDIO_MINUTES"
+    audio_vae 1
     wait "$video"
   else
     wait "$video"
-    python3 -m train vae audio --out "$RUN/vae_audio" --device "$(device 0)" --max-minutes "$VAE_AUDIO_MINUTES"
+    audio_vae 0
   fi
 }
 
