@@ -59,7 +59,7 @@ def baselines(prompts) -> dict:
 
 def end_to_end(model: str, prompt: str) -> dict:
     """One ``python -m mova generate`` run in a fresh process, timed from launch to the written mp4."""
-    import av
+    from mova.media import read_mp4
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "clip.mp4"
@@ -70,12 +70,11 @@ def end_to_end(model: str, prompt: str) -> dict:
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        with av.open(str(out)) as container:
-            streams = {s.type: s for s in container.streams}
-            frames = streams["video"].frames
-            duration = float(container.duration / av.time_base) if container.duration else None
+        clip = read_mp4(out)
+        frames = 0 if clip.video is None else len(clip.video)
+        has_audio = clip.audio is not None and len(clip.audio) > 0
         return {"command": " ".join(cmd[1:]).replace(str(out), "clip.mp4"), "wall_s": round(wall, 2),
-                "video_frames": frames, "has_audio": "audio" in streams, "duration_s": duration}
+                "video_frames": frames, "has_audio": has_audio, "duration_s": clip.duration_s}
 
 
 def main() -> int:

@@ -294,6 +294,16 @@ class MOVAPipeline:
         return next(self.video_vae.parameters()).device
 
     @torch.no_grad()
+    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [B, 3, T, H, W] in [-1, 1] → normalised video latents [B, 16, T', H/8, W/8] (posterior mode, float32,
+        on the VAE's device): the space the DiT denoises in (spec §11)."""
+        self._on_device("video_vae")
+        vae_dtype = next(self.video_vae.parameters()).dtype
+        latent = self.video_vae.encode(pixels.to(self._vae_device(), vae_dtype)).latent_dist.mode().float()
+        return (latent - self.latents_mean.view(1, -1, 1, 1, 1).to(latent.device)) * \
+            (1.0 / self.latents_std).view(1, -1, 1, 1, 1).to(latent.device)
+
+    @torch.no_grad()
     def prepare_condition(self, image: np.ndarray, height: int, width: int, num_frames: int) -> torch.Tensor:
         """image uint8 [H0, W0, 3] → y [1, 20, T', H/8, W/8] = [mask(4) ‖ normalised first-frame latent(16)]."""
         return self.prepare_conditions([image], height, width, num_frames)
@@ -302,15 +312,11 @@ class MOVAPipeline:
     def prepare_conditions(self, images: list[np.ndarray], height: int, width: int, num_frames: int) -> torch.Tensor:
         """First frames → their conditions y [B, 20, T', H/8, W/8] in one VAE call (the latent cache encodes
         clips in batches with it)."""
-        self._on_device("video_vae")
         clip = torch.zeros(len(images), 3, num_frames, height, width)
         for i, image in enumerate(images):
             frame = center_crop_resize(image, height, width)
             clip[i, :, 0] = torch.from_numpy(np.array(frame)).permute(2, 0, 1).float() / 255.0 * 2.0 - 1.0  # [-1, 1]
-        vae_dtype = next(self.video_vae.parameters()).dtype
-        latent = self.video_vae.encode(clip.to(self._vae_device(), vae_dtype)).latent_dist.mode().float()
-        latent = (latent - self.latents_mean.view(1, -1, 1, 1, 1).to(latent.device)) * \
-            (1.0 / self.latents_std).view(1, -1, 1, 1, 1).to(latent.device)
+        latent = self.encode_video(clip)
         t_lat = latent.shape[2]
         mask = torch.zeros(len(images), self.vae_scale_temporal, t_lat, *latent.shape[3:], device=latent.device)
         mask[:, :, 0] = 1.0  # latent frame 0 covers the given first frame (its 4 mask channels all ones)

@@ -299,13 +299,7 @@ class Encoder:
         resized = np.stack([np.stack([center_crop_resize(f, spec.height, spec.width) for f in frames])
                             for frames in clips])  # [B, T, H, W, 3]
         pixels = torch.from_numpy(resized).permute(0, 4, 1, 2, 3).float() / 255.0 * 2.0 - 1.0  # [B, 3, T, H, W]
-        vae = pipe.video_vae
-        vae_dtype = next(vae.parameters()).dtype
-        device = next(vae.parameters()).device
-        latent = vae.encode(pixels.to(device, vae_dtype)).latent_dist.mode().float()  # [B, 16, T', h, w]
-        mean = pipe.latents_mean.view(1, -1, 1, 1, 1).to(latent.device)
-        inv_std = (1.0 / pipe.latents_std).view(1, -1, 1, 1, 1).to(latent.device)
-        latent = (latent - mean) * inv_std
+        latent = pipe.encode_video(pixels)  # [B, 16, T', h, w]
         cond = pipe.prepare_conditions([r[0] for r in resized], spec.height, spec.width, spec.num_frames).float()
         return latent.cpu(), cond.cpu()
 
