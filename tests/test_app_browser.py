@@ -1,6 +1,6 @@
-"""A real Chromium drives the app on its default model, the shipped demo checkpoint: T2VA and IT2VA clips play with an audio track, the CFG
-comparison shows its clips with their figures, the rewritten prompt goes to a generation tab, tabs switch
-without console errors. Screenshots go to ``test-artifacts/``.
+"""A real Chromium drives the app on its default model, the shipped demo checkpoint: T2VA and IT2VA clips play
+with an audio track, the CFG comparison shows its clips with their figures, the rewritten prompt goes to a
+generation tab, tabs switch without console errors. Screenshots go to ``test-artifacts/``.
 
 Needs Debian's chromium at /usr/bin/chromium (``apt-get install -y chromium``) and the playwright Python package
 (never ``playwright install``). Fails, not skips, when the browser is missing.
@@ -8,20 +8,12 @@ Needs Debian's chromium at /usr/bin/chromium (``apt-get install -y chromium``) a
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.test_app_support import running_app, streams, write_png
+from tests.test_app_support import ARTIFACTS, chromium, running_app, streams, write_png
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-default-apps", "--disable-extensions", "--metrics-recording-only", "--mute-audio",
-        "--autoplay-policy=no-user-gesture-required"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT_MS = 60_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -41,17 +33,8 @@ PLAY_JS = """async (selector) => {
 
 @pytest.fixture(scope="module")
 def browser_context():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(tempfile.mkdtemp(), executable_path=CHROMIUM, headless=True,
-                                                       args=ARGS, viewport={"width": 1280, "height": 1000})
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium({"width": 1280, "height": 1000}, ("--autoplay-policy=no-user-gesture-required",)) as context:
+        yield context
 
 
 @pytest.fixture(scope="module")

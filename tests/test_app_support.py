@@ -1,4 +1,5 @@
-"""Helpers shared by the app tests (no tests here): a tiny checkpoint set up for the app, a running app.
+"""Helpers shared by the app and arena tests (no tests here): a tiny checkpoint set up for the app, a running app,
+a running arena page on a synthetic pool, Debian's Chromium driven by Playwright.
 
 The tiny checkpoint's ``model_index.json`` gets the app-facing keys (``resolutions``, ``default_height`` …) so the
 UI's defaults are already the fast CPU settings: 64×64, 9 frames at 12 fps, 2 steps.
@@ -7,16 +8,25 @@ UI's defaults are already the fast CPU settings: 64×64, 9 frames at 12 fps, 2 s
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import av
+import pytest
 
 APP_DEFAULTS = {"default_height": 64, "default_width": 64, "default_num_frames": 9,
                 "default_fps": 12.0, "default_num_inference_steps": 2}
 FAST = dict(height=64, width=64, num_frames=9, fps=12, num_inference_steps=2)
+ARENA_MODELS = ("zebra-model", "yak-model", "xenon-model")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"  # screenshots
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps", "--disable-extensions", "--metrics-recording-only", "--mute-audio"]
 
 
 def free_port() -> int:
@@ -53,6 +63,48 @@ def running_app(checkpoint: Path, data_dir: Path, *, arena: bool = True):
         yield f"http://127.0.0.1:{port}", backend
     finally:
         app.close()
+
+
+@contextmanager
+def running_arena(root: Path, **pool):
+    """Yield (url, service): the arena and leaderboard pages, served in this process on a free port, over a
+    synthetic pool of ``ARENA_MODELS`` (``pool``: ``write_synthetic_pool`` options)."""
+    import gradio as gr
+
+    from mova.arena import ArenaService
+    from mova.arena.media import write_synthetic_pool
+    from mova.arena.pool import import_source
+    from ui import arena as arena_ui
+
+    service = ArenaService(root / "data")
+    import_source(service, write_synthetic_pool(root / "pool", ARENA_MODELS, **pool))
+    with gr.Blocks(title="MOVA Studio", analytics_enabled=False) as app:
+        gr.Markdown("generation UI would be here")
+    arena_ui.add_arena_pages(app, service)
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                       allowed_paths=arena_ui.allowed_paths(service))
+    try:
+        yield f"http://127.0.0.1:{port}", service
+    finally:
+        app.close()
+
+
+@contextmanager
+def chromium(viewport: dict, extra_args: tuple[str, ...] = ()):
+    """A Playwright browser context on Debian's Chromium (never a downloaded browser). Fails, not skips, when it
+    is missing."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(tempfile.mkdtemp(), executable_path=CHROMIUM, headless=True,
+                                                       args=[*CHROMIUM_ARGS, *extra_args], viewport=viewport)
+        try:
+            yield context
+        finally:
+            context.close()
 
 
 def streams(path: str | Path) -> dict:

@@ -7,67 +7,24 @@ to ``test-artifacts/``.
 
 from __future__ import annotations
 
-import os
-import socket
-import tempfile
-from pathlib import Path
-
-import gradio as gr
 import pytest
 
-from mova.arena import ArenaService
-from mova.arena.media import write_synthetic_pool
-from mova.arena.pool import import_source
-from ui import arena as arena_ui
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-default-apps", "--disable-extensions", "--metrics-recording-only", "--mute-audio"]
-MODELS = ("zebra-model", "yak-model", "xenon-model")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+from tests.test_app_support import ARENA_MODELS as MODELS
+from tests.test_app_support import ARTIFACTS, chromium, running_arena
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def browser_context():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(), executable_path=CHROMIUM, headless=True, args=ARGS,
-            viewport={"width": 1100, "height": 900},
-        )
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium({"width": 1100, "height": 900}) as context:
+        yield context
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    root = tmp_path_factory.mktemp("arena-browser")
-    service = ArenaService(root / "data")
-    import_source(service, write_synthetic_pool(root / "pool", MODELS, prompts=2, seconds=1.0))
-    with gr.Blocks(title="MOVA Studio", analytics_enabled=False) as app:
-        gr.Markdown("generation UI would be here")
-    arena_ui.add_arena_pages(app, service)
-    port = free_port()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                       allowed_paths=arena_ui.allowed_paths(service))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        app.close()
+    with running_arena(tmp_path_factory.mktemp("arena-browser"), prompts=2, seconds=1.0) as (url, _):
+        yield url
 
 
 def names_in(text: str) -> list[str]:

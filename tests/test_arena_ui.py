@@ -3,47 +3,27 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import gradio as gr
 import httpx
 import pytest
 from gradio_client import Client
 
 from mova.arena import ArenaService
-from mova.arena.media import write_synthetic_pool
-from mova.arena.pool import import_source
+from tests.test_app_support import ARENA_MODELS as MODELS
+from tests.test_app_support import running_arena
 from ui import arena as arena_ui
 from ui import leaderboard as leaderboard_ui
 
-MODELS = ("zebra-model", "yak-model", "xenon-model")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("arena-ui")
-    service = ArenaService(root / "data")
-    import_source(service, write_synthetic_pool(root / "pool", MODELS, prompts=2, categories=("speech", "music")))
-    with gr.Blocks(title="MOVA Studio", analytics_enabled=False) as app:
-        gr.Markdown("generation UI would be here")
-    arena_ui.add_arena_pages(app, service)
-    port = free_port()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                       allowed_paths=arena_ui.allowed_paths(service))
-    try:
-        yield f"http://127.0.0.1:{port}", service
-    finally:
-        app.close()
+    with running_arena(tmp_path_factory.mktemp("arena-ui"), prompts=2, categories=("speech", "music")) as running:
+        yield running
 
 
 def call(base: str, api_name: str, data: list, session: str) -> tuple[str, list]:
