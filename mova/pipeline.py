@@ -241,7 +241,8 @@ class MOVAPipeline:
     # ----------------------------------------------------------------------------------------------------
 
     def check_inputs(self, prompt: Any, height: int, width: int, num_frames: int, fps: float, steps: int,
-                     guidance: Guidance, seed: int | None, loudness_lufs: float | None) -> None:
+                     guidance: Guidance, seed: int | None, loudness_lufs: float | None,
+                     bridge_strength: float = 1.0) -> None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt must be a non-empty string")
         m = self.size_multiple
@@ -267,6 +268,10 @@ class MOVAPipeline:
             raise ValueError(f"seed={seed!r} is invalid: expected an integer in [0, 2**63) or None for random")
         if loudness_lufs is not None and not (-70.0 <= loudness_lufs <= 0.0):
             raise ValueError(f"loudness_lufs={loudness_lufs!r} is invalid: expected a value in [-70, 0] or None (off)")
+        if isinstance(bridge_strength, bool) or not isinstance(bridge_strength, (int, float)) \
+                or not 0.0 <= bridge_strength <= 1e3:
+            raise ValueError(f"bridge_strength={bridge_strength!r} is invalid: expected a number >= 0 (1 = as trained, "
+                             "0 = towers independent)")
 
     # ----------------------------------------------------------------------------------------------------
     # 2. Text
@@ -457,11 +462,8 @@ class MOVAPipeline:
             raise ValueError(f"output_type={output_type!r} is invalid: expected 'np' or 'latent'")
 
         # 1. Inputs
-        self.check_inputs(prompt, height, width, num_frames, fps, num_inference_steps, guidance, seed, loudness_lufs)
-        if isinstance(bridge_strength, bool) or not isinstance(bridge_strength, (int, float)) \
-                or not 0.0 <= bridge_strength <= 1e3:
-            raise ValueError(f"bridge_strength={bridge_strength!r} is invalid: expected a number >= 0 (1 = as trained, "
-                             "0 = towers independent)")
+        self.check_inputs(prompt, height, width, num_frames, fps, num_inference_steps, guidance, seed, loudness_lufs,
+                          bridge_strength)
         if image is None:
             first_frame = np.full((height, width, 3), 255, dtype=np.uint8)  # T2VA: a pure-white first frame
         else:
