@@ -1,6 +1,6 @@
 """The demo checkpoint on held-out demo-world prompts: audio-visual sync, impact alignment, colour adherence, speed.
 
-    python benchmarks/demo_eval.py                      # assets/demo, 50 prompts, CPU → benchmarks/results/demo_eval.json
+    python benchmarks/demo_eval.py        # assets/demo, 50 prompts, CPU → benchmarks/results/demo_eval.json
     python benchmarks/demo_eval.py --model runs/demo/dit/final --n 20 --out /tmp/eval.json
 
 For each held-out prompt (bouncing balls and talking faces taking turns; seeds disjoint from every training clip)

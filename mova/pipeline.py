@@ -300,8 +300,8 @@ class MOVAPipeline:
 
     @torch.no_grad()
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels [B, 3, T, H, W] in [-1, 1] → normalised video latents [B, 16, T', H/8, W/8] (posterior mode, float32,
-        on the VAE's device): the space the DiT denoises in (spec §11)."""
+        """pixels [B, 3, T, H, W] in [-1, 1] → normalised video latents [B, 16, T', H/8, W/8] (posterior mode,
+        float32, on the VAE's device): the space the DiT denoises in (spec §11)."""
         self._on_device("video_vae")
         vae_dtype = next(self.video_vae.parameters()).dtype
         latent = self.video_vae.encode(pixels.to(self._vae_device(), vae_dtype)).latent_dist.mode().float()

@@ -14,7 +14,7 @@
 #   cache   python -m train cache --part I/N          latents + text embeddings → $RUN/cache (N processes per GPU)
 #   dit     python -m train run train/configs/demo.yaml   the denoiser, $DIT_MINUTES of optimizer steps → $RUN/dit
 #   export  $RUN/dit/final → assets/demo (files copied, not linked), loaded back strictly
-#   eval    python benchmarks/demo_eval.py            50 held-out prompts on the CPU → benchmarks/results/demo_eval.json
+#   eval    python benchmarks/demo_eval.py            50 held-out prompts, CPU → benchmarks/results/demo_eval.json
 #
 # With two GPUs the two autoencoders train side by side. Everything is seeded; the GPU kernels are not bitwise
 # deterministic, so a rerun gives a checkpoint of the same quality, not the same bytes.
@@ -28,12 +28,12 @@ VAE_AUDIO_MINUTES=${VAE_AUDIO_MINUTES:-4}
 DIT_MINUTES=${DIT_MINUTES:-6}
 DIT_DIM=${DIT_DIM:-160}
 DIT_HEADS=${DIT_HEADS:-5}
-CACHE_PARTS=${CACHE_PARTS:-4}   # cache processes per GPU, each encoding batches of 32 clips (64×64 clips are launch-bound)
+CACHE_PARTS=${CACHE_PARTS:-4}   # cache processes per GPU, 32 clips per VAE call (64×64 clips are launch-bound)
 DEST=${DEST:-assets/demo}
 export PYTHONUNBUFFERED=1
 
-gpus() { python3 -c "import torch; print(torch.cuda.device_count())"; }
-device() { if [ "$(gpus)" -gt "$1" ]; then echo "cuda:$1"; elif [ "$(gpus)" -gt 0 ]; then echo cuda:0; else echo cpu; fi; }
+N_GPU=$(python3 -c "import torch; print(torch.cuda.device_count())")  # respects CUDA_VISIBLE_DEVICES
+device() { if [ "$N_GPU" -gt "$1" ]; then echo "cuda:$1"; elif [ "$N_GPU" -gt 0 ]; then echo cuda:0; else echo cpu; fi; }
 
 # Finished autoencoders are kept: rerunning the stage (e.g. in a second 10-minute GPU slot) trains only what is missing.
 video_vae() {
@@ -56,7 +56,7 @@ stage_vae() {
   mkdir -p "$RUN"
   video_vae &
   local video=$!
-  if [ "$(gpus)" -gt 1 ]; then
+  if [ "$N_GPU" -gt 1 ]; then
     audio_vae 1
     wait "$video"
   else
@@ -77,15 +77,15 @@ stage_data() {
 
 stage_cache() {
   rm -rf "$RUN/cache"
-  local n_gpu parts pids=() i
-  n_gpu=$(gpus); parts=$(( n_gpu > 0 ? n_gpu * CACHE_PARTS : 1 ))
+  local parts pids=() i
+  parts=$(( N_GPU > 0 ? N_GPU * CACHE_PARTS : 1 ))
   # one or two CPU threads per process: all of them share the machine's cores (a first try with a thread per core
   # in each of 16 processes, one clip per VAE call, crawled at ~1 s per clip on 2×H200; batches are not yet timed)
   local threads=$(( $(nproc) / parts > 1 ? 2 : 1 ))
   for ((i = 0; i < parts; i++)); do
-    OMP_NUM_THREADS=$threads python3 -m train cache --manifest "$RUN/world/manifest.jsonl" --model "$RUN/base" --out "$RUN/cache" \
-      --config train/configs/demo.yaml --part "$i/$parts" --batch-size 32 \
-      --device "$( [ "$n_gpu" -gt 0 ] && echo "cuda:$(( i % n_gpu ))" || echo cpu )" > "$RUN/cache-$i.log" 2>&1 &
+    OMP_NUM_THREADS=$threads python3 -m train cache --manifest "$RUN/world/manifest.jsonl" --model "$RUN/base" \
+      --out "$RUN/cache" --config train/configs/demo.yaml --part "$i/$parts" --batch-size 32 \
+      --device "$( [ "$N_GPU" -gt 0 ] && echo "cuda:$(( i % N_GPU ))" || echo cpu )" > "$RUN/cache-$i.log" 2>&1 &
     pids+=($!)
   done
   for i in "${!pids[@]}"; do wait "${pids[$i]}" || { cat "$RUN/cache-$i.log"; exit 1; }; done

@@ -91,7 +91,8 @@ def test_recipe_script_runs_its_stages_on_the_cpu(vaes, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(vaes / "video_vae", run / "vae_video" / "video_vae")
     shutil.copytree(vaes / "audio_vae", run / "vae_audio" / "audio_vae")
-    env = {**os.environ, "RUN": str(run), "CLIPS": "4", "DIT_DIM": "32", "DIT_HEADS": "2", "DEST": str(tmp_path / "demo"),
+    env = {**os.environ, "RUN": str(run), "CLIPS": "4", "DIT_DIM": "32", "DIT_HEADS": "2",
+           "DEST": str(tmp_path / "demo"),
            "DIT_ARGS": "--set data.batch_size=2 --set steps=2 --set max_minutes=null --set optim.warmup_steps=1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]  # python3 = this interpreter

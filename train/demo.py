@@ -16,8 +16,8 @@ Design choices (the MOVA paper has no small model; these are ours):
   higher loss in the same time).
 - Text: a 2-layer UMT5 encoder (64 wide) with random, frozen weights over a 512-piece SentencePiece BPE vocabulary
   learnt from demo-world captions (a caption word is one to three pieces; any ASCII text is covered). A random
-  transformer keeps token identity in its output, so the denoiser's text cross-attention learns what "red", "twice" or "metallic" mean; no
-  pretrained language model is needed for a closed world, and nothing is downloaded.
+  transformer keeps token identity in its output, so the denoiser's text cross-attention learns what "red",
+  "twice" or "metallic" mean; no pretrained language model is needed for a closed world, nothing is downloaded.
 - Scheduler: the official flow-matching pair scheduler with shift 3 for both modalities: the demo's latents are
   tiny (7×8×8 video, 104 audio frames), so less of the schedule needs to sit at high noise than at 360p.
 - Text-only generation (T2VA) follows MOVA: a pure-white first frame. Training replaces the first-frame condition
@@ -111,7 +111,8 @@ def build_base(video_vae: str | os.PathLike, audio_vae: str | os.PathLike, out: 
     }
     for name in ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"):
         components[name].init_weights()
-    tokenizer = make_tokenizer(out / "tokenizer", vocab_size=TOKENIZER_VOCAB, corpus=caption_corpus(corpus_clips, seed=seed),
+    tokenizer = make_tokenizer(out / "tokenizer", vocab_size=TOKENIZER_VOCAB,
+                               corpus=caption_corpus(corpus_clips, seed=seed),
                                model_type="bpe")
     if len(tokenizer) > TOKENIZER_VOCAB:
         raise ValueError(f"the tokenizer has {len(tokenizer)} pieces, more than the encoder's {TOKENIZER_VOCAB}")
@@ -127,8 +128,10 @@ def build_base(video_vae: str | os.PathLike, audio_vae: str | os.PathLike, out: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train demo-base", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--video-vae", required=True, help="folder of the trained video VAE (python -m train vae video)")
-    parser.add_argument("--audio-vae", required=True, help="folder of the trained audio VAE (python -m train vae audio)")
+    parser.add_argument("--video-vae", required=True,
+                        help="folder of the trained video VAE (python -m train vae video)")
+    parser.add_argument("--audio-vae", required=True,
+                        help="folder of the trained audio VAE (python -m train vae audio)")
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dim", type=int, default=160, help="denoiser width (both towers)")
