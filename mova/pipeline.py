@@ -233,6 +233,12 @@ class MOVAPipeline:
         return int(self.model_index.get("default_num_frames", 193)), float(self.model_index.get("default_fps", 24.0))
 
     @property
+    def max_sequence_length(self) -> int:
+        """T5 tokens the prompt embeddings are zero-padded to: 512 as MOVA trained, or the checkpoint's own
+        ``max_sequence_length`` (model_index.json; our demo checkpoint trains and samples with 64)."""
+        return int(self.model_index.get("max_sequence_length", MAX_SEQUENCE_LENGTH))
+
+    @property
     def size_multiple(self) -> int:
         return self.vae_scale_spatial * max(self.patch[1:])
 
@@ -278,9 +284,10 @@ class MOVAPipeline:
     # ----------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode_prompt(self, prompts: list[str], max_sequence_length: int = MAX_SEQUENCE_LENGTH) -> torch.Tensor:
+    def encode_prompt(self, prompts: list[str], max_sequence_length: int | None = None) -> torch.Tensor:
         """Prompts → [B, max_sequence_length, D]: UMT5 run with the attention mask, rows past each prompt's
-        length set to zero (no mask reaches the DiTs, spec §10)."""
+        length set to zero (no mask reaches the DiTs, spec §10). Default length: ``self.max_sequence_length``."""
+        max_sequence_length = self.max_sequence_length if max_sequence_length is None else max_sequence_length
         self._on_device("text_encoder")
         texts = [clean_prompt(p) for p in prompts]
         tok = self.tokenizer(texts, padding="max_length", max_length=max_sequence_length, truncation=True,

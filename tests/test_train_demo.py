@@ -42,7 +42,8 @@ def test_demo_base_folder(vaes, tmp_path):
     index = json.loads((out / "model_index.json").read_text())
     assert index["default_height"] == index["default_width"] == 64 and index["default_num_frames"] == 25
     assert index["default_fps"] == 12.0 and index["default_num_inference_steps"] == 25
-    assert index["default_negative_prompt"] == ""
+    assert index["default_negative_prompt"] == "" and index["max_sequence_length"] == 64
+    assert index["_name_or_path"] == "mova-demo"  # the model's name, not the folder's
     comps = load_components(out, device="cpu", dtype=torch.float32)  # strict, like an official folder
     assert comps["audio_dit"].config.in_dim == 8 and comps["dual_tower_bridge"].config.audio_fps == 50.0
     assert comps["video_dit"].config.dim == 64 and comps["video_dit"].config.text_dim == 64

@@ -244,3 +244,16 @@ def test_cli_cache_and_run_from_a_manifest(tmp_path, tmp_path_factory, tiny_chec
     assert len(_rows(tmp_path / "run" / "metrics.jsonl")) == 2
     assert main(["run", str(CONFIG), "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
                  "--set", f"model.base={tiny_checkpoint}"]) == 2  # a ValueError is reported, exit code 2
+
+
+def test_text_len_must_match_the_checkpoints_prompt_length(trained, tiny_checkpoint, tmp_path):
+    """A checkpoint that declares max_sequence_length (the pipeline pads prompts to it) refuses another data.text_len:
+    a denoiser trained on 512 padded rows and sampled with 64 would see a different context."""
+    from train.trainer import Trainer
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_checkpoint, base)
+    index = json.loads((base / "model_index.json").read_text())
+    (base / "model_index.json").write_text(json.dumps({**index, "max_sequence_length": 64}))
+    with pytest.raises(ValueError, match=r"data\.text_len=512 differs .* max_sequence_length=64"):
+        Trainer(tiny_config(base, *DEMO_OVERRIDES, "data.text_len=512"), trained["cache"], tmp_path / "run")

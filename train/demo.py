@@ -47,6 +47,7 @@ DEMO_WORLD = WorldConfig()  # 64×64, 12 fps, 25 frames (2.08 s), 16 kHz
 DEMO_SHIFT = 3.0
 DEMO_STEPS = 25  # default sampling steps written into model_index.json
 TOKENIZER_VOCAB = 512
+DEMO_TEXT_LEN = 64  # T5 tokens prompts are padded to (model_index.json max_sequence_length; data.text_len in demo.yaml)
 
 
 def demo_preset(*, audio_latent_dim: int, sample_rate: int, hop: int, dim: int = 160, heads: int = 5,
@@ -118,8 +119,12 @@ def build_base(video_vae: str | os.PathLike, audio_vae: str | os.PathLike, out: 
         raise ValueError(f"the tokenizer has {len(tokenizer)} pieces, more than the encoder's {TOKENIZER_VOCAB}")
     components["tokenizer"] = tokenizer
     # the unconditional CFG branch is the empty prompt, as trained by text dropout (not Wan's Chinese negative prompt)
-    write_checkpoint(out, components, preset, extra_index={"default_num_inference_steps": DEMO_STEPS,
-                                                           "default_negative_prompt": ""})
+    # captions are at most ~60 tokens: padding them to 64 rather than 512 keeps the zero rows from drowning the
+    # prompt in every cross-attention (with 512, ~92 % of the keys are identical padding)
+    write_checkpoint(out, components, preset, extra_index={"_name_or_path": preset.name,  # not the folder's name
+                                                           "default_num_inference_steps": DEMO_STEPS,
+                                                           "default_negative_prompt": "",
+                                                           "max_sequence_length": DEMO_TEXT_LEN})
     n = sum(p.numel() for k in ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
             for p in components[k].parameters())
     logger.info("demo base checkpoint %s: denoiser %.2fM parameters", out, n / 1e6)

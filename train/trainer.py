@@ -223,6 +223,10 @@ class Trainer:
         if missing:
             raise ValueError(f"model.train={cfg.model.train} names {missing}, which {cfg.model.base} does not have")
         boundary = cfg.diffusion.boundary_ratio or float(comps["model_index"].get("boundary_ratio", 0.9))
+        text_len = int(comps["model_index"].get("max_sequence_length", cfg.data.text_len))
+        if text_len != cfg.data.text_len:  # the pipeline pads prompts to the checkpoint's length at inference
+            raise ValueError(f"data.text_len={cfg.data.text_len} differs from {cfg.model.base}'s "
+                             f"max_sequence_length={text_len}: train with data.text_len={text_len}")
         scheduler = comps["scheduler"]
         parts = {n: comps[n] for n in ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge") if n in comps}
         for name in cfg.model.reinit:
