@@ -206,6 +206,35 @@ def test_video_export_loads_and_standardises_latents(video_run):
     torch.testing.assert_close(zn.std(dim=(0, 2, 3, 4), correction=0), torch.ones(16), atol=1e-3, rtol=0)
 
 
+def test_decoder_only_fine_tune_keeps_the_latent_space(video_run, tmp_path):
+    """trainable=decoder from an exported VAE: the encoder's weights and the latent normalisation are the init's
+    (a denoiser trained on those latents stays valid), the decoder's weights moved."""
+    from safetensors.torch import load_file
+
+    out, _, _ = video_run
+    _, rows = _run("video", tmp_path, "--steps", "3", "--set", f"init={out / 'video_vae'}",
+                   "--set", "trainable=decoder", "--set", "loss.foreground=20")
+    assert rows[-1]["step"] == 3 and np.isfinite(rows[-1]["loss"])
+    before = load_file(out / "video_vae" / "diffusion_pytorch_model.safetensors")
+    after = load_file(tmp_path / "video_vae" / "diffusion_pytorch_model.safetensors")
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    tuned = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert frozen and tuned and len(frozen) + len(tuned) == len(before)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert sum(not torch.equal(before[k], after[k]) for k in tuned) > len(tuned) // 2
+    old, new = (json.loads((d / "video_vae" / "config.json").read_text()) for d in (out, tmp_path))
+    assert (new["latents_mean"], new["latents_std"]) == (old["latents_mean"], old["latents_std"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainable=encoder"], "trainable='encoder' is invalid"),
+    (["trainable=decoder"], "trainable='decoder' needs kind='video' and init"),
+])
+def test_trainable_errors_name_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_vae_config(TINY["video"], overrides)
+
+
 def test_audio_training_reduces_the_loss(audio_run):
     out, result, rows = audio_run
     assert rows[-1]["step"] == 30 and rows[-1]["loss"] < 0.95 * rows[0]["loss"]

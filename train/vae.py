@@ -31,6 +31,7 @@ the exported DAC encodes to zero-mean, unit-variance latents and reconstructs th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -146,6 +147,8 @@ class VAETrainConfig:
         init: an exported autoencoder folder (this command's ``video_vae/`` or ``audio_vae/``) whose weights the
             run starts from (fine-tuning with other losses); "" = random initialisation. Audio exports fold the
             latent standardisation into their weights, so only video folders are accepted.
+        trainable: "all", or "decoder" (video, with ``init``): the encoder stays frozen, so the latent space — and a
+            denoiser already trained on it — stays valid; the export keeps the init's ``latents_mean``/``latents_std``.
     """
 
     kind: str
@@ -162,6 +165,7 @@ class VAETrainConfig:
     checkpoint_every: int = 1000
     max_minutes: float = 0.0
     init: str = ""
+    trainable: str = "all"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -174,6 +178,10 @@ class VAETrainConfig:
         if self.init and self.kind != "video":
             raise ValueError(f"init={self.init!r} is invalid for kind='audio': audio exports carry folded latent "
                              "statistics; resume the run folder instead (--resume)")
+        if self.trainable not in ("all", "decoder"):
+            raise ValueError(f"trainable={self.trainable!r} is invalid: expected 'all' or 'decoder'")
+        if self.trainable == "decoder" and (self.kind != "video" or not self.init):
+            raise ValueError("trainable='decoder' needs kind='video' and init (the frozen encoder's weights)")
         if self.export_dtype not in DTYPES:
             raise ValueError(f"export_dtype={self.export_dtype!r} is invalid: expected one of {list(DTYPES)}")
         world = self.world_config()
@@ -449,7 +457,8 @@ def training_losses(cfg: VAETrainConfig, model: nn.Module, x: torch.Tensor) -> d
     """Weighted loss terms of one batch; ``loss`` is their sum. Run under the caller's autocast."""
     w = cfg.loss
     if cfg.kind == "video":
-        posterior = model.encode(x).latent_dist
+        with torch.no_grad() if cfg.trainable == "decoder" else contextlib.nullcontext():
+            posterior = model.encode(x).latent_dist
         mean, logvar = posterior.mean, posterior.logvar
         y = wan_decode_unclamped(model, posterior.sample()).float()
         if w.foreground > 0:
@@ -688,8 +697,12 @@ def train(cfg: VAETrainConfig, out: str | os.PathLike, device: str | torch.devic
         model.load_state_dict(AutoencoderKLWan.from_pretrained(cfg.init).state_dict())
         logger.info("starting from the weights of %s", cfg.init)
     model = model.to(device).train()
+    if cfg.trainable == "decoder":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(("decoder.", "post_quant_conv.")))
+    params = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                                   weight_decay=cfg.optim.weight_decay, fused=device.type == "cuda")
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.data.seed)
@@ -731,7 +744,7 @@ def train(cfg: VAETrainConfig, out: str | os.PathLike, device: str | torch.devic
             terms = training_losses(cfg, model, x)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
         optimizer.step()
         step += 1
         for k, v in {**terms, "grad_norm": grad_norm}.items():
@@ -768,7 +781,11 @@ def train(cfg: VAETrainConfig, out: str | os.PathLike, device: str | torch.devic
 
     # 4. Latent statistics, export, held-out evaluation (fp32)
     model.eval()
-    mean, std = latent_statistics(cfg, model, clips[: cfg.data.stats_clips], device)
+    if cfg.trainable == "decoder":  # the frozen encoder's latent space, normalised exactly as before
+        init_config = json.loads((Path(cfg.init) / "config.json").read_text())
+        mean, std = list(init_config["latents_mean"]), list(init_config["latents_std"])
+    else:
+        mean, std = latent_statistics(cfg, model, clips[: cfg.data.stats_clips], device)
     folder = export(cfg, model, out / EXPORT_NAMES[cfg.kind], mean, std)
     result: dict[str, Any] = {
         "kind": cfg.kind, "steps": step, "train_seconds": round(train_s, 1), "device": str(device),
