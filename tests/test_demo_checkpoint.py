@@ -49,6 +49,17 @@ def test_text_only_clip(pipe):
     assert result.video.std() > 5 and np.abs(result.audio).max() > 0.01  # a picture and a sound, not flat
 
 
+def test_prompts_are_padded_to_the_checkpoints_length(pipe):
+    """The demo declares max_sequence_length 64 (what it was trained with): prompts become [B, 64, 64] embeddings,
+    zero past each prompt's tokens, the same rows as the 512-token encoding MOVA uses (the encoder is masked)."""
+    prompts = ["A small red ball bounces twice on a wooden floor, each bounce a sharp knock.", ""]
+    short = pipe.encode_prompt(prompts)
+    assert pipe.max_sequence_length == 64 and short.shape == (2, 64, 64)
+    torch.testing.assert_close(short, pipe.encode_prompt(prompts, 512)[:, :64], atol=1e-6, rtol=0)
+    n = len(pipe.tokenizer(prompts[0]).input_ids)
+    assert short[0, :n].abs().sum(-1).min() > 0 and short[0, n:].abs().max() == 0 and short[1, 1:].abs().max() == 0
+
+
 def test_first_frame_clip_starts_from_the_image(pipe):
     from train.demo_world import held_out_prompts
 
