@@ -782,7 +782,9 @@ def train(cfg: VAETrainConfig, out: str | os.PathLike, device: str | torch.devic
     # 4. Latent statistics, export, held-out evaluation (fp32)
     model.eval()
     if cfg.trainable == "decoder":  # the frozen encoder's latent space, normalised exactly as before
-        init_config = json.loads((Path(cfg.init) / "config.json").read_text())
+        from diffusers import AutoencoderKLWan
+
+        init_config = AutoencoderKLWan.load_config(cfg.init)
         mean, std = list(init_config["latents_mean"]), list(init_config["latents_std"])
     else:
         mean, std = latent_statistics(cfg, model, clips[: cfg.data.stats_clips], device)
