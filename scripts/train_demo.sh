@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Train the shipped demo checkpoint (assets/demo) from nothing: the demo world, its two autoencoders, the denoiser.
 #
-#   bash scripts/train_demo.sh                 # every stage, on the GPUs of this machine (one H200: ~45 min)
-#   bash scripts/train_demo.sh vae             # one stage: vae | base | data | cache | dit | export | eval
+#   bash scripts/train_demo.sh                 # every stage, on the GPUs of this machine (one H200: ~70 min)
+#   bash scripts/train_demo.sh vae             # one stage: vae | base | data | cache | dit | data2 | cache2 |
+#                                              #            refine | export | eval
 #   RUN=runs/demo CLIPS=12000 bash scripts/train_demo.sh base dit   # settings through the environment
 #   VAE_FROM=assets/demo bash scripts/train_demo.sh base data cache dit export   # reuse a checkpoint's autoencoders
 #   DIT_STOP_MINUTES=9 bash scripts/train_demo.sh dit   # stop after 9 min; the same command later resumes the run
-#   DIT_ARGS="--set data.batch_size=4 --set steps=5" ...    # extra `python -m train run` overrides
+#   DIT_ARGS="--set data.batch_size=4 --set steps=5" ...    # extra `python -m train run` overrides (dit and refine)
+#   REFINE_FROM=assets/demo bash scripts/train_demo.sh data2 cache2 refine   # stage 2 from a stage-1 checkpoint
 #
 # Stages (each reads the previous ones' outputs under $RUN):
 #   vae     python -m train vae video|audio          tiny Wan video VAE (from scratch; fine-tuned with the
@@ -16,9 +18,14 @@
 #                                                    text encoder/tokenizer → $RUN/base
 #   data    python -m train.demo_world                $CLIPS training clips (lossless npz) → $RUN/world
 #   cache   python -m train cache --part I/N          latents + text embeddings → $RUN/cache (N processes per GPU)
-#   dit     python -m train run train/configs/demo.yaml   the denoiser → $RUN/dit; resumes from its latest checkpoint
-#                                                    (every 1000 steps), so it can span several GPU slots
-#   export  $RUN/dit/final → assets/demo (files copied, not linked), loaded back strictly
+#   dit     python -m train run train/configs/demo.yaml   the denoiser, stage 1 → $RUN/dit; resumes from its latest
+#                                                    checkpoint (every 1000 steps), so it can span several GPU slots
+#   data2   python -m train.demo_world                $REFINE_CLIPS clips of a second world (seed 1), half of them
+#                                                    bouncing balls → $RUN/world2
+#   cache2  python -m train cache                     → $RUN/cache2
+#   refine  python -m train run train/configs/demo_refine.yaml   stage 2: $RUN/dit/final (or $REFINE_FROM)
+#                                                    continues on world2 → $RUN/refine (resumes like dit)
+#   export  $RUN/refine/final → assets/demo (files copied, not linked), loaded back strictly
 #   eval    python benchmarks/demo_eval.py            50 held-out prompts, CPU → benchmarks/results/demo_eval.json
 #
 # With two GPUs the two autoencoders train side by side. Everything is seeded; the GPU kernels are not bitwise
@@ -28,10 +35,14 @@ cd "$(dirname "$0")/.."
 
 RUN=${RUN:-runs/demo}
 CLIPS=${CLIPS:-12000}
+REFINE_CLIPS=${REFINE_CLIPS:-36000}
+# scenes take turns in this order, so bouncing balls are half of world2 (two-ball prompts need the examples)
+REFINE_SCENES=${REFINE_SCENES:-bouncing_balls,talking_face,bouncing_balls,pendulum,bouncing_balls,passing_car}
+REFINE_FROM=${REFINE_FROM:-}   # empty: $RUN/dit/final
 VAE_VIDEO_MINUTES=${VAE_VIDEO_MINUTES:-5}   # each of the first two video passes
 VAE_DECODER_MINUTES=${VAE_DECODER_MINUTES:-3.5}   # the third, decoder-only pass
 VAE_AUDIO_MINUTES=${VAE_AUDIO_MINUTES:-4}
-DIT_STOP_MINUTES=${DIT_STOP_MINUTES:-}   # empty: train to the end
+DIT_STOP_MINUTES=${DIT_STOP_MINUTES:-}   # dit and refine stop after this many minutes; empty: train to the end
 DIT_DIM=${DIT_DIM:-160}
 DIT_HEADS=${DIT_HEADS:-5}
 CACHE_PARTS=${CACHE_PARTS:-4}   # cache processes per GPU, 32 clips per VAE call (64×64 clips are launch-bound)
@@ -84,41 +95,50 @@ stage_base() {
   python3 -m train demo-base --video-vae "$vv" --audio-vae "$va" --out "$RUN/base" --dim "$DIT_DIM" --heads "$DIT_HEADS"
 }
 
-stage_data() {
-  python3 -m train.demo_world --out "$RUN/world" --n "$CLIPS" --seed 0 --npz --no-mp4 --workers "$(nproc)"
+make_world() {  # OUT N SEED [SCENES]
+  python3 -m train.demo_world --out "$1" --n "$2" --seed "$3" ${4:+--scenes "$4"} --npz --no-mp4 --workers "$(nproc)"
 }
 
-stage_cache() {
-  rm -rf "$RUN/cache"
+cache_world() {  # WORLD CACHE MODEL CONFIG
+  rm -rf "$2"
   local parts pids=() i
   parts=$(( N_GPU > 0 ? N_GPU * CACHE_PARTS : 1 ))
   # one or two CPU threads per process: all of them share the machine's cores (a first try with a thread per core
   # in each of 16 processes, one clip per VAE call, crawled at ~1 s per clip on 2×H200; batches are not yet timed)
   local threads=$(( $(nproc) / parts > 1 ? 2 : 1 ))
   for ((i = 0; i < parts; i++)); do
-    OMP_NUM_THREADS=$threads python3 -m train cache --manifest "$RUN/world/manifest.jsonl" --model "$RUN/base" \
-      --out "$RUN/cache" --config train/configs/demo.yaml --part "$i/$parts" --batch-size 32 \
-      --device "$( [ "$N_GPU" -gt 0 ] && echo "cuda:$(( i % N_GPU ))" || echo cpu )" > "$RUN/cache-$i.log" 2>&1 &
+    OMP_NUM_THREADS=$threads python3 -m train cache --manifest "$1/manifest.jsonl" --model "$3" \
+      --out "$2" --config "$4" --part "$i/$parts" --batch-size 32 \
+      --device "$( [ "$N_GPU" -gt 0 ] && echo "cuda:$(( i % N_GPU ))" || echo cpu )" > "$2-$i.log" 2>&1 &
     pids+=($!)
   done
-  for i in "${!pids[@]}"; do wait "${pids[$i]}" || { cat "$RUN/cache-$i.log"; exit 1; }; done
-  tail -n 1 "$RUN"/cache-*.log
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || { cat "$2-$i.log"; exit 1; }; done
+  tail -n 1 "$2"-*.log
 }
 
-stage_dit() {
+train_denoiser() {  # CONFIG DATA OUT BASE
   local stop=() status=0
   [ -n "$DIT_STOP_MINUTES" ] && stop=(timeout "${DIT_STOP_MINUTES}m")
-  # --resume starts from step 0 when $RUN/dit has no checkpoint yet
-  "${stop[@]}" python3 -m train run train/configs/demo.yaml --data "$RUN/cache" --out "$RUN/dit" --resume \
-    --set model.base="$RUN/base" ${DIT_ARGS:-} || status=$?
+  # --resume starts from step 0 when OUT has no checkpoint yet
+  "${stop[@]}" python3 -m train run "$1" --data "$2" --out "$3" --resume --set model.base="$4" ${DIT_ARGS:-} \
+    || status=$?
   if [ "$status" -eq 124 ]; then
-    echo "dit: stopped after $DIT_STOP_MINUTES min; run the dit stage again to resume"; exit 0
+    echo "$3: stopped after $DIT_STOP_MINUTES min; run the stage again to resume"; exit 0
   fi
   return "$status"
 }
 
+refine_base() { echo "${REFINE_FROM:-$RUN/dit/final}"; }
+
+stage_data() { make_world "$RUN/world" "$CLIPS" 0; }
+stage_cache() { cache_world "$RUN/world" "$RUN/cache" "$RUN/base" train/configs/demo.yaml; }
+stage_dit() { train_denoiser train/configs/demo.yaml "$RUN/cache" "$RUN/dit" "$RUN/base"; }
+stage_data2() { make_world "$RUN/world2" "$REFINE_CLIPS" 1 "$REFINE_SCENES"; }
+stage_cache2() { cache_world "$RUN/world2" "$RUN/cache2" "$(refine_base)" train/configs/demo_refine.yaml; }
+stage_refine() { train_denoiser train/configs/demo_refine.yaml "$RUN/cache2" "$RUN/refine" "$(refine_base)"; }
+
 stage_export() {
-  python3 - "$RUN/dit/final" "$DEST" <<'EOF'
+  python3 - "$RUN/refine/final" "$DEST" <<'EOF'
 import shutil, sys
 from pathlib import Path
 from mova.pipeline import MOVAPipeline
@@ -141,10 +161,11 @@ stage_eval() {
 }
 
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(vae base data cache dit export eval)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(vae base data cache dit data2 cache2 refine export eval)
 for s in "${STAGES[@]}"; do
   case "$s" in
-    vae|base|data|cache|dit|export|eval) echo "== $s"; "stage_$s" ;;
-    *) echo "unknown stage '$s': expected vae, base, data, cache, dit, export or eval" >&2; exit 2 ;;
+    vae|base|data|cache|dit|data2|cache2|refine|export|eval) echo "== $s"; "stage_$s" ;;
+    *) echo "unknown stage '$s': expected vae, base, data, cache, dit, data2, cache2, refine, export or eval" >&2
+       exit 2 ;;
   esac
 done

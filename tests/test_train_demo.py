@@ -78,8 +78,9 @@ def test_demo_base_refuses_a_video_vae_of_another_latent_width(vaes, tmp_path):
 
 
 def test_recipe_script_runs_its_stages_on_the_cpu(vaes, tmp_path):
-    """scripts/train_demo.sh base data cache dit export, tiny and on the CPU: the documented recipe runs end to end
-    and exports a folder the pipeline loads strictly (the autoencoder stage is replaced by the random tiny ones)."""
+    """scripts/train_demo.sh base data cache dit data2 cache2 refine export, tiny and on the CPU: the documented recipe
+    runs end to end (stage 2 starting from stage 1's export) and exports stage 2 as a folder the pipeline loads
+    strictly (the autoencoder stage is replaced by the random tiny ones)."""
     import os
     import shutil
     import subprocess
@@ -92,15 +93,24 @@ def test_recipe_script_runs_its_stages_on_the_cpu(vaes, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(vaes / "video_vae", run / "vae_video" / "video_vae")
     shutil.copytree(vaes / "audio_vae", run / "vae_audio" / "audio_vae")
-    env = {**os.environ, "RUN": str(run), "CLIPS": "4", "DIT_DIM": "32", "DIT_HEADS": "2",
+    env = {**os.environ, "RUN": str(run), "CLIPS": "4", "REFINE_CLIPS": "6", "DIT_DIM": "32", "DIT_HEADS": "2",
            "DEST": str(tmp_path / "demo"),
            "DIT_ARGS": "--set data.batch_size=2 --set steps=2 --set max_minutes=null --set optim.warmup_steps=1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]  # python3 = this interpreter
-    proc = subprocess.run(["bash", "scripts/train_demo.sh", "base", "data", "cache", "dit", "export"], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=600)
+    stages = ["base", "data", "cache", "dit", "data2", "cache2", "refine", "export"]
+    proc = subprocess.run(["bash", "scripts/train_demo.sh", *stages], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "cached 4 of 4 rows" in proc.stdout
-    assert json.loads((run / "dit" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
+    assert "cached 4 of 4 rows" in proc.stdout and "cached 6 of 6 rows" in proc.stdout
+    for stage in ("dit", "refine"):
+        assert json.loads((run / stage / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
+    world2 = [json.loads(line)["scene"] for line in (run / "world2" / "manifest.jsonl").read_text().splitlines()]
+    assert world2 == ["bouncing_balls", "talking_face", "bouncing_balls", "pendulum", "bouncing_balls", "passing_car"]
     pipe = MOVAPipeline.from_pretrained(tmp_path / "demo", device="cpu")
     assert pipe.denoiser.video_dit.config.dim == 32 and not any(p.is_symlink() for p in (tmp_path / "demo").rglob("*"))
+    # the export is stage 2: it started from stage 1's weights and moved on from them
+    stage1 = MOVAPipeline.from_pretrained(run / "dit" / "final", device="cpu")
+    diff = [(a - b).abs().max().item() for a, b in zip(stage1.denoiser.audio_dit.state_dict().values(),
+                                                       pipe.denoiser.audio_dit.state_dict().values())]
+    assert max(diff) > 0

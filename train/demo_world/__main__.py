@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder (manifest.jsonl, clips/)")
     p.add_argument("--n", type=int, default=1000, help="number of clips (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
-    p.add_argument("--scenes", default=",".join(SCENE_NAMES), help=f"comma-separated subset of {','.join(SCENE_NAMES)}")
+    p.add_argument("--scenes", default=",".join(SCENE_NAMES), help=f"comma-separated names from {','.join(SCENE_NAMES)}, taking turns in this order; "
+                   "repeat a name to weight it")
     p.add_argument("--width", type=int, default=defaults.width)
     p.add_argument("--height", type=int, default=defaults.height)
     p.add_argument("--fps", type=float, default=defaults.fps)

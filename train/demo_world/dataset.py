@@ -57,7 +57,7 @@ def _check_scenes(scenes: Sequence[str]) -> tuple[str, ...]:
     scenes = tuple(scenes)
     bad = [s for s in scenes if s not in SCENE_NAMES]
     if not scenes or bad:
-        raise ValueError(f"scenes={list(scenes)!r} is invalid: expected a non-empty subset of {list(SCENE_NAMES)}")
+        raise ValueError(f"scenes={list(scenes)!r} is invalid: expected a non-empty list of names from {list(SCENE_NAMES)}")
     return scenes
 
 
@@ -124,7 +124,7 @@ def generate_dataset(
         n: number of clips.
         seed: world seed; clip ``i`` uses ``clip_seed(seed, i, "train")`` and scene ``scenes[i % len(scenes)]``.
         config: resolution and clock (default ``WorldConfig()``).
-        scenes: scene names to take turns between.
+        scenes: scene names to take turns between; a name listed k times gets k turns per round (a weighted mix).
         save_mp4: write ``clips/NNNNNN.mp4`` (H.264 + AAC at the world sample rate).
         save_npz: also write lossless ``clips/NNNNNN.npz``.
         workers: processes generating clips in parallel (rows stay in index order).
