@@ -276,8 +276,8 @@ class MOVAPipeline:
             raise ValueError(f"loudness_lufs={loudness_lufs!r} is invalid: expected a value in [-70, 0] or None (off)")
         if isinstance(bridge_strength, bool) or not isinstance(bridge_strength, (int, float)) \
                 or not 0.0 <= bridge_strength <= 1e3:
-            raise ValueError(f"bridge_strength={bridge_strength!r} is invalid: expected a number >= 0 (1 = as trained, "
-                             "0 = towers independent)")
+            raise ValueError(f"bridge_strength={bridge_strength!r} is invalid: expected a number in [0, 1000] "
+                             "(1 = as trained, 0 = towers independent)")
 
     # ----------------------------------------------------------------------------------------------------
     # 2. Text

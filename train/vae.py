@@ -353,8 +353,10 @@ def video_from_model(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------
 
 
-def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.sqrt((a - b).pow(2) + eps * eps).mean() - eps
+def charbonnier(a: torch.Tensor, b: torch.Tensor, eps: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of sqrt((a - b)² + eps²) - eps; with ``weights`` (broadcast to a) the weighted mean."""
+    root = torch.sqrt((a - b).pow(2) + eps * eps)
+    return root.mean() - eps if weights is None else ((root - eps) * weights).mean() / weights.mean()
 
 
 def gradient_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -461,13 +463,9 @@ def training_losses(cfg: VAETrainConfig, model: nn.Module, x: torch.Tensor) -> d
             posterior = model.encode(x).latent_dist
         mean, logvar = posterior.mean, posterior.logvar
         y = wan_decode_unclamped(model, posterior.sample()).float()
-        if w.foreground > 0:
-            weights = foreground_weights(x, w)
-            err = torch.sqrt((y - x).pow(2) + w.charbonnier_eps ** 2) - w.charbonnier_eps
-            pixel = (err * weights).mean() / weights.mean()
-        else:
-            pixel = charbonnier(y, x, w.charbonnier_eps)
-        terms = {"pixel": w.pixel * pixel, "gradient": w.gradient * gradient_loss(y, x)}
+        weights = foreground_weights(x, w) if w.foreground > 0 else None
+        terms = {"pixel": w.pixel * charbonnier(y, x, w.charbonnier_eps, weights),
+                 "gradient": w.gradient * gradient_loss(y, x)}
     else:
         mean, logvar = audio_posterior(model, x)
         z = mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * torch.randn_like(mean)

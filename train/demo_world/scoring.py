@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mova.eval import detect_onsets, onset_alignment
-from mova.eval import lagged_correlation, peak_lag
+from mova.eval import detect_onsets, lagged_correlation, onset_alignment, peak_lag
 
 from .detectors import ball_colours, detect_ball_impacts, dominant_ball_colour, mouth_opening
 
