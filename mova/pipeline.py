@@ -84,6 +84,23 @@ def clean_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def tokenize_prompts(tokenizer, prompts: list[str], max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts → (input ids, attention mask), each int64 [B, max_sequence_length]: cleaned, padded and truncated
+    the way every MOVA text encoding is (inference, the latent cache, training with a trained text encoder)."""
+    tok = tokenizer([clean_prompt(p) for p in prompts], padding="max_length", max_length=max_sequence_length,
+                    truncation=True, add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+    return tok.input_ids, tok.attention_mask
+
+
+def encode_tokens(text_encoder: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(ids, mask) [B, L] → text embeddings [B, L, D]: the UMT5 encoder run with the mask, rows past each prompt's
+    length set to zero (no mask reaches the DiTs, spec §10). Differentiable (the demo recipe trains a text
+    encoder through it); callers that only infer wrap it in ``torch.no_grad``."""
+    hidden = text_encoder(ids, attention_mask=mask).last_hidden_state
+    keep = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < mask.sum(dim=1, keepdim=True)
+    return hidden * keep[..., None].to(hidden.dtype)
+
+
 def center_crop_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Centre-crop to the target aspect ratio, then resize (bicubic) to width×height (spec §11)."""
     from PIL import Image
@@ -289,14 +306,9 @@ class MOVAPipeline:
         length set to zero (no mask reaches the DiTs, spec §10). Default length: ``self.max_sequence_length``."""
         max_sequence_length = self.max_sequence_length if max_sequence_length is None else max_sequence_length
         self._on_device("text_encoder")
-        texts = [clean_prompt(p) for p in prompts]
-        tok = self.tokenizer(texts, padding="max_length", max_length=max_sequence_length, truncation=True,
-                             add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        ids, mask = tokenize_prompts(self.tokenizer, prompts, max_sequence_length)
         device = next(self.text_encoder.parameters()).device
-        ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
-        hidden = self.text_encoder(ids, attention_mask=mask).last_hidden_state.to(self.dtype)
-        keep = (torch.arange(hidden.shape[1], device=device)[None, :] < mask.sum(dim=1, keepdim=True))
-        return (hidden * keep[..., None]).to(self.device)
+        return encode_tokens(self.text_encoder, ids.to(device), mask.to(device)).to(self.device, self.dtype)
 
     # ----------------------------------------------------------------------------------------------------
     # 3. First-frame condition

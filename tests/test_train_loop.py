@@ -257,3 +257,87 @@ def test_text_len_must_match_the_checkpoints_prompt_length(trained, tiny_checkpo
     (base / "model_index.json").write_text(json.dumps({**index, "max_sequence_length": 64}))
     with pytest.raises(ValueError, match=r"data\.text_len=512 differs .* max_sequence_length=64"):
         Trainer(tiny_config(base, *DEMO_OVERRIDES, "data.text_len=512"), trained["cache"], tmp_path / "run")
+
+
+# -- model.train names the text encoder (the demo recipe's stage 2) ----------------------------------------------------
+
+TEXT_LR = "optim.lr={video_dit: 1.0e-3, video_dit_2: 1.0e-3, audio_dit: 1.0e-3, dual_tower_bridge: 2.0e-3, " \
+          "text_encoder: 1.0e-3}"
+TEXT_TRAIN = "model.train=[video_dit, video_dit_2, audio_dit, dual_tower_bridge, text_encoder]"
+
+
+def _text_config(checkpoint, *overrides):
+    return tiny_config(checkpoint, TEXT_TRAIN, TEXT_LR, "model.reinit=[]", "log.batches=false", *overrides)
+
+
+def test_training_the_text_encoder_feeds_the_cached_embeddings_at_step_one(trained, tiny_checkpoint):
+    """Before its first update the trained text encoder must give the denoiser what the cache holds (the same
+    encoder's output): the step-1 text input and loss equal those of a run that reads the cache."""
+    from train.trainer import Trainer
+
+    inputs, losses = {}, {}
+    for name, extra in (("cached", ["model.reinit=[]", "log.batches=false"]), ("encoded", [TEXT_TRAIN, TEXT_LR])):
+        common = ("steps=1", "checkpoint.export=never", "data.batch_size=4")
+        cfg = (tiny_config(tiny_checkpoint, *common, *extra) if name == "cached"
+               else _text_config(tiny_checkpoint, *common))
+        trainer = Trainer(cfg, trained["cache"], trained["out"].parent / f"step1-{name}")
+        original = trainer.model.forward
+
+        def spy(video, audio, text, *args, _original=original, _name=name, **kwargs):
+            inputs[_name] = text.detach().clone()
+            return _original(video, audio, text, *args, **kwargs)
+
+        trainer.model.forward = spy
+        losses[name] = trainer.train_step()["loss"]
+    dropped = (inputs["cached"] == trainer.null_text[None]).all(dim=(1, 2))
+    assert 0 < int(dropped.sum()) < len(dropped)  # both paths: a caption's tokens and the empty prompt's
+    torch.testing.assert_close(inputs["encoded"], inputs["cached"], rtol=1e-5, atol=1e-6)
+    assert losses["encoded"] == pytest.approx(losses["cached"], rel=1e-5)
+
+
+def test_text_encoder_trains_exports_and_resumes(trained, tiny_checkpoint, tmp_path):
+    """6 steps with the text encoder in model.train: its weights move and are exported in the official layout
+    (transformers' files, loaded strictly by MOVAPipeline); steps 4–6 resumed from the step-3 checkpoint repeat
+    the uninterrupted run exactly; dropped samples are encoded from the empty prompt's tokens."""
+    from mova import MOVAPipeline
+    from mova.loading import load_components
+
+    overrides = ("steps=6", "checkpoint.every=3", "checkpoint.keep_latest=2", "data.batch_size=4")
+    losses = run(_text_config(tiny_checkpoint, *overrides), trained["cache"], tmp_path / "a")
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    metrics = _rows(tmp_path / "a" / "metrics.jsonl")
+    assert metrics[-1]["lr/text_encoder"] == pytest.approx(metrics[-1]["lr/video_dit"])
+    base = load_file(tiny_checkpoint / "text_encoder" / "model.safetensors")
+    new = load_file(tmp_path / "a" / "final" / "text_encoder" / "model.safetensors")
+    assert set(new) == set(base) and any(not torch.equal(base[k], new[k]) for k in base)
+    pipe = MOVAPipeline.from_pretrained(tmp_path / "a" / "final", device="cpu")
+    loaded = dict(pipe.text_encoder.state_dict())
+    assert all(torch.equal(loaded[k], new[k].to(loaded[k].dtype)) for k in new)
+    result = pipe("A small red ball bounces twice.", height=64, width=64, num_frames=9, fps=12.0,
+                  num_inference_steps=2, seed=3)
+    assert result.video.shape == (9, 64, 64, 3)
+
+    out = tmp_path / "b"
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "step-0000003", out / "checkpoints" / "step-0000003")
+    shutil.copy(tmp_path / "a" / "config.yaml", out / "config.yaml")
+    run(_text_config(tiny_checkpoint, *overrides), trained["cache"], out, resume=True)
+    assert [r["loss"] for r in _rows(out / "metrics.jsonl")] == [r["loss"] for r in metrics[3:]]
+    resumed = load_file(out / "final" / "text_encoder" / "model.safetensors")
+    assert all(torch.equal(resumed[k], new[k]) for k in new)
+
+    # the empty prompt's encoding, by the exported encoder, is what a dropped sample gets
+    comps = load_components(tmp_path / "a" / "final", names=["text_encoder", "tokenizer"])
+    from mova.pipeline import encode_tokens, tokenize_prompts
+
+    with torch.no_grad():
+        empty = encode_tokens(comps["text_encoder"], *tokenize_prompts(comps["tokenizer"], [""], 16))
+    assert empty.shape[1] == 16 and empty[0, 1:].abs().sum() == 0 and empty[0, 0].abs().sum() > 0
+
+
+def test_text_encoder_training_rejects_lora_and_sharding(tiny_checkpoint):
+    with pytest.raises(ValueError, match="model.train=.*with lora.enabled"):
+        _text_config(tiny_checkpoint, "lora.enabled=true")
+    with pytest.raises(ValueError, match="parallel.strategy='fsdp'.*text_encoder"):
+        _text_config(tiny_checkpoint, "parallel.strategy=fsdp")
+    with pytest.raises(ValueError, match="model.reinit=.*distinct components from"):
+        _text_config(tiny_checkpoint, "model.reinit=[text_encoder]")

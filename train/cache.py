@@ -280,13 +280,10 @@ class Encoder:
     @torch.no_grad()
     def text(self, captions: list[str], max_sequence_length: int) -> list[torch.Tensor]:
         """Each caption's T5 embeddings [n_tokens, D] (float32, CPU), trimmed to its token count."""
-        from mova.pipeline import clean_prompt
+        from mova.pipeline import tokenize_prompts
 
         embeds = self.pipe.encode_prompt(captions, max_sequence_length).float().cpu()
-        tok = self.pipe.tokenizer([clean_prompt(c) for c in captions], padding="max_length",
-                                  max_length=max_sequence_length, truncation=True, add_special_tokens=True,
-                                  return_attention_mask=True, return_tensors="pt")
-        lengths = tok.attention_mask.sum(dim=1).tolist()
+        lengths = tokenize_prompts(self.pipe.tokenizer, captions, max_sequence_length)[1].sum(dim=1).tolist()
         return [embeds[i, :n].clone() for i, n in enumerate(lengths)]
 
     @torch.no_grad()

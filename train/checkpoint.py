@@ -214,8 +214,8 @@ def export_pipeline(folder: str | os.PathLike, base: str | os.PathLike, states: 
         states: {component: plain state dict} for the components the run changed.
         dtype: ``auto`` (each component's stored dtype in ``base``), ``bf16`` or ``fp32``.
     """
-    from mova.loading import (NATIVE_COMPONENTS, build_on_meta, component_names, native_config, read_json,
-                              read_model_index, save_native)
+    from mova.loading import (NATIVE_COMPONENTS, build_on_meta, component_names, load_library_component,
+                              native_config, read_json, read_model_index, save_native)
 
     folder, base = Path(folder), Path(base)
     index = read_model_index(base)
@@ -225,11 +225,16 @@ def export_pipeline(folder: str | os.PathLike, base: str | os.PathLike, states: 
     tmp.mkdir(parents=True)
     for name in component_names(index):
         if name in states:
-            cls = NATIVE_COMPONENTS[name][0]
-            module = build_on_meta(cls, native_config(cls, base / name))
-            module.load_state_dict(states[name], strict=True, assign=True)
             target = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(dtype) or stored_dtype(base / name)
-            save_native(module, tmp / name, dtype=target)
+            if name in NATIVE_COMPONENTS:
+                cls = NATIVE_COMPONENTS[name][0]
+                module = build_on_meta(cls, native_config(cls, base / name))
+                module.load_state_dict(states[name], strict=True, assign=True)
+                save_native(module, tmp / name, dtype=target)
+            else:  # a trained transformers text encoder: the base's model with the new weights, its own writer
+                module = load_library_component(name, index[name], base / name)
+                module.load_state_dict(states[name], strict=True)
+                module.to(target).save_pretrained(tmp / name, safe_serialization=True)
         else:
             link_or_copy_tree(base / name, tmp / name)
     index = dict(read_json(base / "model_index.json"))

@@ -24,8 +24,11 @@ from typing import Any
 
 import yaml
 
-# Trainable components of a MOVA checkpoint (the four denoiser parts; the VAEs and text encoder stay frozen).
+# Trainable components of a MOVA checkpoint: the four denoiser parts; the VAEs stay frozen. The text encoder stays
+# frozen in MOVA's recipe (UMT5-XXL); a small one (the demo checkpoint's) may train with the denoiser, full fine-tune
+# on one process only (``model.train`` may name it; ``model.reinit`` and LoRA may not).
 COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
+TEXT_ENCODER = "text_encoder"
 MODES = ("joint", "audio_only")
 EXPERT_ROUTINGS = ("proportional", "alternate")
 OPTIMIZERS = ("adamw", "adamw8bit")
@@ -56,6 +59,8 @@ class ModelConfig:
         base: official-layout checkpoint folder the run starts from (all components; VAEs, text encoder,
             tokenizer and scheduler are copied into every export).
         train: components whose weights train (full fine-tune), or, with ``lora.enabled``, that get adapters.
+            ``text_encoder`` may be listed too (full fine-tune, ``parallel.strategy`` single): captions are then
+            tokenised once and encoded every step, with gradients, instead of read from the cache.
         reinit: components re-initialised with their ``init_weights()`` before training (phase 1: the bridge;
             audio pretraining from scratch: the audio DiT). Must be a subset of ``train``.
     """
@@ -273,10 +278,10 @@ def _positive(path: str, value: Any, integer: bool = False, zero_ok: bool = Fals
         _fail(path, value, f"a {'non-negative' if zero_ok else 'positive'} {'integer' if integer else 'number'}")
 
 
-def _components(path: str, names: list[str]) -> None:
-    bad = [n for n in names if n not in COMPONENTS]
+def _components(path: str, names: list[str], allowed: tuple[str, ...] = COMPONENTS) -> None:
+    bad = [n for n in names if n not in allowed]
     if bad or len(set(names)) != len(names):
-        _fail(path, names, f"a list of distinct components from {list(COMPONENTS)}")
+        _fail(path, names, f"a list of distinct components from {list(allowed)}")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -290,7 +295,7 @@ def validate(cfg: TrainConfig) -> None:
     # model
     if not isinstance(m.base, str):
         _fail("model.base", m.base, "a checkpoint folder path")
-    _components("model.train", m.train)
+    _components("model.train", m.train, (*COMPONENTS, TEXT_ENCODER))
     _components("model.reinit", m.reinit)
     if not m.train:
         _fail("model.train", m.train, "at least one component")
@@ -300,6 +305,12 @@ def validate(cfg: TrainConfig) -> None:
         _fail("model.reinit", m.reinit, f"components that also train (model.train={m.train})")
     if lo.enabled and m.reinit:
         _fail("model.reinit", m.reinit, "[] with lora.enabled (adapters train on top of pretrained weights)")
+    if TEXT_ENCODER in m.train:
+        if lo.enabled:
+            _fail("model.train", m.train, f"denoiser components only with lora.enabled (adapters go on {list(COMPONENTS)})")
+        if cfg.parallel.strategy not in ("auto", "single") or cfg.parallel.cpu_offload:
+            _fail("parallel.strategy", cfg.parallel.strategy,
+                  f"'single' (or 'auto' on one process) when model.train names {TEXT_ENCODER!r}")
     # data
     _positive("data.num_frames", d.num_frames, integer=True)
     if (d.num_frames - 1) % 4:
@@ -331,7 +342,7 @@ def validate(cfg: TrainConfig) -> None:
     # optim
     _choice("optim.optimizer", o.optimizer, OPTIMIZERS)
     if isinstance(o.lr, dict):
-        _components("optim.lr", list(o.lr))
+        _components("optim.lr", list(o.lr), (*COMPONENTS, TEXT_ENCODER))
         missing = [n for n in m.train if n not in o.lr]
         if missing:
             _fail("optim.lr", o.lr, f"a learning rate for every trained component (missing {missing})")

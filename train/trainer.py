@@ -7,7 +7,9 @@ One optimizer step (``train_step``) runs ``optim.grad_accum`` micro-steps of ``f
 2. the video expert of the micro-batch (``diffusion.expert_routing``; the same on every rank, as FSDP needs) and,
    per sample, independent video/audio noise levels through their own shifts, restricted to that expert's side of
    the boundary for video (``FlowMatchPairScheduler.sample_training_timesteps``);
-3. text dropout: a sample's caption embeddings replaced by the empty prompt's with probability p;
+3. text dropout: a sample's caption embeddings replaced by the empty prompt's with probability p (when the text
+   encoder trains too — ``model.train`` names ``text_encoder`` — the caption's tokens are replaced by the empty
+   prompt's and the batch is encoded here, with gradients, instead of read from the cache);
 4. x_σ = (1 − σ)·x₀ + σ·ε per modality, the denoiser's velocities,
    L = λ_v·MSE(v̂_v, ε_v − x₀_v) + λ_a·MSE(v̂_a, ε_a − x₀_a);
 
@@ -40,9 +42,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mova.pipeline import encode_tokens
 from train.checkpoint import (Checkpointer, component_keys, component_of, export_pipeline, full_trainable_state,
                               split_components)
-from train.config import TrainConfig, dump_config
+from train.config import TEXT_ENCODER, TrainConfig, dump_config
 from train.latents import LatentCache, ResumableSampler, is_cache
 from train.metrics import MetricsLogger
 from train.parallel import all_reduce_grads, parallelize
@@ -147,6 +150,12 @@ class Trainer:
         # 3. Model: base weights, re-initialised parts, trainable set, LoRA (same seed on every rank)
         torch.manual_seed(cfg.seed)
         self.model, self.scheduler, self.boundary_ratio, self.lora_spec = self._build_model()
+        self.train_text = TEXT_ENCODER in cfg.model.train
+        if self.train_text:
+            if self.strategy != "single":
+                raise ValueError(f"model.train names {TEXT_ENCODER!r}, which trains on one process only "
+                                 f"(parallel.strategy resolved to {self.strategy!r} with {self.world} processes)")
+            self.tokens, self.token_mask, self.null_tokens = self._tokenize_captions()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         n_train = sum(p.numel() for p in self.trainable)
         n_total = sum(p.numel() for p in self.model.parameters())
@@ -218,6 +227,8 @@ class Trainer:
         joint = cfg.mode == "joint"
         names = ["video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge", "scheduler"] if joint \
             else ["audio_dit", "scheduler"]
+        if TEXT_ENCODER in cfg.model.train:
+            names.append(TEXT_ENCODER)
         comps = load_components(cfg.model.base, device="cpu", dtype=torch.float32, names=names)
         missing = [n for n in cfg.model.train if n not in comps]
         if missing:
@@ -246,7 +257,21 @@ class Trainer:
                                       parts.get("video_dit_2"), boundary, scheduler.config.num_train_timesteps)
         else:
             model = AudioTower(parts["audio_dit"])
+        if TEXT_ENCODER in cfg.model.train:  # a child of the root: checkpointed, exported and optimised like the rest
+            model.add_module(TEXT_ENCODER, comps[TEXT_ENCODER].requires_grad_(True))
         return model.train(), scheduler, boundary, lora_spec
+
+    def _tokenize_captions(self) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Every cached caption's (ids, mask) [N, text_len] and the empty prompt's ([text_len], [text_len]), on the
+        device — tokenised once, the way the pipeline tokenises a prompt."""
+        from mova.loading import load_components
+        from mova.pipeline import tokenize_prompts
+
+        tokenizer = load_components(self.cfg.model.base, names=["tokenizer"])["tokenizer"]
+        captions = [row["caption"] for row in self.data.rows]
+        ids, mask = tokenize_prompts(tokenizer, captions, self.cfg.data.text_len)
+        null_ids, null_mask = tokenize_prompts(tokenizer, [""], self.cfg.data.text_len)
+        return ids.to(self.device), mask.to(self.device), (null_ids[0].to(self.device), null_mask[0].to(self.device))
 
     def _parallelize(self) -> None:
         cfg, fsdp = self.cfg, self.strategy == "fsdp"
@@ -407,8 +432,13 @@ class Trainer:
         self._log_draw(draw)
         self.micro_step += 1
 
-        text = batch["text"].to(self.device, self.compute_dtype)
-        text = torch.where(draw.dropped[local, None, None], self.null_text[None].to(text.dtype), text)
+        if self.train_text:
+            drop = draw.dropped[local, None]
+            ids = torch.where(drop, self.null_tokens[0][None], batch["tokens"])
+            mask = torch.where(drop, self.null_tokens[1][None], batch["token_mask"])
+        else:
+            text = batch["text"].to(self.device, self.compute_dtype)
+            text = torch.where(draw.dropped[local, None, None], self.null_text[None].to(text.dtype), text)
         if joint:
             cond = batch["cond"].to(self.device, torch.float32)
             if draw.image_dropped is not None:
@@ -418,6 +448,8 @@ class Trainer:
         target_audio = self.scheduler.velocity_target(audio0, draw.noise_audio[local])
         t_audio = draw.t_audio[local]
         with self._autocast():
+            if self.train_text:
+                text = encode_tokens(self.raw_model.text_encoder, ids, mask)
             if joint:
                 video0 = batch["video"].to(self.device, torch.float32)
                 x_video = self.scheduler.add_noise(video0, draw.noise_video[local], draw.sigma_video[local])
@@ -472,7 +504,12 @@ class Trainer:
     def _next_batch(self) -> dict[str, Any]:
         indices = self.sampler.next()
         B = self.cfg.data.batch_size
-        return self.data.batch(indices[self.rank * B:(self.rank + 1) * B])
+        mine = indices[self.rank * B:(self.rank + 1) * B]
+        batch = self.data.batch(mine)
+        if self.train_text:
+            rows = torch.tensor(mine, device=self.device)
+            batch["tokens"], batch["token_mask"] = self.tokens[rows], self.token_mask[rows]
+        return batch
 
     def _autocast(self):
         if self.strategy == "fsdp" or self.compute_dtype == torch.float32:
