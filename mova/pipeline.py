@@ -249,6 +249,11 @@ class MOVAPipeline:
     def default_num_frames_fps(self) -> tuple[int, float]:
         return int(self.model_index.get("default_num_frames", 193)), float(self.model_index.get("default_fps", 24.0))
 
+    def default_guidance(self) -> Guidance:
+        """Text CFG at the checkpoint's ``default_text_scale`` (model_index.json; our demo checkpoint: 3, chosen on
+        tuning prompts), else MOVA's released s_T = 5."""
+        return Guidance(text_scale=float(self.model_index.get("default_text_scale", Guidance().text_scale)))
+
     @property
     def max_sequence_length(self) -> int:
         """T5 tokens the prompt embeddings are zero-padded to: 512 as MOVA trained, or the checkpoint's own
@@ -456,7 +461,8 @@ class MOVAPipeline:
                 (model_index.json; our demo checkpoint: ``""``, what its text dropout trained), else the Wan one.
             height, width: multiples of 16 (default: the model's trained size). num_frames: 4k+1. fps: > 0.
             num_inference_steps: default from model_index.json (``default_num_inference_steps``), else 50.
-            guidance: CFG mode and scales (default text CFG, s_T = 5). seed: ``None`` → random; the used seed is
+            guidance: CFG mode and scales (default: :meth:`default_guidance`, text CFG with s_T = 5 unless the
+                checkpoint declares its own ``default_text_scale``). seed: ``None`` → random; the used seed is
                 returned. video_shift, audio_shift: per-modality σ shift (default: the scheduler config's).
             loudness_lufs: integrated loudness target of the audio, ``None`` to leave it as decoded.
             output_type: ``"np"`` (a GenerationResult) or ``"latent"`` (the final latents, no decoding).
@@ -466,7 +472,7 @@ class MOVAPipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         self.interrupt = False
-        guidance = guidance if guidance is not None else Guidance()
+        guidance = guidance if guidance is not None else self.default_guidance()
         dh, dw = self.default_size()
         dn, dfps = self.default_num_frames_fps()
         height = dh if height is None else height

@@ -167,3 +167,38 @@ def test_generate_cli(tiny_checkpoint, first_frame, tmp_path, capsys):
     assert main(["generate", "--model", str(tiny_checkpoint), "--prompt", "x", "--out", str(out),
                  "--height", "63"]) == 2  # a user error: one line, exit code 2
     assert "height=63" in capsys.readouterr().err
+
+
+def test_checkpoint_default_text_scale(tiny_checkpoint, tmp_path, monkeypatch):
+    """model_index.json's ``default_text_scale`` is the s_T of a call without guidance, of the CLI without
+    --text-scale and of the UI's default; a folder without it gets MOVA's 5."""
+    import json
+    import shutil
+
+    from mova.__main__ import main
+    from mova.backends.base import model_info_from_pipeline
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "default_text_scale": 2.0}))
+    own = MOVAPipeline.from_pretrained(folder, device="cpu")
+    assert MOVAPipeline.from_pretrained(tiny_checkpoint, device="cpu").default_guidance() == Guidance(text_scale=5.0)
+    assert own.default_guidance() == Guidance(text_scale=2.0)
+    assert model_info_from_pipeline(own, backend="local").default_guidance.text_scale == 2.0
+    kwargs = dict(SMALL, output_type="latent", seed=11)
+    default = own("a bell rings", **kwargs)
+    for scale, same in ((2.0, True), (5.0, False)):
+        other = own("a bell rings", guidance=Guidance(text_scale=scale), **kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(default, other)) == same
+    seen, original = [], MOVAPipeline.__call__
+
+    def spy(self, *args, guidance=None, **kw):
+        seen.append(guidance)
+        return original(self, *args, guidance=guidance, **kw)
+
+    monkeypatch.setattr(MOVAPipeline, "__call__", spy)
+    for extra in ([], ["--text-scale", "4"]):
+        assert main(["generate", "--model", str(folder), "--prompt", "x", "--out", str(tmp_path / "a.mp4"),
+                     "--steps", "1", "--seed", "1", *extra]) == 0
+    assert [g.text_scale for g in seen] == [2.0, 4.0]

@@ -175,6 +175,7 @@ def model_info_from_pipeline(pipe: MOVAPipeline, *, backend: str, name: str | No
         size_multiple=int(pipe.size_multiple),
         frame_multiple=int(pipe.vae_scale_temporal),
         default_shift=None if shift is None else float(shift),
+        default_guidance=pipe.default_guidance(),
         sample_rate=int(pipe.audio_sample_rate),
         lora_adapters=_declared_names(index.get("lora_adapters")),
         device=str(pipe.device),

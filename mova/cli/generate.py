@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    default=None, help="denoising steps (default: the model's, 50 for MOVA)")
     p.add_argument("--guidance", default="text", choices=["none", "text", "text+bridge", "dual"],
                    help="CFG mode: none (NFE 1), text (2), text+bridge (2), dual (3)")
-    p.add_argument("--text-scale", "--text_scale", dest="text_scale", type=float, default=5.0, help="s_T (default 5)")
+    p.add_argument("--text-scale", "--text_scale", dest="text_scale", type=float, default=None,
+                   help="s_T (default: the model's; 5 for MOVA, 3 for the demo model)")
     p.add_argument("--bridge-scale", "--bridge_scale", dest="bridge_scale", type=float, default=1.0,
                    help="s_B of dual CFG (default 1)")
     p.add_argument("--video-shift", dest="video_shift", type=float, default=None, help="σ shift of the video grid")
@@ -50,7 +52,9 @@ def main(args: argparse.Namespace) -> int:
 
     from mova import Guidance, MOVAPipeline
 
-    guidance = Guidance(mode=args.guidance, text_scale=args.text_scale, bridge_scale=args.bridge_scale)
+    # validated before the (slow) load; the model's own default s_T is filled in once it is loaded
+    guidance = Guidance(mode=args.guidance, text_scale=5.0 if args.text_scale is None else args.text_scale,
+                        bridge_scale=args.bridge_scale)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     state = None
     if world > 1 or args.sp > 1 or args.cfg_parallel:
@@ -67,6 +71,8 @@ def main(args: argparse.Namespace) -> int:
     if state is not None:
         pipe.enable_parallel(state)
     load_s = time.perf_counter() - t0
+    if args.text_scale is None:
+        guidance = dataclasses.replace(guidance, text_scale=pipe.default_guidance().text_scale)
     bar = tqdm(desc="denoise", unit="step", disable=not main_rank)
 
     def progress(stage: str, done: int, total: int) -> None:
