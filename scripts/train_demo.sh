@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Train the shipped demo checkpoint (assets/demo) from nothing: the demo world, its two autoencoders, the denoiser.
+# Train the shipped demo checkpoint (assets/demo) from nothing: the demo world, its two autoencoders, the denoiser
+# (and, in stage 3, the text encoder).
 #
-#   bash scripts/train_demo.sh                 # every stage, on the GPUs of this machine (one H200: ~70 min)
+#   bash scripts/train_demo.sh                 # every stage, on the GPUs of this machine (one H200: ~85 min)
 #   bash scripts/train_demo.sh vae             # one stage: vae | base | data | cache | dit | data2 | cache2 |
-#                                              #            refine | export | eval
+#                                              #            refine | text | export | eval
 #   RUN=runs/demo CLIPS=12000 bash scripts/train_demo.sh base dit   # settings through the environment
 #   VAE_FROM=assets/demo bash scripts/train_demo.sh base data cache dit export   # reuse a checkpoint's autoencoders
 #   DIT_STOP_MINUTES=9 bash scripts/train_demo.sh dit   # stop after 9 min; the same command later resumes the run
-#   DIT_ARGS="--set data.batch_size=4 --set steps=5" ...    # extra `python -m train run` overrides (dit and refine)
+#   DIT_ARGS="--set data.batch_size=4 --set steps=5" ...    # extra `python -m train run` overrides (dit, refine, text)
 #   REFINE_FROM=assets/demo bash scripts/train_demo.sh data2 cache2 refine   # stage 2 from a stage-1 checkpoint
+#   TEXT_FROM=assets/demo bash scripts/train_demo.sh data2 cache2 text   # stage 3 from a stage-2 checkpoint
 #
 # Stages (each reads the previous ones' outputs under $RUN):
 #   vae     python -m train vae video|audio          tiny Wan video VAE (from scratch; fine-tuned with the
@@ -25,7 +27,9 @@
 #   cache2  python -m train cache                     → $RUN/cache2
 #   refine  python -m train run train/configs/demo_refine.yaml   stage 2: $RUN/dit/final (or $REFINE_FROM)
 #                                                    continues on world2 → $RUN/refine (resumes like dit)
-#   export  $RUN/refine/final → assets/demo (files copied, not linked), loaded back strictly
+#   text    python -m train run train/configs/demo_text.yaml   stage 3: $RUN/refine/final (or $TEXT_FROM) with the
+#                                                    text encoder training too, on world2 → $RUN/text (resumes like dit)
+#   export  $RUN/text/final → assets/demo (files copied, not linked), loaded back strictly
 #   eval    python benchmarks/demo_eval.py            50 held-out prompts, CPU → benchmarks/results/demo_eval.json
 #
 # With two GPUs the two autoencoders train side by side. Everything is seeded; the GPU kernels are not bitwise
@@ -39,10 +43,11 @@ REFINE_CLIPS=${REFINE_CLIPS:-36000}
 # scenes take turns in this order, so bouncing balls are half of world2 (two-ball prompts need the examples)
 REFINE_SCENES=${REFINE_SCENES:-bouncing_balls,talking_face,bouncing_balls,pendulum,bouncing_balls,passing_car}
 REFINE_FROM=${REFINE_FROM:-}   # empty: $RUN/dit/final
+TEXT_FROM=${TEXT_FROM:-}   # empty: $RUN/refine/final
 VAE_VIDEO_MINUTES=${VAE_VIDEO_MINUTES:-5}   # each of the first two video passes
 VAE_DECODER_MINUTES=${VAE_DECODER_MINUTES:-3.5}   # the third, decoder-only pass
 VAE_AUDIO_MINUTES=${VAE_AUDIO_MINUTES:-4}
-DIT_STOP_MINUTES=${DIT_STOP_MINUTES:-}   # dit and refine stop after this many minutes; empty: train to the end
+DIT_STOP_MINUTES=${DIT_STOP_MINUTES:-}   # dit, refine and text stop after this many minutes; empty: train to the end
 DIT_DIM=${DIT_DIM:-160}
 DIT_HEADS=${DIT_HEADS:-5}
 CACHE_PARTS=${CACHE_PARTS:-4}   # cache processes per GPU, 32 clips per VAE call (64×64 clips are launch-bound)
@@ -130,6 +135,7 @@ train_denoiser() {  # CONFIG DATA OUT BASE
 }
 
 refine_base() { echo "${REFINE_FROM:-$RUN/dit/final}"; }
+text_base() { echo "${TEXT_FROM:-$RUN/refine/final}"; }
 
 stage_data() { make_world "$RUN/world" "$CLIPS" 0; }
 stage_cache() { cache_world "$RUN/world" "$RUN/cache" "$RUN/base" train/configs/demo.yaml; }
@@ -137,9 +143,10 @@ stage_dit() { train_denoiser train/configs/demo.yaml "$RUN/cache" "$RUN/dit" "$R
 stage_data2() { make_world "$RUN/world2" "$REFINE_CLIPS" 1 "$REFINE_SCENES"; }
 stage_cache2() { cache_world "$RUN/world2" "$RUN/cache2" "$(refine_base)" train/configs/demo_refine.yaml; }
 stage_refine() { train_denoiser train/configs/demo_refine.yaml "$RUN/cache2" "$RUN/refine" "$(refine_base)"; }
+stage_text() { train_denoiser train/configs/demo_text.yaml "$RUN/cache2" "$RUN/text" "$(text_base)"; }
 
 stage_export() {
-  python3 - "$RUN/refine/final" "$DEST" <<'EOF'
+  python3 - "$RUN/text/final" "$DEST" <<'EOF'
 import shutil, sys
 from pathlib import Path
 from mova.pipeline import MOVAPipeline
@@ -162,11 +169,11 @@ stage_eval() {
 }
 
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(vae base data cache dit data2 cache2 refine export eval)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(vae base data cache dit data2 cache2 refine text export eval)
 for s in "${STAGES[@]}"; do
   case "$s" in
-    vae|base|data|cache|dit|data2|cache2|refine|export|eval) echo "== $s"; "stage_$s" ;;
-    *) echo "unknown stage '$s': expected vae, base, data, cache, dit, data2, cache2, refine, export or eval" >&2
+    vae|base|data|cache|dit|data2|cache2|refine|text|export|eval) echo "== $s"; "stage_$s" ;;
+    *) echo "unknown stage '$s': expected vae, base, data, cache, dit, data2, cache2, refine, text, export or eval" >&2
        exit 2 ;;
   esac
 done

@@ -42,6 +42,7 @@ def test_demo_base_folder(vaes, tmp_path):
     index = json.loads((out / "model_index.json").read_text())
     assert index["default_height"] == index["default_width"] == 64 and index["default_num_frames"] == 25
     assert index["default_fps"] == 12.0 and index["default_num_inference_steps"] == 25
+    assert index["default_text_scale"] == 3.0
     assert index["default_negative_prompt"] == "" and index["max_sequence_length"] == 64
     assert index["_name_or_path"] == "mova-demo"  # the model's name, not the folder's
     comps = load_components(out, device="cpu", dtype=torch.float32)  # strict, like an official folder
@@ -78,14 +79,17 @@ def test_demo_base_refuses_a_video_vae_of_another_latent_width(vaes, tmp_path):
 
 
 def test_recipe_script_runs_its_stages_on_the_cpu(vaes, tmp_path):
-    """scripts/train_demo.sh base data cache dit data2 cache2 refine export, tiny and on the CPU: the documented recipe
-    runs end to end (stage 2 starting from stage 1's export) and exports stage 2 as a folder the pipeline loads
-    strictly (the autoencoder stage is replaced by the random tiny ones)."""
+    """scripts/train_demo.sh base data cache dit data2 cache2 refine text export, tiny and on the CPU: the documented
+    recipe runs end to end (stage 2 starting from stage 1's export, stage 3 from stage 2's) and exports stage 3 — its
+    trained text encoder included — as a folder the pipeline loads strictly (the autoencoder stage is replaced by the
+    random tiny ones)."""
     import os
     import shutil
     import subprocess
     import sys
     from pathlib import Path
+
+    from safetensors.torch import load_file
 
     from mova.pipeline import MOVAPipeline
 
@@ -98,19 +102,32 @@ def test_recipe_script_runs_its_stages_on_the_cpu(vaes, tmp_path):
            "DIT_ARGS": "--set data.batch_size=2 --set steps=2 --set max_minutes=null --set optim.warmup_steps=1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]  # python3 = this interpreter
-    stages = ["base", "data", "cache", "dit", "data2", "cache2", "refine", "export"]
+    stages = ["base", "data", "cache", "dit", "data2", "cache2", "refine", "text", "export"]
     proc = subprocess.run(["bash", "scripts/train_demo.sh", *stages], cwd=root, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "cached 4 of 4 rows" in proc.stdout and "cached 6 of 6 rows" in proc.stdout
-    for stage in ("dit", "refine"):
+    for stage in ("dit", "refine", "text"):
         assert json.loads((run / stage / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
     world2 = [json.loads(line)["scene"] for line in (run / "world2" / "manifest.jsonl").read_text().splitlines()]
     assert world2 == ["bouncing_balls", "talking_face", "bouncing_balls", "pendulum", "bouncing_balls", "passing_car"]
     pipe = MOVAPipeline.from_pretrained(tmp_path / "demo", device="cpu")
     assert pipe.denoiser.video_dit.config.dim == 32 and not any(p.is_symlink() for p in (tmp_path / "demo").rglob("*"))
-    # the export is stage 2: it started from stage 1's weights and moved on from them
+    # stage 2 started from stage 1's weights and moved on from them
     stage1 = MOVAPipeline.from_pretrained(run / "dit" / "final", device="cpu")
+    stage2 = MOVAPipeline.from_pretrained(run / "refine" / "final", device="cpu")
     diff = [(a - b).abs().max().item() for a, b in zip(stage1.denoiser.audio_dit.state_dict().values(),
+                                                       stage2.denoiser.audio_dit.state_dict().values())]
+    assert max(diff) > 0
+    # the export is stage 3: stage 2's denoiser moved on, and the text encoder (frozen in stages 1 and 2, so still
+    # the base's) trained too
+    assert "demo_text" in json.loads((tmp_path / "demo" / "model_index.json").read_text())["_trained_by"]
+    diff = [(a - b).abs().max().item() for a, b in zip(stage2.denoiser.audio_dit.state_dict().values(),
                                                        pipe.denoiser.audio_dit.state_dict().values())]
     assert max(diff) > 0
+    encoder = Path("text_encoder") / "model.safetensors"
+    assert (run / "refine" / "final" / encoder).read_bytes() == (run / "base" / encoder).read_bytes()
+    text_base = load_file(run / "base" / encoder)
+    text_stage3 = load_file(tmp_path / "demo" / encoder)
+    assert text_stage3.keys() == text_base.keys()
+    assert max((text_stage3[k].float() - text_base[k].float()).abs().max().item() for k in text_base) > 0

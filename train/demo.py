@@ -14,10 +14,12 @@ Design choices (the MOVA paper has no small model; these are ours):
   7×4×4 = 112 video tokens, 2.08 s of audio 104 tokens — so this trains in minutes on one GPU and samples in
   seconds on a laptop CPU. 6.6 M parameters, 13 MB stored in bfloat16 (a 128-wide variant, 4.3 M, trained to a
   higher loss in the same time).
-- Text: a 2-layer UMT5 encoder (64 wide) with random, frozen weights over a 512-piece SentencePiece BPE vocabulary
-  learnt from demo-world captions (a caption word is one to three pieces; any ASCII text is covered). A random
-  transformer keeps token identity in its output, so the denoiser's text cross-attention learns what "red",
-  "twice" or "metallic" mean; no pretrained language model is needed for a closed world, nothing is downloaded.
+- Text: a 2-layer UMT5 encoder (64 wide) with random weights over a 512-piece SentencePiece BPE vocabulary learnt
+  from demo-world captions (a caption word is one to three pieces; any ASCII text is covered). A random transformer
+  keeps token identity in its output, so the denoiser's text cross-attention learns what "red", "twice" or
+  "metallic" mean; no pretrained language model is needed for a closed world, nothing is downloaded. It stays
+  frozen in stages 1 and 2 and trains with the denoiser in stage 3 (``demo_text.yaml``): which colour belongs to
+  which of two balls is a relation between words, and random attention carries it poorly.
 - Scheduler: the official flow-matching pair scheduler with shift 3 for both modalities: the demo's latents are
   tiny (7×8×8 video, 104 audio frames), so less of the schedule needs to sit at high noise than at 360p.
 - Text-only generation (T2VA) follows MOVA: a pure-white first frame. Training replaces the first-frame condition
@@ -83,7 +85,7 @@ def caption_corpus(n_per_scene: int = 120, seed: int = 0, config: WorldConfig = 
 
 def build_base(video_vae: str | os.PathLike, audio_vae: str | os.PathLike, out: str | os.PathLike, *,
                seed: int = 0, dim: int = 160, heads: int = 5, layers: int = 4, corpus_clips: int = 120) -> Path:
-    """Write the demo starting checkpoint (trained VAEs, fresh denoiser, random frozen text encoder); the tokenizer
+    """Write the demo starting checkpoint (trained VAEs, fresh denoiser, random text encoder); the tokenizer
     learns from the captions of ``corpus_clips`` training clips per scene."""
     from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
