@@ -279,12 +279,15 @@ class Encoder:
 
     @torch.no_grad()
     def text(self, captions: list[str], max_sequence_length: int) -> list[torch.Tensor]:
-        """Each caption's T5 embeddings [n_tokens, D] (float32, CPU), trimmed to its token count."""
-        from mova.pipeline import tokenize_prompts
+        """Each caption's T5 embeddings [n_tokens, D] (float32, CPU), trimmed to its token count: the inference
+        functions behind ``MOVAPipeline.encode_prompt``, tokenising once for the embeddings and their lengths."""
+        from mova.pipeline import encode_tokens, tokenize_prompts
 
-        embeds = self.pipe.encode_prompt(captions, max_sequence_length).float().cpu()
-        lengths = tokenize_prompts(self.pipe.tokenizer, captions, max_sequence_length)[1].sum(dim=1).tolist()
-        return [embeds[i, :n].clone() for i, n in enumerate(lengths)]
+        pipe = self.pipe
+        ids, mask = tokenize_prompts(pipe.tokenizer, captions, max_sequence_length)
+        embeds = encode_tokens(pipe.text_encoder, ids.to(pipe.device), mask.to(pipe.device)).to(pipe.dtype)
+        embeds = embeds.float().cpu()
+        return [embeds[i, :n].clone() for i, n in enumerate(mask.sum(dim=1).tolist())]
 
     @torch.no_grad()
     def video(self, clips: list[np.ndarray], spec: CacheSpec) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,10 +48,13 @@ class LatentCache(torch.utils.data.Dataset):
     Args:
         path: cache folder. text_len: pad text embeddings to this many tokens (default: the cache's).
         require_video: keep only samples with video (joint training); audio-only rows are counted and left out.
+        text: read the cached text embeddings; False when the text encoder trains and encodes the captions itself
+            (items then have no "text").
     """
 
-    def __init__(self, path: str | os.PathLike, text_len: int | None = None, require_video: bool = True) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, text_len: int | None = None, require_video: bool = True,
+                 text: bool = True) -> None:
+        self.path, self.text = Path(path), text
         if not is_cache(self.path):
             raise ValueError(f"{str(self.path)!r} is not a latent cache (no {META} with format {CACHE_FORMAT!r}); "
                              "build one with: python -m train cache --manifest M --model DIR --out CACHE")
@@ -117,8 +120,9 @@ class LatentCache(torch.utils.data.Dataset):
         row = self.rows[i]
         f = self._handle(row["shard"])
         item: dict[str, Any] = {"id": row["id"], "fps": float(self.meta["fps"]),
-                                "text": self._pad(f.get_tensor(f"{row['id']}/text")),
                                 "audio": f.get_tensor(f"{row['id']}/audio")}
+        if self.text:
+            item["text"] = self._pad(f.get_tensor(f"{row['id']}/text"))
         if row["has_video"]:
             item["video"] = f.get_tensor(f"{row['id']}/video")
             item["cond"] = f.get_tensor(f"{row['id']}/cond")

@@ -198,7 +198,8 @@ class Trainer:
             if not path.is_file():
                 raise ValueError(f"--data {str(path)!r} is neither a latent cache folder nor a manifest file")
             path = self._cache_manifest(path)
-        data = LatentCache(path, text_len=cfg.data.text_len, require_video=cfg.mode == "joint")
+        data = LatentCache(path, text_len=cfg.data.text_len, require_video=cfg.mode == "joint",
+                           text=TEXT_ENCODER not in cfg.model.train)  # a trained encoder encodes the captions itself
         data.check(cfg.data.num_frames, cfg.data.fps, cfg.data.height, cfg.data.width)
         return data
 
