@@ -29,10 +29,10 @@ This module imports torch lazily, so ``Guidance`` can be imported (e.g. by the U
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from mova.validation import MAX_GUIDANCE_SCALE, real
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -83,14 +83,7 @@ class Guidance:
             raise ValueError(f"mode={self.mode!r} is invalid; allowed: {list(GUIDANCE_MODES)}")
         for name in ("text_scale", "bridge_scale"):
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not math.isfinite(float(value))
-                or float(value) < 0
-            ):
-                raise ValueError(f"{name}={value!r} is invalid; allowed: a finite number >= 0")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, real(name, value, 0.0, MAX_GUIDANCE_SCALE))
 
     @property
     def branches(self) -> tuple[Branch, ...]:

@@ -16,11 +16,8 @@
 from __future__ import annotations
 
 import dataclasses
-import html
 import logging
-import math
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +27,11 @@ import numpy as np
 import torch
 
 from mova import media
+from mova import validation as check
 from mova.guidance import Guidance, guided_velocity
 from mova.loading import load_components
 from mova.models import DualTowerDenoiser
+from mova.validation import clean_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +41,6 @@ DEFAULT_NEGATIVE_PROMPT = (
     "残缺的，多余的手指"
 )
 MAX_SEQUENCE_LENGTH = 512
-MAX_PIXELS_PER_FRAME = 1280 * 1280  # refuse absurd sizes before allocating anything
-MAX_FRAMES = 1025
 OFFLOAD_MODES = ("none", "model", "sequential")
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
@@ -62,6 +59,7 @@ class GenerationResult:
     nfe: int = 0
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # for the user, e.g. prompt text the model cannot read
 
     @property
     def duration(self) -> float:
@@ -73,15 +71,6 @@ class GenerationResult:
 
     def save_wav(self, path: str | os.PathLike) -> Path:
         return media.write_wav(path, self.audio, self.sample_rate)
-
-
-def clean_prompt(text: str) -> str:
-    """ftfy fix, HTML-unescape twice, collapse whitespace (spec §10)."""
-    import ftfy
-
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
-    return re.sub(r"\s+", " ", text).strip()
 
 
 def tokenize_prompts(tokenizer, prompts: list[str], max_sequence_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,35 +260,31 @@ class MOVAPipeline:
     def check_inputs(self, prompt: Any, height: int, width: int, num_frames: int, fps: float, steps: int,
                      guidance: Guidance, seed: int | None, loudness_lufs: float | None,
                      bridge_strength: float = 1.0) -> None:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("prompt must be a non-empty string")
+        """Refuse what this model cannot or should not run (``ValueError`` naming the field and what is allowed),
+        with the limits of :mod:`mova.validation` that the app's requests obey too."""
+        check.prompt("prompt", prompt)
         m = self.size_multiple
         for field, value in (("height", height), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0 or value % m:
+            check.integral(field, value, m, check.MAX_PIXELS_PER_FRAME // m, f" (a multiple of {m})")
+            if value % m:
                 raise ValueError(f"{field}={value!r} is invalid: expected a positive multiple of {m}")
-        if height * width > MAX_PIXELS_PER_FRAME:
-            raise ValueError(f"height×width={height}×{width} is too large: at most {MAX_PIXELS_PER_FRAME} pixels per "
-                             "frame (720×1280 is MOVA's largest trained size)")
+        if height * width > check.MAX_PIXELS_PER_FRAME:
+            raise ValueError(f"height×width={height}×{width} is too large: at most {check.MAX_PIXELS_PER_FRAME} "
+                             "pixels per frame (720×1280 is MOVA's largest trained size)")
         st = self.vae_scale_temporal
-        if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)) or num_frames < 1 \
-                or (num_frames - 1) % st or num_frames > MAX_FRAMES:
-            raise ValueError(f"num_frames={num_frames!r} is invalid: expected {st}k+1 (e.g. 97, 121, 193), "
-                             f"at most {MAX_FRAMES}")
-        if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0 or fps > 240:
-            raise ValueError(f"fps={fps!r} is invalid: expected a number in (0, 240]")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= 1000:
-            raise ValueError(f"num_inference_steps={steps!r} is invalid: expected an integer from 1 to 1000")
+        check.integral("num_frames", num_frames, 1, check.MAX_FRAMES, f" of the form {st}k+1 (e.g. 97, 121, 193)")
+        if (num_frames - 1) % st:
+            raise ValueError(f"num_frames={num_frames!r} is invalid: expected {st}k+1 (e.g. 97, 121, 193)")
+        check.real("fps", fps, check.MIN_FPS, check.MAX_FPS)
+        check.clip_duration(num_frames, fps)
+        check.integral("num_inference_steps", steps, 1, check.MAX_STEPS)
         if not isinstance(guidance, Guidance):
             raise ValueError(f"guidance must be a mova.Guidance, got {type(guidance).__name__}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or not 0 <= seed < 2**63):
-            raise ValueError(f"seed={seed!r} is invalid: expected an integer in [0, 2**63) or None for random")
-        if loudness_lufs is not None and not (-70.0 <= loudness_lufs <= 0.0):
-            raise ValueError(f"loudness_lufs={loudness_lufs!r} is invalid: expected a value in [-70, 0] or None (off)")
-        if isinstance(bridge_strength, bool) or not isinstance(bridge_strength, (int, float)) \
-                or not 0.0 <= bridge_strength <= 1e3:
-            raise ValueError(f"bridge_strength={bridge_strength!r} is invalid: expected a number in [0, 1000] "
-                             "(1 = as trained, 0 = towers independent)")
+        if seed is not None:
+            check.integral("seed", seed, 0, check.MAX_SEED, " or None for random")
+        if loudness_lufs is not None:
+            check.real("loudness_lufs", loudness_lufs, *check.LOUDNESS_RANGE)
+        check.real("bridge_strength", bridge_strength, 0.0, 1e3)
 
     # ----------------------------------------------------------------------------------------------------
     # 2. Text
@@ -314,6 +299,32 @@ class MOVAPipeline:
         ids, mask = tokenize_prompts(self.tokenizer, prompts, max_sequence_length)
         device = next(self.text_encoder.parameters()).device
         return encode_tokens(self.text_encoder, ids.to(device), mask.to(device)).to(self.device, self.dtype)
+
+    def prompt_warnings(self, prompt: str) -> list[str]:
+        """What the tokenizer cannot represent in ``prompt`` (characters that become ``<unk>``), as sentences for
+        the user: such text reaches the model as one unknown token, so prompts differing only there give the same
+        clip."""
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        if unk is None:
+            return []
+        text = clean_prompt(prompt)
+        try:
+            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            spans = [text[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if i == unk]
+        except (NotImplementedError, TypeError, ValueError):  # a tokenizer without offsets: count only
+            spans = ["?"] * self.tokenizer(text, add_special_tokens=False)["input_ids"].count(unk)
+        unknown = check.visible_text("".join(dict.fromkeys(spans)))
+        if not unknown:
+            return []
+        known = check.visible_text(text)
+        for span in spans:
+            known = known.replace(check.visible_text(span), "", 1)
+        shown = unknown if len(unknown) <= 24 else unknown[:24] + "…"
+        if not known:
+            return [f"the model's tokenizer cannot represent this prompt (every character became <unk>: {shown!r}); "
+                    "the clip does not follow it — write the prompt in a language the model knows"]
+        return [f"the model's tokenizer cannot represent part of the prompt ({shown!r} became <unk>); the model "
+                "ignores those words"]
 
     # ----------------------------------------------------------------------------------------------------
     # 3. First-frame condition
@@ -498,6 +509,9 @@ class MOVAPipeline:
         # 2. Text
         if negative_prompt is None:
             negative_prompt = str(self.model_index.get("default_negative_prompt", DEFAULT_NEGATIVE_PROMPT))
+        warnings = self.prompt_warnings(prompt)
+        for warning in warnings:
+            logger.warning("%s", warning)
         prompts = [prompt] + ([negative_prompt] if guidance.needs_negative else [])
         embeds = self.encode_prompt(prompts)
         text, negative = embeds[:1], (embeds[1:] if guidance.needs_negative else None)
@@ -535,4 +549,4 @@ class MOVAPipeline:
                         bridge_strength=float(bridge_strength), model=self.name)
         return GenerationResult(video=video, audio=audio.astype(np.float32), sample_rate=self.audio_sample_rate,
                                 fps=float(fps), seed=seed, nfe=guidance.nfe * num_inference_steps, timings=timings,
-                                settings=settings)
+                                settings=settings, warnings=warnings)

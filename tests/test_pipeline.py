@@ -120,6 +120,10 @@ def test_image_modes_are_converted(pipe, tmp_path):
         (dict(height=16000, width=16000), r"too large"),
         (dict(seed=-1), r"seed=-1"),
         (dict(loudness_lufs=5.0), r"loudness_lufs"),
+        (dict(fps=1e-300), r"fps=1e-300 is invalid: expected a number in \[1, 240\]"),  # was a C++ error
+        (dict(fps=0.5), r"fps=0.5"),
+        (dict(num_frames=193, fps=2.0), r"96.5 s is too long: at most 60 s"),
+        (dict(fps=True), r"fps=True"),
     ],
 )
 def test_bad_inputs_name_the_field(pipe, kwargs, match):
@@ -129,10 +133,14 @@ def test_bad_inputs_name_the_field(pipe, kwargs, match):
 
 
 def test_bad_prompt_guidance_and_image(pipe, tmp_path):
-    with pytest.raises(ValueError, match="prompt must be a non-empty string"):
-        pipe("   ", **SMALL)
+    for empty in ("   ", "\x00\x00", "\u200b\u200c\u2060", "&nbsp;"):  # nothing visible once cleaned
+        with pytest.raises(ValueError, match="prompt is empty"):
+            pipe(empty, **SMALL)
     with pytest.raises(ValueError, match="text_scale"):
         Guidance("text", text_scale=-1.0)
+    for name in ("text_scale", "bridge_scale"):  # 1e30 used to end as "audio contains NaN or inf"
+        with pytest.raises(ValueError, match=rf"{name}=1e\+30 is invalid: expected a number in \[0, 100\]"):
+            Guidance("dual", **{name: 1e30})
     with pytest.raises(ValueError, match="mode"):
         Guidance("cfg++")
     bogus = tmp_path / "not_an_image.png"
@@ -143,6 +151,18 @@ def test_bad_prompt_guidance_and_image(pipe, tmp_path):
         pipe("x", image=tmp_path / "missing.png", **SMALL)
     with pytest.raises(ValueError, match="offload"):
         MOVAPipeline.from_pretrained(tmp_path, offload="disk")
+
+
+def test_prompt_the_tokenizer_cannot_represent_gets_a_warning(pipe):
+    """Characters the tokenizer maps to <unk> are named in the result's warnings; a fully unknown prompt says the
+    clip does not follow it (such prompts all give the same clip)."""
+    clean = pipe("a red ball", seed=1, **{**SMALL, "num_inference_steps": 1})
+    assert clean.warnings == []
+    partly = pipe("a red ball 弹跳", seed=1, **{**SMALL, "num_inference_steps": 1})
+    assert len(partly.warnings) == 1 and "'弹跳' became <unk>" in partly.warnings[0]
+    unknown = [pipe(text, seed=1, **{**SMALL, "num_inference_steps": 1}) for text in ("一个红球", "🎉🎉")]
+    assert all("every character became <unk>" in r.warnings[0] for r in unknown)
+    assert np.array_equal(unknown[0].video, unknown[1].video)  # why the warning matters
 
 
 def test_read_back_pixels_follow_the_model(pipe, tmp_path):

@@ -7,52 +7,32 @@ the value and what is allowed. Nothing here imports torch.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mova import validation as check
 from mova.guidance import Guidance
+from mova.validation import (  # noqa: F401 - re-exported: the UI and backends read the limits from here
+    FRAME_MULTIPLE,
+    MAX_DURATION_S,
+    MAX_FPS,
+    MAX_FRAMES,
+    MAX_PIXELS_PER_FRAME,
+    MAX_SEED,
+    MAX_STEPS,
+    MIN_FPS,
+    SIZE_MULTIPLE,
+)
 
-# Limits checked before anything is allocated. The model adds its own (size multiple, trained presets).
-SIZE_MULTIPLE = 16  # VAE ×8 and DiT patch ×2: every MOVA checkpoint needs multiples of 16
-MAX_PIXELS_PER_FRAME = 1280 * 1280  # the pipeline's own ceiling (720×1280 is MOVA's largest trained size)
-FRAME_MULTIPLE = 4  # num_frames = 4k + 1 (Wan VAE temporal ×4)
-MAX_FRAMES = 1025
-MAX_FPS = 240.0
-MAX_STEPS = 1000
-MAX_SEED = 2**63 - 1
 MAX_IMAGE_PIXELS = 40_000_000  # first frames larger than this are refused before decoding
 LORA_SCALE_RANGE = (0.0, 2.0)
-LOUDNESS_RANGE = (-70.0, 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Request
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _integral(name: str, value: Any, low: int, high: int, hint: str = "") -> int:
-    """Accept ints and integral floats (UI sliders send 9.0); refuse bools, NaN and fractions."""
-    ok = isinstance(value, numbers.Integral) or (
-        isinstance(value, numbers.Real) and math.isfinite(float(value)) and float(value) == int(value))
-    ok = ok and not isinstance(value, bool)
-    if not ok or not low <= int(value) <= high:
-        raise ValueError(f"{name}={value!r} is invalid: expected an integer from {low} to {high}{hint}")
-    return int(value)
-
-
-def _real(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
-    if ok:
-        v = float(value)
-        ok = (v > low if low_open else v >= low) and v <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name}={value!r} is invalid: expected a number in {bracket}{low:g}, {high:g}]")
-    return float(value)
 
 
 def _optional_text(name: str, value: Any) -> str | None:
@@ -96,8 +76,7 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
         # 1. Texts
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise ValueError("prompt is empty: describe what should be seen and heard in the clip")
+        check.prompt("prompt", self.prompt)
         negative = _optional_text("negative_prompt", self.negative_prompt)
         put("negative_prompt", negative if negative and negative.strip() else None)
         # 2. First frame (existence and size here; decoding in check_image)
@@ -109,38 +88,39 @@ class GenerationRequest:
         if image is not None and not image.strip():
             image = None
         if image is not None and not Path(image).is_file():
-            raise ValueError(f"image={image!r} is invalid: no such file")
+            raise ValueError(f"image is invalid: no such file ({Path(image).name!r})")
         put("image", image)
         # 3. Sizes
         for name in ("height", "width"):
-            value = _integral(name, getattr(self, name), SIZE_MULTIPLE, 4096)
+            value = check.integral(name, getattr(self, name), SIZE_MULTIPLE, 4096)
             if value % SIZE_MULTIPLE:
                 raise ValueError(f"{name}={value} is invalid: expected a positive multiple of {SIZE_MULTIPLE}")
             put(name, value)
         if self.height * self.width > MAX_PIXELS_PER_FRAME:
             raise ValueError(f"height×width={self.height}×{self.width} is too large: at most {MAX_PIXELS_PER_FRAME} "
                              "pixels per frame (720×1280 is MOVA's largest trained size)")
-        frames = _integral("num_frames", self.num_frames, 1, MAX_FRAMES, f" of the form {FRAME_MULTIPLE}k+1")
+        frames = check.integral("num_frames", self.num_frames, 1, MAX_FRAMES, f" of the form {FRAME_MULTIPLE}k+1")
         if (frames - 1) % FRAME_MULTIPLE:
             raise ValueError(f"num_frames={frames} is invalid: expected {FRAME_MULTIPLE}k+1 (e.g. 9, 97, 121, 193)")
         put("num_frames", frames)
-        put("fps", _real("fps", self.fps, 0.0, MAX_FPS, low_open=True))
-        put("num_inference_steps", _integral("num_inference_steps", self.num_inference_steps, 1, MAX_STEPS))
+        put("fps", check.real("fps", self.fps, MIN_FPS, MAX_FPS))
+        check.clip_duration(self.num_frames, self.fps)
+        put("num_inference_steps", check.integral("num_inference_steps", self.num_inference_steps, 1, MAX_STEPS))
         # 4. Guidance (Guidance validates mode and scales and names the field)
         guidance = Guidance(self.guidance_mode, self.text_scale, self.bridge_scale)
         put("text_scale", guidance.text_scale)
         put("bridge_scale", guidance.bridge_scale)
         for name in ("video_shift", "audio_shift"):
             value = getattr(self, name)
-            put(name, None if value is None else _real(name, value, 0.0, 100.0, low_open=True))
+            put(name, None if value is None else check.real(name, value, 0.0, 100.0, low_open=True))
         # 5. Seed, loudness, LoRA
         if self.seed is not None:
-            put("seed", _integral("seed", self.seed, 0, MAX_SEED, " or nothing for a random seed"))
+            put("seed", check.integral("seed", self.seed, 0, MAX_SEED, " or nothing for a random seed"))
         if self.loudness_lufs is not None:
-            put("loudness_lufs", _real("loudness_lufs", self.loudness_lufs, *LOUDNESS_RANGE))
+            put("loudness_lufs", check.real("loudness_lufs", self.loudness_lufs, *check.LOUDNESS_RANGE))
         lora = _optional_text("lora", self.lora)
         put("lora", lora if lora and lora.strip() else None)
-        put("lora_scale", _real("lora_scale", self.lora_scale, *LORA_SCALE_RANGE))
+        put("lora_scale", check.real("lora_scale", self.lora_scale, *LORA_SCALE_RANGE))
 
     @property
     def guidance(self) -> Guidance:
