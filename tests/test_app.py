@@ -99,13 +99,21 @@ def test_named_endpoints(client, server):
         assert httpx.get(server[0] + route, timeout=30).status_code == 200
 
 
-def test_generate_t2va(client):
+def test_generate_t2va(client, server):
     video, seed, figures, details = client.predict(prompt="thunder rolls over the sea", seed=7, randomize_seed=False,
                                                    **FAST, api_name="/generate_t2va")
     assert_playable(video)
     assert seed == 7 and details["seed"] == 7 and details["nfe"] == 2 * 2
     assert "NFE" in figures and "A/V offset" in figures and "loudness" in figures
-    assert Path(details["sidecar_path"]).is_file() and details["settings"]["image"] is None
+    outputs = server[1].outputs_dir  # details name files in the outputs folder, never by a server path
+    assert (outputs / details["sidecar_path"]).is_file() and details["settings"]["image"] is None
+
+
+def test_unreadable_prompt_is_flagged_in_the_figures(client):
+    _, _, figures, details = client.predict(prompt="一个红球弹跳", seed=3, randomize_seed=False, **FAST,
+                                            api_name="/generate_t2va")
+    assert "⚠" in figures and "every character became <unk>" in figures
+    assert details["warnings"] and "<unk>" in details["warnings"][0]
 
 
 def test_generate_t2va_random_seed_is_reported(client):
@@ -114,13 +122,13 @@ def test_generate_t2va_random_seed_is_reported(client):
     assert isinstance(seed, (int, float)) and int(seed) == details["seed"]
 
 
-def test_generate_i2va(client, frame):
+def test_generate_i2va(client, server, frame):
     video, seed, figures, details = client.predict(image=handle_file(str(frame)), prompt="a red ball bounces",
                                                    guidance="dual", bridge_scale=3.5, **FAST,
                                                    api_name="/generate_i2va")
     assert_playable(video)
     assert details["nfe"] == 3 * 2 and details["settings"]["guidance_mode"] == "dual"
-    assert details["settings"]["image"] and Path(details["settings"]["image"]).is_file()
+    assert (server[1].outputs_dir / details["settings"]["image"]).is_file()
 
 
 def test_compare(client, frame):
@@ -156,7 +164,7 @@ def test_prompting_endpoints(client, frame):
     (dict(prompt="rain", enabled_2=False, enabled_3=False), "/compare", ["needs 2 to 4"]),
 ])
 def test_bad_input_gives_a_message(client, kwargs, api_name, words):
-    with pytest.raises(AppError) as err:
+    with pytest.raises(ValueError) as err:  # refused before the queue (gradio_client: ValidationError)
         client.predict(**{**FAST, **kwargs}, api_name=api_name)
     for word in words:
         assert word in str(err.value), str(err.value)
@@ -166,14 +174,14 @@ def test_bad_input_gives_a_message(client, kwargs, api_name, words):
 def test_bad_uploads_give_a_message_and_the_app_keeps_serving(client, server, tmp_path):
     not_image = tmp_path / "notes.txt"
     not_image.write_text("not an image")
-    with pytest.raises(AppError, match="not a readable image"):
+    with pytest.raises(ValueError, match="not a readable image"):
         client.predict(image=handle_file(str(not_image)), prompt="rain", **FAST, api_name="/generate_i2va")
     with pytest.raises(AppError, match="not a readable image"):
         client.predict(image=handle_file(str(not_image)), api_name="/describe")
     with pytest.raises(AppError, match="prompt"):
         client.predict(prompt="  ", description="", language="English", api_name="/rewrite")
     huge_pixels = write_png(tmp_path / "huge.png", size=(9000, 5000), colour=(0, 0, 0))  # small file, 45 MP
-    with pytest.raises(AppError, match="max_pixels"):
+    with pytest.raises(ValueError, match="max_pixels"):
         client.predict(image=handle_file(str(huge_pixels)), prompt="rain", **FAST, api_name="/generate_i2va")
     huge_file = tmp_path / "huge-file.png"
     huge_file.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(26 * 1024 * 1024))

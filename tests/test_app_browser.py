@@ -77,8 +77,17 @@ def test_app_in_browser(browser_context, app_url):
     page.goto(url)
     page.wait_for_selector("#it2va-generate", timeout=TIMEOUT_MS)
 
-    # 1. Text → Video+Audio
+    # 0. A bad value is refused at once, before any queue, with the field named beside the input
     open_tab(page, "Text → Video+Audio")
+    page.fill("#t2va-prompt textarea", "\u200b\u200b")  # zero-width characters only: cleans to nothing
+    page.click("#t2va-generate")
+    page.wait_for_function("() => document.body.innerText.includes('prompt is empty')", timeout=TIMEOUT_MS)
+    page.screenshot(path=str(ARTIFACTS / "app-t2va-invalid.png"), full_page=True)
+    assert page.locator("#t2va-video video").count() == 0
+    assert all("status of 422" in e for e in errors), errors  # the refusal itself (422) is the only console line
+    errors.clear()
+
+    # 1. Text → Video+Audio
     page.fill("#t2va-prompt textarea", "A small red ball bounces twice on a wooden floor, each bounce a sharp knock.")
     page.click("#t2va-generate")
     state = wait_video(page, "#t2va-video video")

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from mova.backends import GenerationRequest, ModelInfo, ModelUnavailableError, resolve_model_folder
 from mova.backends.zerogpu import DurationModel, ZeroGPUBackend, fit_defaults
@@ -108,7 +109,14 @@ def test_local_generate_writes_mp4_and_sidecar(local, tmp_path):
     assert Path(response.video_path).parent == local.data_dir / "outputs"
     sidecar = json.loads(Path(response.sidecar_path).read_text())
     assert sidecar["seed"] == 3 and sidecar["settings"]["prompt"] == "a red ball bounces"
-    assert sidecar["settings"]["model"] == "tiny-app" and Path(sidecar["settings"]["image"]).is_file()
+    assert sidecar["settings"]["model"] == "tiny-app"
+    # the sidecar names files within the outputs folder, never a server path; the first frame is our own PNG
+    outputs = local.data_dir / "outputs"
+    assert sidecar["video_path"] == Path(response.video_path).name and (outputs / sidecar["video_path"]).is_file()
+    assert sidecar["settings"]["image"].endswith(".first_frame.png") and "/" not in json.dumps(sidecar)
+    with Image.open(outputs / sidecar["settings"]["image"]) as kept:
+        assert (kept.format, kept.size) == ("PNG", (64, 64))
+    assert sidecar["timings"]["wall"] == response.timings["wall"]
     assert response.nfe == 4 and response.timings["wall"] >= response.timings["total"] > 0
     assert response.loudness_lufs == pytest.approx(-16.0, abs=0.5)
     assert response.av_offset_frames is None or abs(response.av_offset_frames) <= 12

@@ -29,7 +29,9 @@ __all__ = ["build_app", "launch_options", "TAB_IDS", "QUEUE_MAX_SIZE"]
 
 TAB_IDS = MappingProxyType({"it2va": "Image+Text → Video+Audio", "t2va": "Text → Video+Audio",
                            "prompting": "Prompt rewriting", "compare": "CFG comparison"})
-QUEUE_MAX_SIZE = 64  # waiting jobs beyond this are refused with "queue full"
+# Gradio's max_size counts every queued event of the app together: kept far above the GPU group's own bound
+# (ui.widgets.GPU_QUEUE_MAX_WAITING), so waiting generations never refuse an arena vote or a prompt rewrite.
+QUEUE_MAX_SIZE = 1024
 CACHE_CLEANUP = (3600, 86400)  # hourly, drop Gradio's cached copies older than a day (clips stay in outputs/)
 
 

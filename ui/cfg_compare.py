@@ -23,11 +23,13 @@ from ui.widgets import (
     GenerationControls,
     GradioProgress,
     figures_markdown,
+    gpu_validator,
     guidance_title,
     make_request,
     render_controls,
     render_guidance,
     response_details,
+    show_warnings,
     user_errors,
     with_api_signature,
 )
@@ -120,7 +122,6 @@ def render(backend: Backend, info: ModelInfo | None = None) -> CompareTab:
             backend.check(request)
         return chosen
 
-    @user_errors
     def check(**values: Any) -> None:
         plan(values)
 
@@ -133,6 +134,8 @@ def render(backend: Backend, info: ModelInfo | None = None) -> CompareTab:
         for i, (k, request) in enumerate(chosen, start=1):
             title = guidance_title(request.guidance_mode, request.text_scale, request.bridge_scale)
             response = backend.generate(request, GradioProgress(progress, prefix=f"[{i}/{len(chosen)}] {title}: "))
+            if i == 1:  # the prompt is the same for every setting
+                show_warnings(response)
             by_slot[k] = (title, response)
             rows.append([f"Setting {k}", request.guidance_mode, request.text_scale, request.bridge_scale, response.nfe,
                          round(response.timings.get("wall", 0.0), 2),
@@ -154,9 +157,9 @@ def render(backend: Backend, info: ModelInfo | None = None) -> CompareTab:
 
     with_api_signature(compare, list(inputs), optional=("image", "video_shift", "audio_shift"))
     outputs = [*(s.video for s in slots), *(s.figures for s in slots), table, controls.seed, details]
-    button.click(check, inputs_kwargs=inputs, queue=False, preprocess=False, show_progress="hidden",
-                 api_visibility="private").success(
+    button.click(
         compare, inputs_kwargs=inputs, outputs=outputs, api_name="compare", preprocess=False,
+        validator=gpu_validator(check, list(inputs)),
         concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
     )
     return CompareTab(controls, slots, button, table, details)

@@ -23,9 +23,11 @@ from ui.widgets import (
     GenerationControls,
     GradioProgress,
     figures_markdown,
+    gpu_validator,
     make_request,
     render_controls,
     response_details,
+    show_warnings,
     user_errors,
     with_api_signature,
 )
@@ -69,25 +71,25 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
             gr.Examples([[caption] for _, caption in examples], [controls.prompt],
                         label="Examples from the demo world", cache_examples=False)
 
-    @user_errors
     def check(**values: Any) -> None:
-        """Instant validation in the browser (no queue), so a bad value never waits behind a GPU job."""
+        """Run before the job is queued (the event's validator): a bad value never waits behind a GPU job."""
         backend.check(make_request(values, image_required=with_image))
 
     @user_errors
     def generate(progress: gr.Progress = gr.Progress(), **values: Any) -> dict:
         request = make_request(values, image_required=with_image)
         response = backend.generate(request, GradioProgress(progress))
+        show_warnings(response)
         return {video: response.video_path, controls.seed: response.seed,
                 figures: figures_markdown(response), details: response_details(response)}
 
     inputs = controls.inputs()
     with_api_signature(generate, list(inputs), optional=OPTIONAL_INPUTS)
     # preprocess=False: the first frame arrives as its uploaded file, so a non-image gets our clear message.
-    done = button.click(check, inputs_kwargs=inputs, queue=False, preprocess=False, show_progress="hidden",
-                        api_visibility="private").success(
+    done = button.click(
         generate, inputs_kwargs=inputs, outputs=[video, controls.seed, figures, details], api_name=API_NAMES[kind],
-        preprocess=False, concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
+        preprocess=False, validator=gpu_validator(check, list(inputs)),
+        concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
     )
     return GenerateTab(kind, controls, button, video, figures, details, done)
 

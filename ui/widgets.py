@@ -13,6 +13,8 @@ import inspect
 import json
 import logging
 import math
+import os
+import re
 import time
 from collections.abc import Callable
 from types import MappingProxyType
@@ -22,11 +24,13 @@ from typing import Any
 
 import gradio as gr
 
+from mova import validation as check
 from mova.backends import GenerationRequest, GenerationResponse, ModelInfo
 
 logger = logging.getLogger(__name__)
 
 GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model queues under this id
+GPU_QUEUE_MAX_WAITING = 64  # a new generation is refused while this many wait for the GPU
 UI_MAX_SEED = 2**32 - 1  # seeds the browser shows exactly (JS numbers are exact up to 2**53)
 MAX_UPLOAD = "25mb"  # launch(max_file_size=...): first frames larger than this are refused at upload
 GUIDANCE_HELP = MappingProxyType({
@@ -49,9 +53,17 @@ NO_LORA = "none"
 # ----------------------------------------------------------------------------------------------------------------
 
 
+_SERVER_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s'\"/,;:()]+)+/([^\s'\"/,;:()]+)")
+
+
+def public_message(text: str) -> str:
+    """``text`` with every absolute server path cut to its file name (``/tmp/gradio/ab12/x.png`` → ``x.png``)."""
+    return _SERVER_PATH.sub(r"\1", text)
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn a ValueError into a gr.Error with its text; any other failure into a short message (logged with its
-    traceback on the server). The app keeps serving either way."""
+    traceback on the server). The app keeps serving either way, and no message shows a server path."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -60,13 +72,59 @@ def user_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except ValueError as exc:
-            raise gr.Error(str(exc), title="Invalid input", print_exception=False) from None
+            raise gr.Error(public_message(str(exc)), title="Invalid input", print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - the boundary between the model and the user
             logger.exception("%s failed", getattr(fn, "__name__", "handler"))
-            raise gr.Error(f"{type(exc).__name__}: {exc}. The app is still running; try again or change the settings.",
-                           title="Failed", print_exception=False) from None
+            raise gr.Error(public_message(f"{type(exc).__name__}: {exc}. The app is still running; try again or "
+                                          "change the settings."), title="Failed", print_exception=False) from None
 
     return wrapper
+
+
+def gpu_validator(check: Callable[..., None], names: list[str]) -> Callable:
+    """A Gradio ``validator=`` for a GPU event: runs ``check(**values)`` before the job is queued, so a bad value
+    (from the browser or an API client) is refused at once with a message on the input it names, and refuses a new
+    job while ``GPU_QUEUE_MAX_WAITING`` GPU jobs already wait. ``names``: the event's inputs, in order."""
+    blocks = gr.context.Context.root_block  # the app being built; its queue exists once it is launched
+
+    def validate(**values: Any) -> list[dict[str, Any]]:
+        problem: tuple[str, str] | None = None
+        waiting = waiting_gpu_jobs(blocks)
+        if waiting >= GPU_QUEUE_MAX_WAITING:
+            problem = (names[0], f"the GPU queue is full ({waiting} clips waiting): try again in a few minutes")
+        else:
+            try:
+                check(**values)
+            except ValueError as exc:
+                message = public_message(str(exc))
+                problem = (_field_of(message, names), message)
+            except Exception as exc:  # noqa: BLE001 - never a traceback for the user
+                logger.exception("validation failed")
+                problem = (names[0], public_message(f"{type(exc).__name__}: {exc}"))
+        return [gr.validate(problem is None or name != problem[0], problem[1] if problem and name == problem[0]
+                            else "") for name in names]
+
+    return validate
+
+
+_FIELD_ALIASES = MappingProxyType({"mode": "guidance", "guidance_mode": "guidance", "this": "num_inference_steps"})
+
+
+def _field_of(message: str, names: list[str]) -> str:
+    """The input a validation message is about: its first word (``height=65 is …`` → ``height``), else the first."""
+    word = re.match(r"[a-z_]+", message)
+    name = _FIELD_ALIASES.get(word.group(0), word.group(0)) if word else ""
+    return name if name in names else names[0]
+
+
+def waiting_gpu_jobs(blocks: gr.Blocks | None) -> int:
+    """Jobs waiting (not yet running) in the app's GPU queue group. Reads Gradio's queue, whose ``max_size``
+    counts every group together (a full GPU queue would refuse arena votes too), so the GPU group gets its own
+    bound here; the queue-bound test in tests/test_app_security.py fails if Gradio renames these attributes."""
+    queue = getattr(blocks, "_queue", None)
+    groups = getattr(queue, "event_queue_per_concurrency_id", None) or {}
+    group = groups.get(GPU_CONCURRENCY_ID)
+    return len(getattr(group, "queue", ())) if group is not None else 0
 
 
 def with_api_signature(fn: Callable, names: list[str], optional: tuple[str, ...] = ()) -> Callable:
@@ -261,17 +319,22 @@ def render_guidance(info: ModelInfo, prefix: str, *, mode: str | None = None, te
 
 def image_path(value: Any) -> str | None:
     """A first-frame value as a path: events run with ``preprocess=False`` (so a non-image upload reaches our own
-    check and its clear message), which gives the uploaded file's FileData dict."""
+    check and its clear message), which gives the uploaded file's FileData dict.
+
+    Only a file in Gradio's upload folder is accepted — one a client uploaded to this app. A FileData (or a plain
+    string) naming any other server path is refused, so the API can neither read server files nor test whether
+    they exist."""
     if value is None or value == "":
         return None
-    if isinstance(value, str):
-        return value
     if isinstance(value, dict):
-        path = value.get("path")
-        if not path:
-            raise ValueError("image is invalid: upload the first frame as a file (PNG, JPEG or WebP)")
-        return str(path)
-    raise ValueError(f"image is invalid: expected an uploaded image, got {type(value).__name__}")
+        value = value.get("path")
+    if not isinstance(value, str) or not value:
+        raise ValueError("image is invalid: upload the first frame as a file (PNG, JPEG or WebP)")
+    upload_folder = os.path.realpath(gr.utils.get_upload_folder())
+    path = os.path.realpath(value)
+    if os.path.commonpath([path, upload_folder]) != upload_folder or not os.path.isfile(path):
+        raise ValueError("image is invalid: only a file uploaded to this app is accepted; upload the first frame")
+    return path
 
 
 def optional_number(value: Any) -> Any:
@@ -301,7 +364,8 @@ def make_request(values: dict[str, Any], *, image_required: bool | None = None, 
         bridge_scale=values.get("bridge_scale", 1.0),
         video_shift=optional_number(values.get("video_shift")),
         audio_shift=optional_number(values.get("audio_shift")),
-        seed=None if values.get("randomize_seed", True) else optional_number(values.get("seed")),
+        seed=None if check.boolean("randomize_seed", values.get("randomize_seed", True))
+        else optional_number(values.get("seed")),
         loudness_lufs=optional_number(values.get("loudness_lufs")),
         lora=None if lora in (None, "", NO_LORA) else lora,
         lora_scale=values.get("lora_scale", 1.0),
@@ -338,7 +402,14 @@ def figures_markdown(response: GenerationResponse, title: str | None = None) -> 
         f"- {response.height}×{response.width}, {response.num_frames} frames at {response.fps:g} fps "
         f"({response.duration_s:.2f} s)",
     ]
+    lines += [f"- ⚠ {warning}" for warning in response.warnings]
     return "\n".join(lines)
+
+
+def show_warnings(response: GenerationResponse) -> None:
+    """Each of the clip's warnings (e.g. prompt text the model cannot read) as a toast in the browser."""
+    for warning in response.warnings:
+        gr.Warning(warning)
 
 
 def guidance_title(mode: str, text_scale: float, bridge_scale: float) -> str:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime as _dt
-import json
 import logging
 import math
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -25,14 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mova.arena.paths import resolve_data_dir
+from mova import outputs
+from mova import validation as check
 from mova.backends.request import (
     FRAME_MULTIPLE,
+    MAX_DURATION_S,
     MAX_IMAGE_PIXELS,
+    MAX_PIXELS_PER_FRAME,
     MAX_SEED,
     SIZE_MULTIPLE,
     GenerationRequest,
 )
 from mova.guidance import GUIDANCE_MODES, Guidance
+from mova.outputs import OutputsPolicy
 
 if TYPE_CHECKING:  # pragma: no cover
     from mova.pipeline import GenerationResult, MOVAPipeline
@@ -52,6 +55,7 @@ __all__ = [
 ]
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total), the pipeline's callback type
+WORK_STEPS, WORK_NFE = 100, 3  # the default work ceiling: the largest size and clip at 100 steps of dual CFG
 
 
 class ModelUnavailableError(RuntimeError):
@@ -86,6 +90,7 @@ class GenerationResponse:
     sample_rate: int
     settings: dict[str, Any] = field(default_factory=dict)
     sidecar_path: str | None = None
+    warnings: list[str] = field(default_factory=list)  # for the user (e.g. prompt text the model cannot read)
 
     @property
     def av_offset_ms(self) -> float | None:
@@ -96,7 +101,10 @@ class GenerationResponse:
         return self.num_frames / self.fps
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-safe and fit to show anyone: files by name within the outputs folder, never a server path."""
         out = dataclasses.asdict(self)
+        out["video_path"] = Path(self.video_path).name
+        out["sidecar_path"] = None if self.sidecar_path is None else Path(self.sidecar_path).name
         out["av_offset_ms"] = self.av_offset_ms
         out["duration_s"] = self.duration_s
         return out
@@ -123,6 +131,16 @@ class ModelInfo:
     device: str = "cpu"
     offload: str = "none"
     max_gpu_seconds: float | None = None  # ZeroGPU: the longest GPU task the Space grants
+    # Cost ceilings of one clip, checked before a request is queued (Backend.check):
+    max_pixels: int = MAX_PIXELS_PER_FRAME  # height × width
+    max_duration_s: float = MAX_DURATION_S  # num_frames / fps, the length of the generated audio too
+    max_work: float | None = None  # height × width × num_frames × num_inference_steps × NFE; None: no ceiling
+
+    @staticmethod
+    def work(request: GenerationRequest) -> float:
+        """The denoising work of ``request``: pixels × frames × steps × NFE per step (``request.nfe`` counts the
+        steps too), what the GPU time scales with."""
+        return float(request.height * request.width * request.num_frames * request.nfe)
 
     @property
     def default_height(self) -> int:
@@ -162,14 +180,17 @@ def model_info_from_pipeline(pipe: MOVAPipeline, *, backend: str, name: str | No
             presets = [(352, 640), (640, 352)]
     presets = [default] + [p for p in presets if p != default]
     frames, fps = pipe.default_num_frames_fps()
-    max_frames = int(index.get("max_num_frames", frames))
+    max_frames = max(int(frames), int(index.get("max_num_frames", frames)))
+    max_pixels = int(_declared_limit(index, "max_pixels", max(h * w for h, w in presets), MAX_PIXELS_PER_FRAME))
+    max_duration = _declared_limit(index, "max_duration_s", min(MAX_DURATION_S, 2.0 * frames / fps), MAX_DURATION_S)
+    max_work = _declared_limit(index, "max_work", float(max_pixels * max_frames * WORK_STEPS * WORK_NFE), math.inf)
     shift = getattr(getattr(pipe.scheduler, "config", None), "shift", None)
     return ModelInfo(
         name=name or pipe.name or str(index.get("_name_or_path", "model")),
         backend=backend,
         resolutions=tuple(presets),
         default_num_frames=int(frames),
-        max_num_frames=max(int(frames), max_frames),
+        max_num_frames=max_frames,
         default_fps=float(fps),
         default_num_inference_steps=int(index.get("default_num_inference_steps", 50)),
         size_multiple=int(pipe.size_multiple),
@@ -181,7 +202,17 @@ def model_info_from_pipeline(pipe: MOVAPipeline, *, backend: str, name: str | No
         device=str(pipe.device),
         offload=pipe.offload,
         max_gpu_seconds=max_gpu_seconds,
+        max_pixels=max_pixels,
+        max_duration_s=max_duration,
+        max_work=max_work,
     )
+
+
+def _declared_limit(index: dict[str, Any], key: str, default: float, ceiling: float) -> float:
+    """A cost ceiling from ``model_index.json`` (an operator may raise or lower it), else ``default``."""
+    if key not in index:
+        return default
+    return check.real(f"model_index.json {key}", index[key], 0.0, ceiling, low_open=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,6 +235,8 @@ class Backend(abc.ABC):
                  prompt_provider: PromptProvider | str | None = None) -> None:
         self.data_dir = resolve_data_dir(data_dir)
         self.prompt_provider = prompt_provider
+        self.outputs_policy = OutputsPolicy.from_env()
+        outputs.sweep(self.outputs_dir)
 
     # facts ------------------------------------------------------------------------------------------------------
 
@@ -235,6 +268,18 @@ class Backend(abc.ABC):
         if request.num_frames > info.max_num_frames:
             raise ValueError(f"num_frames={request.num_frames} is invalid for {info.name}: at most "
                              f"{info.max_num_frames}")
+        if request.height * request.width > info.max_pixels:
+            raise ValueError(f"height×width={request.height}×{request.width} is too large for {info.name}: at most "
+                             f"{info.max_pixels} pixels per frame (its sizes: "
+                             f"{', '.join(f'{h}×{w}' for h, w in info.resolutions)})")
+        check.clip_duration(request.num_frames, request.fps, info.max_duration_s)
+        work = info.work(request)
+        if info.max_work is not None and work > info.max_work:
+            raise ValueError(
+                f"this request is too much work for {info.name}: height×width×num_frames×num_inference_steps×NFE = "
+                f"{request.height}×{request.width}×{request.num_frames}×{request.num_inference_steps}×"
+                f"{request.guidance.nfe} = {work:.3g}, at most {info.max_work:.3g}: lower num_inference_steps, "
+                "num_frames or the size")
         if request.lora is not None and request.lora not in info.lora_adapters:
             allowed = list(info.lora_adapters) or "none (this model has no LoRA adapters)"
             raise ValueError(f"lora={request.lora!r} is invalid: allowed adapters are {allowed}")
@@ -265,7 +310,8 @@ class Backend(abc.ABC):
 
     def _finish(self, request: GenerationRequest, result: GenerationResult,
                 progress: ProgressFn | None) -> GenerationResponse:
-        """Write the mp4 (H.264 + AAC), copy the first frame, measure, and write the sidecar JSON."""
+        """Measure the clip, then write its mp4 (H.264 + AAC), first frame (a PNG we encode) and sidecar JSON
+        together (``mova.outputs.save_clip``), and keep the folder within its policy."""
         from mova import media
         from mova.eval import av_offset
 
@@ -274,32 +320,37 @@ class Backend(abc.ABC):
             progress("encode", 0, 1)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         stem = f"{stamp}-{request.kind}-{result.seed}-{uuid.uuid4().hex[:8]}"
-        self.outputs_dir.mkdir(parents=True, exist_ok=True)
-        video_path = media.write_mp4(self.outputs_dir / f"{stem}.mp4", result.video, result.fps, result.audio,
-                                     result.sample_rate)
-        image_copy = None
-        if request.image:
-            image_copy = self.outputs_dir / f"{stem}.first_frame{Path(request.image).suffix.lower() or '.png'}"
-            shutil.copyfile(request.image, image_copy)
+        first_frame = None
+        if request.image is not None:  # as the model saw it: cropped and resized to the clip, re-encoded by us
+            from mova.pipeline import center_crop_resize
+
+            first_frame = center_crop_resize(media.load_image(request.image, max_pixels=MAX_IMAGE_PIXELS),
+                                             request.height, request.width)
+        files = outputs.clip_paths(self.outputs_dir, stem, first_frame=first_frame is not None)
         offset = _finite(av_offset(result.video, result.fps, result.audio, result.sample_rate))
         loudness = _finite(media.integrated_loudness(result.audio, result.sample_rate))
         timings = {k: round(float(v), 4) for k, v in result.timings.items()}
-        timings["wall"] = round(float(result.timings.get("total", 0.0)) + time.perf_counter() - t0, 4)
-        settings = {**request.to_dict(), "seed": result.seed, "image": str(image_copy) if image_copy else None,
-                    "model": self.model_info().name, "backend": self.name}
+        settings = {**request.to_dict(), "seed": result.seed, "model": self.model_info().name, "backend": self.name,
+                    "image": files.first_frame.name if files.first_frame else None}
         response = GenerationResponse(
-            video_path=str(video_path), seed=int(result.seed), nfe=int(result.nfe), timings=timings,
+            video_path=str(files.mp4), seed=int(result.seed), nfe=int(result.nfe), timings=timings,
             av_offset_frames=offset, loudness_lufs=loudness, fps=float(result.fps),
             num_frames=int(result.video.shape[0]), height=int(result.video.shape[1]),
             width=int(result.video.shape[2]), sample_rate=int(result.sample_rate), settings=settings,
+            sidecar_path=str(files.sidecar), warnings=list(result.warnings),
         )
-        sidecar = self.outputs_dir / f"{stem}.json"
-        sidecar.write_text(json.dumps(response.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
-        response.sidecar_path = str(sidecar)
+
+        def sidecar() -> dict[str, Any]:  # once the mp4 is encoded: the wall time includes it
+            timings["wall"] = round(float(result.timings.get("total", 0.0)) + time.perf_counter() - t0, 4)
+            return response.to_dict()
+
+        outputs.save_clip(self.outputs_dir, stem, result.video, result.fps, result.audio, result.sample_rate,
+                          sidecar, first_frame)
+        outputs.prune(self.outputs_dir, self.outputs_policy, keep=stem)
         if progress is not None:
             progress("encode", 1, 1)
         logger.info("%s %s seed=%d nfe=%d in %.1f s -> %s", self.name, request.kind, result.seed, result.nfe,
-                    timings["wall"], video_path)
+                    timings["wall"], files.mp4)
         return response
 
     # prompting (mova.prompting; no GPU) -------------------------------------------------------------------------
