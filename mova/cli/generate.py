@@ -1,11 +1,13 @@
-"""``python -m mova generate``: one clip from a prompt (and optionally a first frame) to an mp4."""
+"""``mova generate`` (``python -m mova generate``): one clip from a prompt (and optionally a first frame) to an mp4."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
+import tempfile
 import time
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,11 +49,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def check_output(flag: str, value: str) -> Path:
+    """``value`` as a path the clip can be written to, else ``ValueError`` naming ``flag``; checked before the model
+    loads. ``media.write_mp4`` / ``write_wav`` create missing folders, write a temporary file beside the target and
+    rename it over the target, so the target must not be a folder or a special file (``/dev/null``) and its nearest
+    existing folder must let us create a file (probed with a temporary file, which works for root too)."""
+    path = Path(value).expanduser()
+    folder = path.parent
+    try:
+        if path.exists() and not path.is_file():
+            what = "a folder" if path.is_dir() else "not a regular file"
+            raise ValueError(f"{flag} {value!r} is {what}: expected the path of a file to write")
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ValueError(f"{flag} {value!r} cannot be written: {str(folder)!r} is a file, not a folder")
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".mova-write-check-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{flag} {value!r} cannot be written in {str(folder)!r}: {exc.strerror or exc}") from None
+    return path
+
+
+def check_args(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """What can be refused before the slow model load: output paths, the first frame, fps and the clip's length
+    (the pipeline checks everything again, with the model's defaults, once it is loaded). Returns the mp4 and wav
+    paths to write."""
+    from mova import validation as check
+
+    out = check_output("--out", args.out)
+    wav = None if args.wav is None else check_output("--wav", args.wav)
+    if wav is not None and wav.resolve() == out.resolve():
+        raise ValueError(f"--wav {args.wav!r} is the --out path: give the audio its own file")
+    if args.image is not None and not Path(args.image).expanduser().is_file():
+        raise ValueError(f"--image {args.image!r} is not a file: expected a first-frame image (PNG, JPEG, ...)")
+    if args.fps is not None:
+        check.real("--fps", args.fps, check.MIN_FPS, check.MAX_FPS)
+        if args.num_frames is not None:
+            check.clip_duration(args.num_frames, args.fps)
+    return out, wav
+
+
+def check_demo(model: str) -> None:
+    """``--model demo`` needs the demo checkpoint, which ships in a source checkout (``assets/demo``) and is not
+    part of the installed package."""
+    from mova.pipeline import DEMO_DIR
+
+    if model == "demo" and not (DEMO_DIR / "model_index.json").is_file():
+        raise ValueError(f"--model demo: the demo checkpoint is not at {DEMO_DIR} (it ships with a source checkout of "
+                         "MOVA Studio, not with an installed mova; `pip install -e .` from a checkout uses it): "
+                         "pass --model DIR, a MOVA checkpoint folder such as MOVA-360p")
+
+
 def main(args: argparse.Namespace) -> int:
+    out, wav = check_args(args)
     from tqdm import tqdm
 
     from mova import Guidance, MOVAPipeline
 
+    check_demo(args.model)
     # validated before the (slow) load; the model's own default s_T is filled in once it is loaded
     guidance = Guidance(mode=args.guidance, text_scale=5.0 if args.text_scale is None else args.text_scale,
                         bridge_scale=args.bridge_scale)
@@ -92,9 +148,9 @@ def main(args: argparse.Namespace) -> int:
         bar.close()
     if not main_rank:
         return 0
-    path = result.save(args.out)
-    if args.wav:
-        result.save_wav(args.wav)
+    path = result.save(out)
+    if wav is not None:
+        result.save_wav(wav)
     t = result.timings
     print(f"{path}: seed {result.seed}, {result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]} "
           f"@ {result.fps:g} fps, {len(result.audio) / result.sample_rate:.2f} s audio, NFE {result.nfe}, "
