@@ -90,7 +90,9 @@ def build_backend(args: argparse.Namespace) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mova import configure_logging
+
+    configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     from mova.backends import ModelUnavailableError
 

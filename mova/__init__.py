@@ -7,6 +7,7 @@ The public API is imported lazily so that light sub-packages (``mova.arena``, ``
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -17,7 +18,20 @@ _LAZY = {
     "Guidance": "mova.guidance",
 }
 
-__all__ = ["MOVAPipeline", "GenerationResult", "Guidance", "__version__"]
+__all__ = ["MOVAPipeline", "GenerationResult", "Guidance", "configure_logging", "__version__"]
+
+# Libraries whose warnings are about features MOVA never uses. bitsandbytes is imported by diffusers' quantizers
+# and, on CPUs with AVX512-BF16, warns on every run that the optional `kernels` package for its 4-bit CPU matmul
+# is missing.
+QUIET_LOGGERS = ("bitsandbytes",)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
+    """Logging for the command line and the app: ``level`` for ours, errors only from :data:`QUIET_LOGGERS`
+    (everything at ``DEBUG``)."""
+    logging.basicConfig(level=level, format=fmt)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if level == "DEBUG" else logging.ERROR)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mova.guidance import Guidance

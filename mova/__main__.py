@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 import traceback
 from pathlib import Path
+
+from mova import configure_logging
 
 # command name -> module providing register(subparsers)
 COMMANDS = {
@@ -25,10 +26,6 @@ COMMANDS = {
     "arena": "mova.arena.cli",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-# Libraries whose warnings are about features MOVA never uses. bitsandbytes is imported by diffusers' quantizers
-# and, on CPUs with AVX512-BF16, warns on every run that the optional `kernels` package for its 4-bit CPU matmul
-# is missing.
-QUIET_LOGGERS = ("bitsandbytes",)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,9 +59,7 @@ def one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if args.log_level == "DEBUG" else logging.ERROR)
+    configure_logging(args.log_level)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
