@@ -23,8 +23,8 @@ def browser_context():
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    with running_arena(tmp_path_factory.mktemp("arena-browser"), prompts=2, seconds=1.0) as (url, _):
-        yield url
+    with running_arena(tmp_path_factory.mktemp("arena-browser"), prompts=2, seconds=1.0) as running:
+        yield running
 
 
 def names_in(text: str) -> list[str]:
@@ -32,6 +32,7 @@ def names_in(text: str) -> list[str]:
 
 
 def test_arena_vote_in_browser(browser_context, app_url):
+    app_url, service = app_url
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser_context.new_page()
     errors: list[str] = []
@@ -53,8 +54,20 @@ def test_arena_vote_in_browser(browser_context, app_url):
     assert len(sources) == 2 and not names_in(" ".join(sources))
     assert not names_in(" ".join(responses))
     page.screenshot(path=str(ARTIFACTS / "arena-before-vote.png"), full_page=True)
+    # the served file, padded at its end, plays to its last frame
+    ended = page.evaluate("""() => new Promise(done => {
+        const v = document.querySelector('#arena-clip-a video');
+        v.addEventListener('seeked', () => done({state: v.readyState, error: v.error && v.error.code}), {once: true});
+        v.currentTime = Math.max(0, v.duration - 0.05);
+    })""")
+    assert ended["error"] is None and ended["state"] >= 2, ended
+    # the page set a signed arena cookie
+    page.wait_for_function("() => document.cookie.includes('mova_arena=')", timeout=15_000)
+    cookie = next(c["value"] for c in browser_context.cookies() if c["name"] == "mova_arena")
+    assert service.cookie_is_valid(cookie)
 
-    # 2. vote: names revealed, buttons disabled
+    # 2. vote (after watching: the battle is dated back a minute): names revealed, buttons disabled
+    service.store.write(lambda conn: conn.execute("UPDATE battles SET served = served - 60"))
     vote_a.click()
     page.wait_for_function("() => document.querySelector('#arena-status')?.innerText?.includes('Clip A:')",
                            timeout=15_000)
@@ -62,6 +75,8 @@ def test_arena_vote_in_browser(browser_context, app_url):
     assert len(names_in(status)) == 2 and "A is better" in status
     for choice in ("left", "right", "tie", "bothbad"):
         assert page.is_disabled(f"#arena-vote-{choice}")
+    (row,) = service.store.vote_rows()
+    assert row["browser"] and row["client"] and row["flag"] == ""  # the cookie came with the vote
     page.screenshot(path=str(ARTIFACTS / "arena-after-vote.png"), full_page=True)
 
     # 3. next battle: buttons back, names gone
@@ -82,6 +97,7 @@ def test_arena_vote_in_browser(browser_context, app_url):
 
 
 def test_arena_fits_a_phone(browser_context, app_url):
+    app_url, _ = app_url
     page = browser_context.new_page()
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{app_url}/arena")

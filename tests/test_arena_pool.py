@@ -14,6 +14,7 @@ from mova.arena import ArenaService
 from mova.arena.generate import ModelSpec, PromptItem, generate_pool, parse_model_spec, read_prompts
 from mova.arena.media import write_synthetic_clip, write_synthetic_pool
 from mova.arena.pool import import_source
+from mova.arena.service import CountingRules
 
 
 @pytest.fixture()
@@ -202,7 +203,7 @@ def test_cli_import_ratings_export(tmp_path, capsys):
     assert mova_main(["arena", "import", str(bad), "--data-dir", data]) == 1
     assert "outside the pool directory" in capsys.readouterr().out
 
-    service = ArenaService(data)
+    service = ArenaService(data, counting=CountingRules(min_view_s=0.0))  # these votes count however fast
     for i in range(12):
         battle = service.next_battle(f"s{i}")
         service.vote(f"s{i}", battle.id, ("left", "right", "tie")[i % 3])
@@ -218,7 +219,7 @@ def test_cli_import_ratings_export(tmp_path, capsys):
     with (tmp_path / "v.csv").open() as handle:
         votes = list(csv.DictReader(handle))
     assert len(votes) == 12 and {"battle_id", "model_a", "model_b", "choice", "winner", "judge", "anonymous",
-                                 "category", "tstamp"} <= set(votes[0])
+                                 "category", "tstamp", "served", "flag", "client", "browser"} <= set(votes[0])
     ratings = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert {r["model"] for r in ratings} == {"m1", "m2", "m3"} and {"rank", "lower", "upper"} <= set(ratings[0])
     assert mova_main(["arena", "export", "--data-dir", data, "--votes", str(tmp_path / "v.jsonl")]) == 0

@@ -12,6 +12,7 @@ import pytest
 from gradio_client import Client
 
 from mova.arena import ArenaService
+from mova.arena.identity import Voter
 from tests.test_app_support import ARENA_MODELS as MODELS
 from tests.test_app_support import running_arena
 from ui import arena as arena_ui
@@ -56,6 +57,8 @@ def test_pages_and_api_hide_names_until_the_vote(server):
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
     assert not [m for m in MODELS if m.encode() in video.content]
 
+    judge = service.judge_id("voter-1")  # the voter watched for a minute before voting
+    service.store.write(lambda conn: conn.execute("UPDATE battles SET served = served - 60 WHERE judge = ?", (judge,)))
     raw, outputs = call(base, "vote", ["right"], session="voter-1")
     revealed = [m for m in MODELS if m in raw]
     assert len(revealed) == 2 and "you chose *B is better*" in outputs[0]
@@ -64,6 +67,9 @@ def test_pages_and_api_hide_names_until_the_vote(server):
         call(base, "vote", ["left"], session="voter-1")
     with pytest.raises(RuntimeError, match="not served to this session|no battle"):
         call(base, "vote", ["left"], session="voter-2")  # never served a battle
+
+    (row,) = [r for r in service.store.vote_rows() if r["judge"] == judge]
+    assert row["flag"] == "" and row["client"] == service.voter_ids(Voter("voter-1", "127.0.0.1")).client
 
     _, board = call(base, "leaderboard", ["All categories", "bt"], session="viewer")
     assert "1 votes" in board[0]
@@ -105,3 +111,71 @@ def test_plot_and_table_formatting():
     assert svg.startswith("<svg") and "a&lt;b" in svg and svg.count("<circle") == 2
     assert leaderboard_ui.format_table(table)[0] == [1, "a<b", 1050, "1000 – 1100", 10, "60%"]
     assert leaderboard_ui.ci_plot_svg(table.iloc[:0]) == ""
+
+
+def test_every_serve_gets_a_fresh_name_url_and_size(server):
+    base, service = server
+    session = "collector"
+    served = []  # (url, size) per clip, in serving order
+    for _ in range(8):  # 16 serves of 6 clips: clips repeat
+        _, outputs = call(base, "next_battle", ["All categories"], session=session)
+        sizes = [len(httpx.get(clip["url"]).content) for clip in outputs[2:4]]
+        assert sizes[0] == sizes[1]  # both sides of a battle have one size
+        served += [(clip["url"], size) for clip, size in zip(outputs[2:4], sizes)]
+    urls = [url for url, _ in served]
+    names = [url.rsplit("/", 1)[1] for url in urls]
+    assert len(set(urls)) == len(set(names)) == 16 and all(arena_ui.SERVE_FOLDER in url for url in urls)
+    clips = service.store.read(lambda conn: conn.execute(
+        "SELECT left_clip, right_clip FROM battles WHERE judge = ? ORDER BY served, rowid",
+        (service.judge_id(session),)).fetchall())
+    by_clip: dict[int, set[int]] = {}
+    for clip_id, (_, size) in zip([c for pair in clips for c in pair], served):
+        by_clip.setdefault(clip_id, set()).add(size)
+    repeated = [sizes for clip_id, sizes in by_clip.items() if len(sizes) > 1]
+    assert repeated, by_clip  # a clip served again came with another size
+
+
+def test_arena_events_answer_while_generations_queue(tmp_path):
+    """64 generations wait in the GPU group; the arena and leaderboard events have their own groups and answer."""
+    import threading
+
+    import gradio as gr
+
+    from mova.arena.media import write_synthetic_pool
+    from mova.arena.pool import import_source
+    from tests.test_app_support import free_port
+
+    service = ArenaService(tmp_path / "data")
+    import_source(service, write_synthetic_pool(tmp_path / "pool", MODELS, prompts=1, seconds=0.5))
+    release = threading.Event()
+    with gr.Blocks(analytics_enabled=False) as app:
+        text = gr.Textbox()
+
+        def generate(value: str) -> str:
+            release.wait(60)
+            return value
+
+        text.submit(generate, text, text, api_name="generate", concurrency_id="gpu", concurrency_limit=1)
+    app.queue(max_size=1000)
+    arena_ui.add_arena_pages(app, service)
+    groups = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in app.fns.values() if fn.api_name}
+    assert groups["next_battle"] == groups["vote"] == (arena_ui.CONCURRENCY_ID, arena_ui.CONCURRENCY_LIMIT)
+    assert groups["leaderboard"] == (leaderboard_ui.CONCURRENCY_ID, leaderboard_ui.CONCURRENCY_LIMIT)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+               allowed_paths=arena_ui.allowed_paths(service))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for i in range(64):
+            posted = httpx.post(f"{base}/gradio_api/call/generate", json={"data": [f"g{i}"], "session_hash": f"g{i}"})
+            assert posted.status_code == 200, posted.text
+        _, outputs = call(base, "next_battle", ["All categories"], session="judge")
+        assert outputs[2]["url"]
+        _, outputs = call(base, "vote", ["tie"], session="judge")
+        assert "Clip A: **" in outputs[0]
+        _, board = call(base, "leaderboard", ["All categories", "bt"], session="viewer")
+        assert "left out of the ratings (1 voted too fast)" in board[0]
+        assert not release.is_set()  # every generation was still queued or running meanwhile
+    finally:
+        release.set()
+        app.close()

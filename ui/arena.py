@@ -3,11 +3,15 @@
 ``build(service)`` returns a Blocks that runs alone or is rendered into the app, best as its own page
 (``add_arena_pages``), so it can be shared with voters without the generation UI. The layout wraps to
 one column on a phone. Per-user data (the current battle id) lives in ``gr.State``; the service keeps
-the rest in its database. Model names never reach the page before the vote: the clips are served under
-opaque file names and the battle payload has no names.
+the rest in its database. Model names never reach the page before the vote: every serve of a clip is a
+fresh file under a random name and of a random size, and the battle payload has no names.
+
+Who votes is known by the session, the client address and a signed cookie the page sets on load
+(``mova.arena.identity``); the service limits each of them and records them, pseudonymised, with each vote.
 
 Public API events: ``next_battle(category)`` and ``vote(choice)``, with choice one of ``left``,
-``right``, ``tie``, ``bothbad`` (the session's current battle is the one voted on).
+``right``, ``tie``, ``bothbad`` (the session's current battle is the one voted on). They run in their own
+concurrency group (``CONCURRENCY_ID``), so a queue of generations never holds them up.
 
 Run alone: ``python ui/arena.py --data-dir DIR`` (arena at ``/``, leaderboard at ``/leaderboard``).
 """
@@ -21,11 +25,20 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from mova.arena.identity import COOKIE_NAME, Voter  # light: no database, no media
+
 if TYPE_CHECKING:
     from mova.arena.service import ArenaService
 
 CHOICE_LABELS = {"left": "A is better", "right": "B is better", "tie": "Tie", "bothbad": "Both are bad"}
 ALL_CATEGORIES = "All categories"
+CONCURRENCY_ID = "arena"  # the arena's events share this group, apart from the GPU queue
+CONCURRENCY_LIMIT = 16  # short SQLite transactions and a file copy each
+SET_COOKIE_JS = (
+    "(value) => { if (value) { document.cookie = '" + COOKIE_NAME + "=' + value + "
+    "'; path=/; max-age=31536000; SameSite=Lax' + (location.protocol === 'https:' ? '; Secure' : ''); } }"
+)
+SERVE_FOLDER = "mova-arena"  # inside gradio's cache folder, where files are served without another copy
 INTRO = (
     "## MOVA Arena\n"
     "Two clips made from the same prompt by two different models. Watch both **with sound**, then vote. "
@@ -33,16 +46,21 @@ INTRO = (
 )
 
 
-def _session(request: gr.Request | None) -> str:
+def _voter(request: gr.Request | None) -> Voter:
+    """The session, client address and arena cookie of a request."""
     if request is None or not request.session_hash:
         raise gr.Error("this event needs a browser or API session")
-    return request.session_hash
+    client = getattr(request, "client", None)
+    cookies = getattr(request, "cookies", None) or {}
+    return Voter(session=request.session_hash, address=getattr(client, "host", None) or None,
+                 cookie=cookies.get(COOKIE_NAME))
 
 
 def build(service: ArenaService) -> gr.Blocks:
     """The arena page for ``service``; no module-level state, so it can be built any number of times."""
     with gr.Blocks(title="MOVA Arena") as demo:
         battle_id = gr.State(None)  # the battle on screen for this user
+        cookie = gr.Textbox(visible=False)  # a new signed arena cookie for the page to set, or ""
         gr.Markdown(INTRO)
         categories = service.categories()  # refreshed on every page load; API callers may name newer ones
         category = gr.Dropdown([ALL_CATEGORIES, *categories], value=ALL_CATEGORIES, label="Category",
@@ -65,14 +83,17 @@ def build(service: ArenaService) -> gr.Blocks:
             api_vote = gr.Button("vote")
 
         battle_outputs = [battle_id, prompt, clip_a, clip_b, status, *vote_buttons.values()]
+        serve_dir = Path(clip_a.GRADIO_CACHE) / SERVE_FOLDER
+        arena_queue = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": CONCURRENCY_LIMIT}
 
         def buttons(interactive: bool) -> dict[Any, Any]:
-            return {button: gr.Button(interactive=interactive) for button in vote_buttons.values()}
+            # a property update, not a new gr.Button: gradio builds one component per update either way
+            return {button: gr.update(interactive=interactive) for button in vote_buttons.values()}
 
         def show_next(category_value: str | None, request: gr.Request) -> dict[Any, Any]:
             chosen = None if category_value in (None, "", ALL_CATEGORIES) else category_value
             try:
-                battle = service.next_battle(_session(request), chosen)
+                battle = service.next_battle(_voter(request), chosen, serve_dir=serve_dir)
             except (ValueError, RuntimeError) as exc:  # user errors and "busy, try again"
                 raise gr.Error(str(exc)) from None
             return {
@@ -86,7 +107,8 @@ def build(service: ArenaService) -> gr.Blocks:
 
         def on_load(request: gr.Request) -> dict[Any, Any]:
             categories = service.categories()
-            update = {category: gr.Dropdown(choices=[ALL_CATEGORIES, *categories], visible=len(categories) > 1)}
+            update = {category: gr.Dropdown(choices=[ALL_CATEGORIES, *categories], visible=len(categories) > 1),
+                      cookie: "" if service.cookie_is_valid(_voter(request).cookie) else service.issue_cookie()}
             try:
                 return {**update, **show_next(ALL_CATEGORIES, request)}
             except gr.Error as exc:  # e.g. an empty pool: say so on the page instead of a toast
@@ -95,13 +117,15 @@ def build(service: ArenaService) -> gr.Blocks:
 
         def cast(battle: str | None, choice: str, request: gr.Request) -> dict[Any, Any]:
             try:
-                result = service.vote(_session(request), battle or "", choice)
+                result = service.vote(_voter(request), battle or "", choice)
             except (ValueError, RuntimeError) as exc:  # user errors and "busy, try again"
                 raise gr.Error(str(exc)) from None
+            note = "" if result.counted else (
+                f" (Votes cast within {service.counting.min_view_s:g} s of loading the clips are not counted.)")
             return {
                 status: (
                     f"Clip A: **{result.left_model}** · Clip B: **{result.right_model}** — "
-                    f"you chose *{CHOICE_LABELS[choice]}*. Thank you! Press **Next battle** for another."
+                    f"you chose *{CHOICE_LABELS[choice]}*. Thank you! Press **Next battle** for another.{note}"
                 ),
                 **buttons(False),
             }
@@ -113,11 +137,13 @@ def build(service: ArenaService) -> gr.Blocks:
             return cast_choice
 
         vote_outputs = [status, *vote_buttons.values()]
-        demo.load(on_load, None, [category, *battle_outputs], api_visibility="private")
-        gr.on([next_button.click, category.input], show_next, [category], battle_outputs, api_name="next_battle")
+        demo.load(on_load, None, [category, cookie, *battle_outputs], api_visibility="private", **arena_queue).then(
+            None, [cookie], None, js=SET_COOKIE_JS, api_visibility="private", queue=False)
+        gr.on([next_button.click, category.input], show_next, [category], battle_outputs, api_name="next_battle",
+              **arena_queue)
         for choice, button in vote_buttons.items():
-            button.click(cast_as(choice), [battle_id], vote_outputs, api_visibility="private")
-        api_vote.click(cast, [battle_id, api_choice], vote_outputs, api_name="vote")
+            button.click(cast_as(choice), [battle_id], vote_outputs, api_visibility="private", **arena_queue)
+        api_vote.click(cast, [battle_id, api_choice], vote_outputs, api_name="vote", **arena_queue)
     return demo
 
 
@@ -138,7 +164,8 @@ def add_arena_pages(app: gr.Blocks, service: ArenaService, *, arena: str = "/are
 
 
 def allowed_paths(service: ArenaService) -> list[str]:
-    """Pass to ``launch(allowed_paths=...)``: the folder the served clips are copied into."""
+    """Pass to ``launch(allowed_paths=...)``: the service's default folder for served clips (the pages serve
+    theirs from gradio's cache folder)."""
     return [str(service.media_dir)]
 
 
@@ -157,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     board_page = leaderboard_ui.build(service)
     with demo.route("Leaderboard", "/leaderboard"):
         board_page.render()
-    demo.queue(default_concurrency_limit=8).launch(
+    demo.queue().launch(
         server_name=args.host, server_port=args.port, allowed_paths=allowed_paths(service)
     )
 

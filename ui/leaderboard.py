@@ -27,6 +27,8 @@ ALL_CATEGORIES = "All categories"
 METHODS = [("Bradley–Terry", "bt"), ("Elo (online)", "elo")]
 TABLE_HEADERS = ["Rank", "Model", "Rating", "95% CI", "Votes", "Win rate"]
 FEW_VOTES = 50  # below this the summary warns that the intervals are rough
+CONCURRENCY_ID = "leaderboard"  # apart from the GPU queue and from the arena's votes (a bootstrap takes a while)
+CONCURRENCY_LIMIT = 4
 
 
 def format_table(table: pd.DataFrame) -> list[list[Any]]:
@@ -123,7 +125,8 @@ def build(service: ArenaService, *, rounds: int = 200, seed: int = 0) -> gr.Bloc
                 raise gr.Error(str(exc)) from None
             text = f"**{board.n_votes} votes**" + (f" in *{chosen}*" if chosen else "")
             if board.dropped:
-                text += " · not counted: " + ", ".join(f"{n} {why}" for why, n in sorted(board.dropped.items()))
+                reasons = ", ".join(f"{n} {why}" for why, n in sorted(board.dropped.items()))
+                text += f" · {sum(board.dropped.values())} left out of the ratings ({reasons})"
             if board.n_votes == 0:
                 text = "No votes yet." if not board.dropped else text
             elif board.n_votes < FEW_VOTES:
@@ -141,9 +144,10 @@ def build(service: ArenaService, *, rounds: int = 200, seed: int = 0) -> gr.Bloc
             return {category: gr.Dropdown(choices=choices), **show(category_value, method_value)}
 
         outputs = [summary, table, plot, matrix]
-        demo.load(on_load, [category, method], [category, *outputs], api_visibility="private")
+        queue = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": CONCURRENCY_LIMIT}
+        demo.load(on_load, [category, method], [category, *outputs], api_visibility="private", **queue)
         gr.on([refresh.click, category.input, method.input], show, [category, method], outputs,
-              api_name="leaderboard")
+              api_name="leaderboard", **queue)
     return demo
 
 

@@ -3,11 +3,13 @@
 Layout (one job per module; none of them imports torch or gradio):
 
 - ``paths``       data directory and pool-path checks (no path traversal)
+- ``identity``    who votes: pseudonymous session, address and signed-cookie ids
 - ``store``       SQLite store (WAL, versioned schema, every write one transaction, retry on busy)
 - ``pool``        importing clips from a manifest or a folder of generation results
 - ``generate``    filling the pool with the local pipeline (imports ``mova`` lazily)
 - ``sampling``    choosing the next pair (fewer votes favoured, sides shuffled)
-- ``service``     ``ArenaService``: the one object the UI talks to
+- ``media``       metadata-free clip copies, fresh padded copies per serve, synthetic clips
+- ``service``     ``ArenaService``: the one object the UI talks to (limits, counting rules, serving)
 - ``ratings``     pure functions: Elo, Bradley–Terry, bootstrap CIs, ranks, win/tie/loss
 - ``analysis``    cleaning and filtering vote rows, the leaderboard table
 - ``cli``         ``python -m mova arena import | generate | export | ratings``
@@ -23,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 _LAZY = {
     "ArenaService": "mova.arena.service",
     "Battle": "mova.arena.service",
+    "CountingRules": "mova.arena.service",
+    "Voter": "mova.arena.identity",
     "RateLimit": "mova.arena.service",
     "VoteResult": "mova.arena.service",
     "CHOICES": "mova.arena.store",
@@ -39,7 +43,8 @@ __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mova.arena.paths import resolve_data_dir
-    from mova.arena.service import ArenaService, Battle, RateLimit, VoteResult
+    from mova.arena.identity import Voter
+    from mova.arena.service import ArenaService, Battle, CountingRules, RateLimit, VoteResult
     from mova.arena.store import (
         CHOICES,
         AlreadyVoted,

@@ -1,7 +1,8 @@
 """From stored votes to a leaderboard: clean (counting every dropped row by reason), filter, rate.
 
 Rows come from ``ArenaStore.vote_rows()`` (or an exported file): ``model_a``, ``model_b``, ``choice``,
-``judge``, ``anonymous``, ``tstamp``, ``category``, ``prompt_set``, ``seconds_to_vote``.
+``judge``, ``client``, ``browser``, ``anonymous``, ``served``, ``tstamp``, ``flag``, ``category``, ``prompt_set``,
+``seconds_to_vote``. Nothing here deletes a stored vote: cleaning chooses which rows count and reports the rest.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from mova.arena.store import CHOICES
 
 VOTE_COLUMNS = (
     "vote_id", "battle_id", "prompt_id", "category", "prompt_set", "model_a", "model_b", "choice", "winner",
-    "judge", "anonymous", "tstamp", "seconds_to_vote",
+    "judge", "client", "browser", "anonymous", "served", "tstamp", "flag", "seconds_to_vote",
 )
+OVER_SHARE = "over one client's share"
 REQUIRED_COLUMNS = ("model_a", "model_b", "choice")
 
 TABLE_COLUMNS = ("rank", "model", "rating", "lower", "upper", "votes", "wins", "ties", "losses", "win_rate")
@@ -53,13 +55,16 @@ def clean_votes(
     min_seconds_to_vote: float | None = None,
     max_votes_per_judge_per_day: int | None = None,
     exclude_models: Collection[str] = (),
+    max_client_share: float | None = None,
+    client_floor: int = 0,
 ) -> CleanResult:
     """Drop rows that should not count, and say how many were dropped for each reason.
 
     Reasons, checked in this order (a row is counted under the first that applies): ``missing field``,
     ``invalid choice``, ``same model on both sides``, ``excluded model``, ``not anonymous`` (names were
-    visible when the vote was cast), ``voted too fast`` (under ``min_seconds_to_vote`` after serving),
-    ``judge daily cap`` (a judge's votes beyond the cap on one UTC day, in time order).
+    visible when the vote was cast), the row's own ``flag`` (set when the vote was cast, e.g. ``voted too
+    fast``), ``voted too fast`` (under ``min_seconds_to_vote`` after serving), ``judge daily cap`` (a judge's
+    votes beyond the cap on one UTC day, in time order), ``over one client's share`` (see ``over_client_share``).
     """
     dropped: Counter[str] = Counter()
     frame = votes.reset_index(drop=True)
@@ -83,6 +88,9 @@ def clean_votes(
         drop(frame["model_a"].isin(exclude_models) | frame["model_b"].isin(exclude_models), "excluded model")
     if anonymous_only and "anonymous" in frame.columns:
         drop(frame["anonymous"].fillna(0).astype(int) != 1, "not anonymous")
+    if "flag" in frame.columns:
+        for reason in sorted(set(frame["flag"].fillna("").astype(str)) - {""}):
+            drop(frame["flag"].fillna("").astype(str) == reason, reason)
     if min_seconds_to_vote is not None and "seconds_to_vote" in frame.columns:
         seconds = pd.to_numeric(frame["seconds_to_vote"], errors="coerce")
         drop(seconds.notna() & (seconds < min_seconds_to_vote), "voted too fast")
@@ -93,7 +101,31 @@ def clean_votes(
         over = pd.Series(False, index=frame.index)
         over[nth.index[nth >= max_votes_per_judge_per_day]] = True
         drop(over, "judge daily cap")
+    if max_client_share is not None:
+        drop(over_client_share(frame, max_client_share, floor=client_floor), OVER_SHARE)
     return CleanResult(votes=frame, dropped=dict(dropped))
+
+
+def over_client_share(votes: pd.DataFrame, share: float, *, floor: int = 0) -> pd.Series:
+    """Rows beyond one client's share: each client keeps its first ``max(floor, share × len(votes))`` votes
+    (in time order); the mask marks the rest.
+
+    A client is the ``client`` column (one address), or the ``judge`` (session) where the address is unknown.
+    """
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"max_client_share={share} is not allowed; use a value in (0, 1]")
+    if floor < 0:
+        raise ValueError(f"client_floor={floor} is not allowed; use 0 or more")
+    if len(votes) == 0:
+        return pd.Series(False, index=votes.index)
+    client = votes["client"] if "client" in votes.columns else pd.Series("", index=votes.index)
+    client = client.fillna("").astype(str)
+    judge = votes["judge"].fillna("").astype(str) if "judge" in votes.columns else pd.Series("", index=votes.index)
+    key = client.where(client != "", "session:" + judge)
+    order = votes["tstamp"] if "tstamp" in votes.columns else pd.Series(range(len(votes)), index=votes.index)
+    nth = key.to_frame("key").assign(_t=pd.to_numeric(order)).sort_values("_t", kind="stable").groupby("key").cumcount()
+    allowed = max(floor, int(share * len(votes)))
+    return (nth >= allowed).reindex(votes.index)
 
 
 def filter_votes(

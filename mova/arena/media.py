@@ -1,7 +1,11 @@
 """Media helpers for the arena (PyAV only; no torch).
 
-- ``anonymous_copy``: the copy of a pool clip that voters receive, under an opaque name and with the
-  container and stream metadata dropped (a title or comment could name the model).
+- ``anonymous_copy``: a pool clip remuxed once with the container and stream metadata dropped (a title or
+  comment could name the model); kept, never served itself.
+- ``padded_copy``: what one serve of a clip sends: that copy under a fresh name, padded to a given size with
+  one box players skip (an mp4 ``free`` box, a WebM ``Void`` element) of random bytes, so no two serves share
+  a name, a size or a content hash. A plain copy plus an append: no re-encoding.
+- ``remove_stale``: age-based cleanup of the served copies.
 - ``write_synthetic_clip``: a small H.264 + AAC mp4 (colour field, moving bar, a tone), to try the
   arena without a GPU and to build test pools.
 """
@@ -11,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
+import time
 import uuid
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +26,49 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".webm")
+MIN_PADDING = 16  # bytes: room for the smallest padding box of either container
+
+
+def padding_box(suffix: str, size: int) -> bytes:
+    """``size`` bytes that a player skips, filled with random bytes: an mp4 ``free`` box (ISO/IEC 14496-12
+    allows it at the top level), or a WebM/Matroska ``Void`` element (ID 0xEC, 8-byte size field)."""
+    if size < MIN_PADDING:
+        raise ValueError(f"size={size} is not allowed; a padding box needs at least {MIN_PADDING} bytes")
+    if suffix == ".mp4":
+        if size > 0xFFFFFFFF:
+            raise ValueError(f"size={size} is not allowed; an mp4 free box holds at most 4 GiB")
+        return struct.pack(">I", size) + b"free" + os.urandom(size - 8)
+    if suffix == ".webm":
+        return b"\xec" + ((1 << 56) | (size - 9)).to_bytes(8, "big") + os.urandom(size - 9)
+    raise ValueError(f"suffix={suffix!r} is not allowed; use one of {', '.join(VIDEO_SUFFIXES)}")
+
+
+def padded_copy(source: Path, target: Path, size: int) -> Path:
+    """Copy ``source`` to ``target`` (a fresh name) and append one padding box so the file has ``size`` bytes."""
+    box = padding_box(source.suffix.lower(), size - source.stat().st_size)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    with target.open("ab") as handle:
+        handle.write(box)
+    return target
+
+
+def remove_stale(folder: Path, max_age_s: float, *, now: float | None = None) -> int:
+    """Delete the files directly in ``folder`` last modified more than ``max_age_s`` ago; returns how many."""
+    cutoff = (time.time() if now is None else now) - max_age_s
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except FileNotFoundError:  # another process cleaned it first
+            continue
+    return removed
 
 
 def anonymous_copy(source: Path, target: Path) -> Path:

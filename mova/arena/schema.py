@@ -78,8 +78,30 @@ def _migrate_to_v1(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO meta(key, value) VALUES ('judge_salt', ?)", (secrets.token_hex(16),))
 
 
+_SCHEMA_V2 = (
+    # who asked, besides the session (``mova.arena.identity``): '' when unknown
+    "ALTER TABLE battles ADD COLUMN client TEXT NOT NULL DEFAULT ''",   # HMAC of the address (IPv6: its /64)
+    "ALTER TABLE battles ADD COLUMN browser TEXT NOT NULL DEFAULT ''",  # HMAC of the signed arena cookie
+    "ALTER TABLE votes ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE votes ADD COLUMN browser TEXT NOT NULL DEFAULT ''",
+    # facts of the moment the vote came: when its battle was served, and whether it counts
+    "ALTER TABLE votes ADD COLUMN served REAL",
+    "ALTER TABLE votes ADD COLUMN flag TEXT NOT NULL DEFAULT ''",       # '' = counts; else why it does not
+    "UPDATE votes SET served = (SELECT b.served FROM battles b WHERE b.id = votes.battle_id)",
+    "CREATE INDEX battles_by_client ON battles(client, served)",
+    "CREATE INDEX battles_by_browser ON battles(browser, served)",
+    "CREATE INDEX votes_by_client ON votes(client, tstamp)",
+    "CREATE INDEX votes_by_browser ON votes(browser, tstamp)",
+)
+
+
+def _migrate_to_v2(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_V2:
+        conn.execute(statement)
+
+
 # MIGRATIONS[i] upgrades a database at user_version i to i + 1. Append, never edit a released entry.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migrate_to_v1, _migrate_to_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -26,8 +26,9 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
+from mova.arena.identity import VoterIds
 from mova.arena.schema import migrate
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ CHOICES: tuple[str, ...] = ("left", "right", "tie", "bothbad")
 RESERVED_MODEL_NAMES = frozenset({"tie", "bothbad", ""})
 
 _SQLITE_BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+
+# A limit counts rows of one session (judge), one client address or one browser (arena cookie).
+Scope = Literal["judge", "client", "browser"]
+SCOPE_WORDS: dict[str, str] = {"judge": "session", "client": "address", "browser": "browser"}
+TOO_FAST = "voted too fast"  # the flag of a vote cast sooner after serving than the minimum viewing time
 
 
 class ArenaError(ValueError):
@@ -85,6 +91,32 @@ class Candidate:
     clip_id: int
     prompt_id: str
     model: str
+
+
+@dataclass(frozen=True)
+class Quota:
+    """At most ``limit`` rows in ``window_s`` seconds for one value (``key``) of ``scope``; an empty key
+    (the fact is unknown) is not limited."""
+
+    scope: Scope
+    key: str
+    limit: int
+    window_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.scope not in get_args(Scope):
+            raise ValueError(f"scope={self.scope!r} is not allowed; use one of {', '.join(get_args(Scope))}")
+        if self.limit < 1 or self.window_s <= 0:
+            raise ValueError(f"limit={self.limit}, window_s={self.window_s}: use a limit >= 1 and a window > 0")
+
+
+@dataclass(frozen=True)
+class PoolClip:
+    """An active clip with where it lives (path relative to the pool)."""
+
+    clip_id: int
+    path: str
+    media_key: str
 
 
 @dataclass(frozen=True)
@@ -264,6 +296,15 @@ class ArenaStore:
         )
         return {(r[0], r[1]) for r in rows}
 
+    def prompt_clips(self, prompt_id: str) -> list[PoolClip]:
+        """The active clips of one prompt."""
+        rows = self.read(
+            lambda conn: conn.execute(
+                "SELECT id, path, media_key FROM clips WHERE prompt_id = ? AND active = 1 ORDER BY id", (prompt_id,)
+            ).fetchall()
+        )
+        return [PoolClip(clip_id=r[0], path=r[1], media_key=r[2]) for r in rows]
+
     def clip_path(self, clip_id: int) -> tuple[str, str]:
         """``(path relative to the pool, media key)`` of a clip."""
         row = self.read(lambda conn: conn.execute("SELECT path, media_key FROM clips WHERE id = ?", (clip_id,)).fetchone())
@@ -295,33 +336,25 @@ class ArenaStore:
         self,
         *,
         battle_id: str,
-        judge: str,
+        ids: VoterIds,
         left: Candidate,
         right: Candidate,
         anonymous: bool,
         now: float,
-        max_per_window: int | None = None,
-        window_s: float = 60.0,
+        quotas: Sequence[Quota] = (),
     ) -> ServedBattle:
-        """Record a served battle (rate-limited per judge) and return what the page may show."""
+        """Record a served battle (refused with ``RateLimited`` past a quota) and return what the page may show."""
         if left.prompt_id != right.prompt_id or left.model == right.model:
             raise ValueError("a battle needs two clips of one prompt from two different models")
 
         def insert(conn: sqlite3.Connection) -> ServedBattle:
-            if max_per_window:
-                served = conn.execute(
-                    "SELECT COUNT(*) FROM battles WHERE judge = ? AND served > ?", (judge, now - window_s)
-                ).fetchone()[0]
-                if served >= max_per_window:
-                    raise RateLimited(
-                        f"too many battles: at most {max_per_window} per {window_s:g} s per session; "
-                        "please slow down"
-                    )
+            for quota in quotas:
+                _check_quota(conn, quota, now, table="battles", time_column="served", advice="please slow down")
             conn.execute(
-                "INSERT INTO battles(id, judge, prompt_id, left_clip, right_clip, left_model, right_model, "
-                "anonymous, served) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (battle_id, judge, left.prompt_id, left.clip_id, right.clip_id, left.model, right.model,
-                 int(anonymous), now),
+                "INSERT INTO battles(id, judge, client, browser, prompt_id, left_clip, right_clip, left_model, "
+                "right_model, anonymous, served) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (battle_id, ids.judge, ids.client, ids.browser, left.prompt_id, left.clip_id, right.clip_id,
+                 left.model, right.model, int(anonymous), now),
             )
             row = conn.execute(
                 "SELECT p.text, p.category, l.media_key, r.media_key FROM prompts p, clips l, clips r "
@@ -338,47 +371,46 @@ class ArenaStore:
     def record_vote(
         self,
         *,
-        judge: str,
+        ids: VoterIds,
         battle_id: str,
         choice: str,
         now: float,
-        max_per_window: int | None = None,
-        window_s: float = 60.0,
+        quotas: Sequence[Quota] = (),
+        min_view_s: float = 0.0,
     ) -> dict[str, Any]:
-        """Store one vote; returns the stored row. Raises ``NotServed``, ``AlreadyVoted``, ``RateLimited``."""
+        """Store one vote; returns the stored row. Raises ``NotServed``, ``AlreadyVoted``, ``RateLimited``.
+
+        A vote cast less than ``min_view_s`` after its battle was served is stored with ``flag = TOO_FAST``:
+        kept, but left out of the ratings.
+        """
         if choice not in CHOICES:
             raise ArenaError(f"choice={choice!r} is not allowed; use one of {', '.join(CHOICES)}")
 
         def record(conn: sqlite3.Connection) -> dict[str, Any]:
             battle = conn.execute(
-                "SELECT judge, prompt_id, left_model, right_model, anonymous FROM battles WHERE id = ?",
+                "SELECT judge, prompt_id, left_model, right_model, anonymous, served FROM battles WHERE id = ?",
                 (battle_id,),
             ).fetchone()
             # one message for "unknown" and "someone else's": do not confirm that a battle id exists
-            if battle is None or battle["judge"] != judge:
+            if battle is None or battle["judge"] != ids.judge:
                 raise NotServed(f"battle {battle_id!r} was not served to this session; load a new battle")
             if conn.execute("SELECT 1 FROM votes WHERE battle_id = ?", (battle_id,)).fetchone():
                 raise AlreadyVoted("this battle already has your vote; press 'Next battle' for a new one")
-            if max_per_window:
-                recent = conn.execute(
-                    "SELECT COUNT(*) FROM votes WHERE judge = ? AND tstamp > ?", (judge, now - window_s)
-                ).fetchone()[0]
-                if recent >= max_per_window:
-                    raise RateLimited(
-                        f"too many votes: at most {max_per_window} per {window_s:g} s per session; "
-                        "please take a moment with the clips"
-                    )
+            for quota in quotas:
+                _check_quota(conn, quota, now, table="votes", time_column="tstamp",
+                             advice="please take a moment with the clips")
             winner = {"left": battle["left_model"], "right": battle["right_model"]}.get(choice, choice)
             row = {
-                "battle_id": battle_id, "judge": judge, "choice": choice, "winner": winner,
-                "model_a": battle["left_model"], "model_b": battle["right_model"],
-                "prompt_id": battle["prompt_id"], "anonymous": battle["anonymous"], "tstamp": now,
+                "battle_id": battle_id, "judge": ids.judge, "client": ids.client, "browser": ids.browser,
+                "choice": choice, "winner": winner, "model_a": battle["left_model"], "model_b": battle["right_model"],
+                "prompt_id": battle["prompt_id"], "anonymous": battle["anonymous"], "served": battle["served"],
+                "tstamp": now, "flag": TOO_FAST if now - battle["served"] < min_view_s else "",
             }
             try:
                 conn.execute(
-                    "INSERT INTO votes(battle_id, judge, choice, winner, model_a, model_b, prompt_id, anonymous, "
-                    "tstamp) VALUES (:battle_id, :judge, :choice, :winner, :model_a, :model_b, :prompt_id, "
-                    ":anonymous, :tstamp)",
+                    "INSERT INTO votes(battle_id, judge, client, browser, choice, winner, model_a, model_b, prompt_id, "
+                    "anonymous, served, tstamp, flag) VALUES (:battle_id, :judge, :client, :browser, :choice, "
+                    ":winner, :model_a, :model_b, :prompt_id, :anonymous, :served, :tstamp, :flag)",
                     row,
                 )
             except sqlite3.IntegrityError as exc:  # the UNIQUE(battle_id) backstop
@@ -388,11 +420,13 @@ class ArenaStore:
         return self.write(record)
 
     def vote_rows(self) -> list[dict[str, Any]]:
-        """Every vote with its prompt's category and prompt set and the seconds from serving to voting."""
+        """Every vote (flagged ones too) with its prompt's category and prompt set and the seconds from serving
+        to voting."""
         rows = self.read(
             lambda conn: conn.execute(
                 "SELECT v.id AS vote_id, v.battle_id, v.prompt_id, p.category, p.prompt_set, v.model_a, v.model_b, "
-                "v.choice, v.winner, v.judge, v.anonymous, v.tstamp, v.tstamp - b.served AS seconds_to_vote "
+                "v.choice, v.winner, v.judge, v.client, v.browser, v.anonymous, v.served, v.tstamp, v.flag, "
+                "v.tstamp - COALESCE(v.served, b.served) AS seconds_to_vote "
                 "FROM votes v JOIN battles b ON b.id = v.battle_id JOIN prompts p ON p.id = v.prompt_id "
                 "ORDER BY v.tstamp, v.id"
             ).fetchall()
@@ -409,6 +443,23 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
         return True
     message = str(exc).lower()
     return "locked" in message or "busy" in message
+
+
+def _check_quota(conn: sqlite3.Connection, quota: Quota, now: float, *, table: str, time_column: str,
+                 advice: str) -> None:
+    """Raise ``RateLimited`` when ``quota.key`` already has ``quota.limit`` rows of ``table`` in the window."""
+    if not quota.key:
+        return
+    # scope, table and column come from fixed allow-lists, never from a request
+    used = conn.execute(
+        f"SELECT COUNT(*) FROM {table} WHERE {quota.scope} = ? AND {time_column} > ?",
+        (quota.key, now - quota.window_s),
+    ).fetchone()[0]
+    if used >= quota.limit:
+        noun = "votes" if table == "votes" else "battles"
+        raise RateLimited(
+            f"too many {noun}: at most {quota.limit} per {quota.window_s:g} s per {SCOPE_WORDS[quota.scope]}; {advice}"
+        )
 
 
 def _add_clip(conn: sqlite3.Connection, row: ClipRow, now: float) -> str:
