@@ -165,4 +165,4 @@ def test_parse_description_reply_variants():
 def test_find_quotes_positions():
     text = 'a "b" c'
     (span,) = find_quotes(text)
-    assert (span.start, span.end, span.text, span.inner) == (2, 5, '"b"', "b")
+    assert (span.start(), span.end(), span.group(0)) == (2, 5, '"b"')

@@ -1,25 +1,21 @@
 """Instructions for LLM/VLM providers: system prompts, in-context examples, message builders, reply parsing.
-
-The wording is ours, written from the rules of spec §20 (the official prompts are not copied). Every example
-answer passes ``check_rewrite`` / ``check_first_frame_prompt`` (a test guards that), so a model that imitates
-the examples produces conforming output.
+The wording is ours, from the rules of docs/model.md#prompt-rewriting. Every example answer passes ``check_rewrite`` /
+``check_first_frame_prompt`` (a test guards that), so a model that imitates the examples conforms.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import namedtuple
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from mova.prompting.schema import FIELD_LABELS, FrameDescription
 from mova.prompting.text import AUDIO_OPENING, MAX_WORDS, normalize_output
 
 Message = dict  # {"role": ..., "content": str | list[content part]}
 
-# ---------------------------------------------------------------------------------------------------------
-# 1. First-frame description (spec §20 step 2)
-# ---------------------------------------------------------------------------------------------------------
+# --- 1. First-frame description (docs/model.md#prompt-rewriting step 2) ----------------------------------------------
 
 DESCRIBE_INSTRUCTION = """\
 This picture will be the first frame of a video. Describe only what can actually be seen in it, and nothing \
@@ -40,33 +36,20 @@ def parse_description_reply(reply: str) -> FrameDescription:
     """A VLM's answer → ``FrameDescription``: JSON when it sent JSON, else labelled lines, else free text."""
     text = normalize_output(reply)
     match = re.search(r"\{.*\}", text, flags=re.S)
-    if match:
-        try:
-            data = json.loads(match.group(0))
-        except json.JSONDecodeError:
-            data = None
-        if isinstance(data, dict):
-            aliases = {
-                "style": ("style", "visual_style", "visual style"),
-                "cinematography": ("cinematography", "camera", "camera_and_cinematography", "shot"),
-                "elements": ("elements", "visual_elements", "visual elements", "content"),
-                "on_screen_text": ("on_screen_text", "text", "ocr", "visible_text", "on-screen text"),
-            }
-            fields = {}
-            for name, keys in aliases.items():
-                value = next((data[k] for k in keys if k in data), "")
-                if isinstance(value, (list, tuple)):
-                    value = "; ".join(str(v) for v in value)
-                fields[name] = str(value or "").strip()
-            if fields["on_screen_text"].lower() in {"none", "n/a", "null"}:
-                fields["on_screen_text"] = ""
-            return FrameDescription(**fields)
-    return FrameDescription.from_text(text)
+    try:
+        data = json.loads(match.group(0)) if match else None
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        return FrameDescription.from_text(text)
+    values = {name: data.get(name) or data.get(label.lower()) or "" for name, label in FIELD_LABELS.items()}
+    fields = {k: ("; ".join(map(str, v)) if isinstance(v, list) else str(v)).strip() for k, v in values.items()}
+    if fields["on_screen_text"].lower() in {"none", "n/a", "null"}:
+        fields["on_screen_text"] = ""
+    return FrameDescription(**fields)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# 2. Rewrite (spec §20 step 3)
-# ---------------------------------------------------------------------------------------------------------
+# --- 2. Rewrite (docs/model.md#prompt-rewriting step 3) --------------------------------------------------------------
 
 REWRITE_SYSTEM_PROMPT = f"""\
 You are a caption writer for a model that generates a video together with its soundtrack. You receive a \
@@ -91,11 +74,7 @@ names or the scene clearly produces; when nothing in the scene makes a sound, it
 caption."""
 
 
-@dataclass(frozen=True)
-class RewriteExample:
-    prompt: str
-    description: str  # labelled lines, or "" for "no first frame"
-    answer: str
+RewriteExample = namedtuple("RewriteExample", "prompt description answer")  # description: labelled lines or ""
 
 
 REWRITE_EXAMPLES: tuple[RewriteExample, ...] = (
@@ -181,10 +160,8 @@ REWRITE_EXAMPLES: tuple[RewriteExample, ...] = (
 def language_instruction(language: str | None) -> str:
     if not language or language.strip().lower() in {"en", "english"}:
         return "Write the caption in English."
-    return (
-        f"Write the caption in {language}. Keep every quoted line in its original language, and still begin the "
-        f'last paragraph with the English words "{AUDIO_OPENING}".'
-    )
+    return (f"Write the caption in {language}. Keep every quoted line in its original language, and still begin the "
+            f'last paragraph with the English words "{AUDIO_OPENING}".')
 
 
 def _rewrite_request(prompt: str, description: str, language: str | None) -> str:
@@ -192,14 +169,8 @@ def _rewrite_request(prompt: str, description: str, language: str | None) -> str
     return f"First frame:\n{desc}\n\nUser's idea:\n{prompt.strip()}\n\n{language_instruction(language)}"
 
 
-def build_rewrite_messages(
-    prompt: str,
-    description: FrameDescription | None = None,
-    language: str | None = None,
-    *,
-    previous: str | None = None,
-    problems: Sequence[str] = (),
-) -> list[Message]:
+def build_rewrite_messages(prompt: str, description: FrameDescription | None = None, language: str | None = None, *,
+                           previous: str | None = None, problems: Sequence[str] = ()) -> list[Message]:
     """Chat messages for a rewrite: system prompt, the in-context examples, the request (and a correction)."""
     messages: list[Message] = [{"role": "system", "content": REWRITE_SYSTEM_PROMPT}]
     for example in REWRITE_EXAMPLES:
@@ -216,21 +187,11 @@ def correction_messages(previous: str | None, problems: Sequence[str]) -> list[M
     if not problems:
         return []
     fix = "\n".join(f"- {p}" for p in problems)
-    out: list[Message] = []
-    if previous:
-        out.append({"role": "assistant", "content": previous})
-    out.append(
-        {
-            "role": "user",
-            "content": f"That answer breaks the rules:\n{fix}\nWrite the whole answer again with these fixed.",
-        }
-    )
-    return out
+    content = f"That answer breaks the rules:\n{fix}\nWrite the whole answer again with these fixed."
+    return [{"role": "assistant", "content": previous}] * bool(previous) + [{"role": "user", "content": content}]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# 3. First-frame image prompt without an image (spec §20 step 1)
-# ---------------------------------------------------------------------------------------------------------
+# --- 3. First-frame image prompt without an image (docs/model.md#prompt-rewriting step 1) ----------------------------
 
 FIRST_FRAME_SYSTEM_PROMPT = """\
 You write prompts for a still-image generator. The picture it makes becomes the first frame of a video the \
@@ -271,9 +232,8 @@ FIRST_FRAME_EXAMPLES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def build_first_frame_messages(
-    prompt: str, aspect: str = "16:9", *, previous: str | None = None, problems: Sequence[str] = ()
-) -> list[Message]:
+def build_first_frame_messages(prompt: str, aspect: str = "16:9", *, previous: str | None = None,
+                               problems: Sequence[str] = ()) -> list[Message]:
     messages: list[Message] = [{"role": "system", "content": FIRST_FRAME_SYSTEM_PROMPT}]
     for user, example_aspect, answer in FIRST_FRAME_EXAMPLES:
         messages.append({"role": "user", "content": f"Aspect ratio: {example_aspect}\nVideo idea: {user}"})
@@ -286,20 +246,6 @@ def build_first_frame_messages(
 def messages_as_plain_text(messages: Sequence[Message]) -> str:
     """Flatten chat messages for a model without a chat template."""
     labels = {"system": "Instructions", "user": "Request", "assistant": "Answer"}
-    parts = [
-        f"### {labels.get(m['role'], m['role'])}\n{m['content']}" for m in messages if isinstance(m["content"], str)
-    ]
+    parts = [f"### {labels.get(m['role'], m['role'])}\n{m['content']}" for m in messages if isinstance(m["content"], str)]
     return "\n\n".join(parts) + "\n\n### Answer\n"
 
-
-__all__ = [
-    "DESCRIBE_INSTRUCTION",
-    "FIELD_LABELS",
-    "FIRST_FRAME_EXAMPLES",
-    "FIRST_FRAME_SYSTEM_PROMPT",
-    "REWRITE_EXAMPLES",
-    "REWRITE_SYSTEM_PROMPT",
-    "build_first_frame_messages",
-    "build_rewrite_messages",
-    "parse_description_reply",
-]
