@@ -2,34 +2,111 @@
 
 Every DiT/bridge/VAE class of ``mova.models`` is built from one of these dataclasses. ``from_dict`` takes
 the dict read from a checkpoint's ``config.json``: metadata keys (``_class_name``, ``_diffusers_version``,
-``_name_or_path`` ...) are kept aside, unknown keys are refused with the list of allowed ones, and values
-are checked. ``to_dict`` writes the same keys back, so a saved folder round-trips.
+``_name_or_path`` ...) are kept aside, keys the class does not use are logged once and dropped when the dict
+came from a file (as diffusers does: a later MOVA release may add fields) and refused when it was built in
+code (a typo), and every value is checked for type and range — sizes against the ceilings below, so an
+absurd ``config.json`` is refused before any module is built. ``to_dict`` writes the known keys back, so a
+saved folder round-trips.
 
-Values of the full-size presets are from ``shared/spec/mova-spec.md`` §3 (MOVA-360p / MOVA-720p share every
+Values of the full-size presets are from docs/model.md#component-configs (MOVA-360p / MOVA-720p share every
 architecture field; they differ in weights and in their trained resolution).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
+import numbers
+import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+logger = logging.getLogger(__name__)
 
 DIFFUSERS_VERSION = "0.36.0"  # the version the official checkpoints record
 
 INTERACTION_STRATEGIES = ("full", "shallow_focus", "distributed", "progressive", "custom")
+
+# Ceilings on the sizes a config.json may ask for, far above MOVA-720p's (the largest released model; its values
+# in brackets). A config beyond them is refused before anything is built: ``num_layers: 100000`` would otherwise
+# fill host memory with module objects even on the meta device, before any weight is compared.
+MAX_LAYERS = 512  # transformer blocks per tower / bridge layers [video 40, audio 30, UMT5 24]
+MAX_WIDTH = 65_536  # hidden, FFN, text, latent and conv channel widths [5120, 13824, 4096; DAC 2048]
+MAX_HEADS = 1_024  # attention heads [video 40, audio 12, UMT5 64]
+MAX_HEAD_DIM = 4_096  # per-head width [128; UMT5 d_kv 64]
+MAX_KERNEL = 64  # patch sizes and VAE strides, per entry [patch 1x2x2; DAC rates 2..8]
+MAX_STAGES = 16  # entries of a rates / patch / dim_mult list [DAC 5 rates; Wan VAE 4 stages]
+MAX_VOCAB = 1 << 20  # text-encoder vocabulary [UMT5 256,384]
+MAX_SAMPLE_RATE = 384_000  # audio VAE sample rate in Hz [48,000]
+MAX_TRAIN_TIMESTEPS = 100_000  # the scheduler's training grid [1000]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or folder that cannot be used; the message starts with the file it is about."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@contextlib.contextmanager
+def naming_file(source: str | os.PathLike | None) -> Iterator[None]:
+    """A ValueError raised inside becomes a CheckpointError that starts with ``source`` (when there is one)."""
+    try:
+        yield
+    except ValueError as exc:
+        if source is None or isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(source, str(exc)) from None
 
 
 def _fail(cls_name: str, field_name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"{cls_name}.{field_name}={value!r} is invalid: expected {allowed}")
 
 
+_LOGGED_UNUSED: set[tuple[str, str, tuple[str, ...]]] = set()
+
+
+def log_unused_keys(owner: str, keys: list[str], source: str | os.PathLike, *, quiet: tuple[str, ...] = ()) -> None:
+    """Say once per (owner, file, keys) that ``keys`` of ``source`` are not used and will be ignored (diffusers'
+    wording). ``quiet`` keys are fields the official class registers that have no meaning here: INFO, not WARNING."""
+    if not keys or (owner, str(source), tuple(keys)) in _LOGGED_UNUSED:
+        return
+    _LOGGED_UNUSED.add((owner, str(source), tuple(keys)))
+    level = logging.INFO if all(k in quiet for k in keys) else logging.WARNING
+    logger.log(level, "The config attributes %s of %s are not used by %s and will be ignored.", keys, source, owner)
+
+
+def check_sizes(owner: str, values: dict[str, Any], limits: dict[str, int]) -> None:
+    """Every ``values[key]`` with a ceiling in ``limits`` must be an integer in [1, ceiling] (a list: at most
+    ``MAX_STAGES`` such integers). ``None`` means "the class default" and passes. ValueError names the key."""
+    for key, high in limits.items():
+        value = values.get(key)
+        if value is None:
+            continue
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if isinstance(value, (list, tuple)) and len(items) > MAX_STAGES:
+            _fail(owner, key, value, f"at most {MAX_STAGES} entries")
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, numbers.Integral) or not 1 <= item <= high:
+                what = "a list of integers" if isinstance(value, (list, tuple)) else "an integer"
+                _fail(owner, key, value, f"{what} from 1 to {high}")
+
+
 @dataclass(kw_only=True)
 class ComponentConfig:
-    """Base class: strict ``from_dict`` / ``to_dict`` over the dataclass fields."""
+    """Base class: ``from_dict`` / ``to_dict`` over the dataclass fields, with every value checked.
+
+    Subclasses declare ``LIMITS`` (size ceilings of their integer and integer-list fields, next to the fields)
+    and put their cross-field rules in ``_validate``.
+    """
 
     CLASS_NAME: ClassVar[str] = ""
+    LIMITS: ClassVar[dict[str, int]] = {}
     metadata: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -37,24 +114,34 @@ class ComponentConfig:
         return [f.name for f in dataclasses.fields(cls) if f.name != "metadata"]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ComponentConfig":
+    def from_dict(cls, data: dict[str, Any], source: str | os.PathLike | None = None) -> "ComponentConfig":
+        """Build from a ``config.json`` dict.
+
+        Args:
+            source: the file ``data`` was read from. Errors then start with it, and keys the class does not use
+                are logged once and dropped (a later release may add fields; diffusers does the same). Without a
+                source (a dict built in code) unknown keys are refused: there they are typos.
+        """
+        with naming_file(source):
+            return cls._from_dict(data, source)
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any], source: str | os.PathLike | None) -> "ComponentConfig":
         if not isinstance(data, dict):
             raise ValueError(f"{cls.__name__}: config must be a JSON object, got {type(data).__name__}")
         allowed = cls.field_names()
         meta = {k: v for k, v in data.items() if k.startswith("_")}
         values = {k: v for k, v in data.items() if not k.startswith("_")}
         unknown = sorted(set(values) - set(allowed))
-        if unknown:
+        if unknown and source is None:
             raise ValueError(
                 f"{cls.__name__}: unknown config field(s) {unknown}; allowed fields are {sorted(allowed)}"
             )
+        log_unused_keys(cls.__name__, unknown, source or "")
         class_name = meta.get("_class_name")
         if class_name is not None and cls.CLASS_NAME and class_name != cls.CLASS_NAME:
             raise ValueError(f"{cls.__name__}: _class_name is {class_name!r}, expected {cls.CLASS_NAME!r}")
-        for key in ("patch_size", "encoder_rates", "decoder_rates"):
-            if key in values and isinstance(values[key], (list, tuple)):
-                values[key] = tuple(values[key])
-        return cls(**values, metadata=meta)
+        return cls(**{k: v for k, v in values.items() if k in allowed}, metadata=meta)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"_class_name": self.CLASS_NAME, "_diffusers_version": DIFFUSERS_VERSION}
@@ -67,12 +154,59 @@ class ComponentConfig:
     def replace(self, **changes: Any) -> "ComponentConfig":
         return dataclasses.replace(self, **changes)
 
-    # helpers for __post_init__ validation
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        for f in dataclasses.fields(self):
+            if f.name != "metadata":
+                setattr(self, f.name, _typed(name, f.name, getattr(self, f.name), f.type))
+        check_sizes(name, {k: getattr(self, k) for k in self.LIMITS}, self.LIMITS)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Rules between fields (subclasses)."""
+
+    # helpers for _validate
     def _positive(self, *names: str) -> None:
         for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 _fail(type(self).__name__, name, value, "a positive number")
+
+
+def _typed(owner: str, name: str, value: Any, annotation: Any) -> Any:
+    """``value`` checked against a field annotation of the config classes (JSON types: ints for floats are
+    accepted, lists for tuples), normalised to that type."""
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    annotation = str(annotation)
+    if annotation == "bool":
+        if isinstance(value, bool):
+            return value
+        _fail(owner, name, value, "true or false")
+    if annotation == "int" or (annotation == "int | None" and value is not None):
+        if is_int:
+            return int(value)
+        _fail(owner, name, value, "an integer" + (" or null" if "None" in annotation else ""))
+    if annotation == "float":
+        if is_real:
+            return float(value)
+        _fail(owner, name, value, "a finite number")
+    if annotation == "bool | float":
+        if isinstance(value, bool) or is_real:
+            return value
+        _fail(owner, name, value, "true, false or a number")
+    if annotation == "str":
+        if isinstance(value, str):
+            return value
+        _fail(owner, name, value, "a string")
+    if annotation == "tuple[int, ...]":
+        if isinstance(value, (list, tuple)) and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                                    for v in value):
+            return tuple(int(v) for v in value)
+        _fail(owner, name, value, "a list of integers")
+    if annotation == "int | None":
+        return value
+    raise TypeError(f"{owner}.{name}: no check for annotation {annotation!r}")  # a new field type: add its check
 
 
 class FromConfigMixin:
@@ -92,7 +226,7 @@ class FromConfigMixin:
 class WanModelConfig(ComponentConfig):
     """``video_dit`` / ``video_dit_2`` (official class ``WanModel``, the Wan2.2-I2V-A14B expert).
 
-    Defaults are the MOVA checkpoint values (spec §3.1). Image-CLIP, reference-conv and control-adapter
+    Defaults are the MOVA checkpoint values (docs/model.md#video-dit-config). Image-CLIP, reference-conv and control-adapter
     branches are Wan options the MOVA checkpoints leave off; enabling them is refused with a clear error.
     """
 
@@ -122,8 +256,13 @@ class WanModelConfig(ComponentConfig):
         "seperated_timestep", "fuse_vae_embedding_in_latents",
     )
     PATCH_DIMS: ClassVar[int] = 3
+    LIMITS: ClassVar[dict[str, int]] = {  # size ceilings (module docstring), far above the MOVA values above
+        "dim": MAX_WIDTH, "in_dim": MAX_WIDTH, "out_dim": MAX_WIDTH, "ffn_dim": MAX_WIDTH, "text_dim": MAX_WIDTH,
+        "freq_dim": MAX_WIDTH, "in_dim_control_adapter": MAX_WIDTH, "num_heads": MAX_HEADS, "num_layers": MAX_LAYERS,
+        "patch_size": MAX_KERNEL,
+    }
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         name = type(self).__name__
         self._positive("dim", "in_dim", "out_dim", "ffn_dim", "num_heads", "num_layers", "text_dim", "freq_dim", "eps")
         if self.dim % self.num_heads:
@@ -144,7 +283,7 @@ class WanModelConfig(ComponentConfig):
 
     @property
     def rope_split(self) -> tuple[int, int, int]:
-        """Real dims of the head given to the (frame, height, width) RoPE axes (spec §5.1): 44/42/42 at 128."""
+        """Real dims of the head given to the (frame, height, width) RoPE axes (docs/model.md#video-rope): 44/42/42 at 128."""
         d = self.head_dim
         hw = 2 * (d // 6)
         return d - 2 * hw, hw, hw
@@ -152,7 +291,7 @@ class WanModelConfig(ComponentConfig):
 
 @dataclass(kw_only=True)
 class WanAudioModelConfig(WanModelConfig):
-    """``audio_dit`` (official class ``WanAudioModel``): the same DiT on 1-D audio latent tokens (spec §3.2)."""
+    """``audio_dit`` (official class ``WanAudioModel``): the same DiT on 1-D audio latent tokens (docs/model.md#audio-dit-config)."""
 
     CLASS_NAME: ClassVar[str] = "WanAudioModel"
     dim: int = 1536
@@ -168,8 +307,8 @@ class WanAudioModelConfig(WanModelConfig):
 
     PATCH_DIMS: ClassVar[int] = 1
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _validate(self) -> None:
+        super()._validate()
         if self.vae_type != "dac":
             _fail(type(self).__name__, "vae_type", self.vae_type,
                   "'dac' (the legacy 'oobleck' RoPE variant is not used by any released MOVA checkpoint)")
@@ -177,7 +316,7 @@ class WanAudioModelConfig(WanModelConfig):
 
 @dataclass(kw_only=True)
 class BridgeConfig(ComponentConfig):
-    """``dual_tower_bridge`` (official class ``DualTowerConditionalBridge``), spec §3.3 and §8."""
+    """``dual_tower_bridge`` (official class ``DualTowerConditionalBridge``), docs/model.md#bridge-config and #bridge."""
 
     CLASS_NAME: ClassVar[str] = "DualTowerConditionalBridge"
     visual_layers: int = 40
@@ -192,7 +331,12 @@ class BridgeConfig(ComponentConfig):
     trainable_condition_scale: bool = False
     pooled_adaln: bool = False
 
-    def __post_init__(self) -> None:
+    LIMITS: ClassVar[dict[str, int]] = {  # size ceilings (module docstring), far above the MOVA values above
+        "visual_layers": MAX_LAYERS, "audio_layers": MAX_LAYERS, "visual_hidden_dim": MAX_WIDTH,
+        "audio_hidden_dim": MAX_WIDTH, "head_dim": MAX_HEAD_DIM,
+    }
+
+    def _validate(self) -> None:
         name = type(self).__name__
         self._positive("visual_layers", "audio_layers", "visual_hidden_dim", "audio_hidden_dim", "audio_fps", "head_dim")
         if self.interaction_strategy not in INTERACTION_STRATEGIES:
@@ -224,7 +368,7 @@ class BridgeConfig(ComponentConfig):
 
 @dataclass(kw_only=True)
 class DACConfig(ComponentConfig):
-    """``audio_vae`` (official class ``DAC``, continuous mode), spec §3.4 and §4.4."""
+    """``audio_vae`` (official class ``DAC``, continuous mode), docs/model.md#audio-vae-config."""
 
     CLASS_NAME: ClassVar[str] = "DAC"
     encoder_dim: int = 128
@@ -243,7 +387,13 @@ class DACConfig(ComponentConfig):
     # never reads this value. Kept so such a config.json loads and round-trips unchanged.
     hop_length: int | None = None
 
-    def __post_init__(self) -> None:
+    LIMITS: ClassVar[dict[str, int]] = {  # size ceilings (module docstring), far above the MOVA values above
+        "encoder_dim": MAX_WIDTH, "latent_dim": MAX_WIDTH, "decoder_dim": MAX_WIDTH, "encoder_rates": MAX_KERNEL,
+        "decoder_rates": MAX_KERNEL, "sample_rate": MAX_SAMPLE_RATE, "n_codebooks": MAX_LAYERS,
+        "codebook_size": MAX_VOCAB, "codebook_dim": MAX_WIDTH,
+    }
+
+    def _validate(self) -> None:
         name = type(self).__name__
         self._positive("encoder_dim", "latent_dim", "decoder_dim", "sample_rate")
         if not self.continuous:
@@ -255,6 +405,9 @@ class DACConfig(ComponentConfig):
         if math.prod(self.encoder_rates) != math.prod(self.decoder_rates):
             _fail(name, "decoder_rates", list(self.decoder_rates),
                   f"rates whose product equals prod(encoder_rates)={math.prod(self.encoder_rates)}")
+        if self.encoder_dim * 2 ** len(self.encoder_rates) > MAX_WIDTH:
+            _fail(name, "encoder_dim", self.encoder_dim, f"at most {MAX_WIDTH} // 2**{len(self.encoder_rates)} (the "
+                  "width doubles at each of the encoder_rates)")
         if self.decoder_dim % (2 ** len(self.decoder_rates)):
             _fail(name, "decoder_dim", self.decoder_dim, f"a multiple of 2**{len(self.decoder_rates)}")
 
@@ -272,7 +425,7 @@ class DACConfig(ComponentConfig):
 # Presets
 # --------------------------------------------------------------------------------------------------------
 
-# The official Wan2.1 VAE (diffusers AutoencoderKLWan) config, spec §3.5.
+# The official Wan2.1 VAE (diffusers AutoencoderKLWan) config, docs/model.md#video-vae-config.
 WAN21_VAE_CONFIG: dict[str, Any] = {
     "base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
     "temperal_downsample": [False, True, True], "dropout": 0.0,
@@ -283,7 +436,7 @@ WAN21_VAE_CONFIG: dict[str, Any] = {
     "scale_factor_spatial": 8, "scale_factor_temporal": 4,
 }
 
-# UMT5-XXL encoder (spec §3.7).
+# UMT5-XXL encoder (docs/model.md#text-encoder-config).
 UMT5_XXL_CONFIG: dict[str, Any] = {
     "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64, "vocab_size": 256384,
     "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128, "dropout_rate": 0.1,
@@ -292,6 +445,22 @@ UMT5_XXL_CONFIG: dict[str, Any] = {
 }
 
 SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 5.0, "extra_one_step": True}
+
+# Size ceilings (module docstring) of the library components' config.json keys, checked before diffusers or
+# transformers build anything; the MOVA values are in the two configs above. ``None`` values pass (class default).
+LIBRARY_LIMITS: dict[str, dict[str, int]] = {
+    "video_vae": {
+        "base_dim": MAX_WIDTH // MAX_KERNEL, "decoder_base_dim": MAX_WIDTH // MAX_KERNEL, "z_dim": MAX_WIDTH,
+        "dim_mult": MAX_KERNEL, "num_res_blocks": MAX_LAYERS // 8, "in_channels": MAX_WIDTH,
+        "out_channels": MAX_WIDTH, "patch_size": MAX_KERNEL, "scale_factor_spatial": MAX_KERNEL,
+        "scale_factor_temporal": MAX_KERNEL,
+    },
+    "text_encoder": {
+        "d_model": MAX_WIDTH, "d_kv": MAX_HEAD_DIM, "d_ff": MAX_WIDTH, "num_layers": MAX_LAYERS,
+        "num_decoder_layers": MAX_LAYERS, "num_heads": MAX_HEADS, "vocab_size": MAX_VOCAB,
+        "relative_attention_num_buckets": MAX_WIDTH, "relative_attention_max_distance": MAX_WIDTH,
+    },
+}
 
 
 @dataclass(kw_only=True)

@@ -1,7 +1,8 @@
 """Describe and validate a checkpoint folder or a preset without loading any weights.
 
-Parameter counts, dtypes and bytes come from the safetensors headers; the validation builds each
-component on the ``meta`` device from its ``config.json`` and compares keys and shapes strictly.
+Parameter counts, dtypes and bytes come from the safetensors headers (every one is read); the validation runs
+the loader's checks (model_index.json, links, configs, headers), builds each component on the ``meta`` device
+from its ``config.json`` and compares keys and shapes strictly. Each problem is reported on its component's row.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import torch
 
 from mova.config import PRESET_NAMES, get_preset
 from mova.loading import (
-    LIBRARY_COMPONENTS, NATIVE_COMPONENTS, build_on_meta, checkpoint_tensors, compare_keys, component_names,
-    native_config,
-    parameter_count, read_json, read_model_index,
+    EXPECTED_CLASSES, LIBRARY_ERRORS, NATIVE_COMPONENTS, CheckpointError, build_on_meta, check_component_entry,
+    check_links, checkpoint_tensors, compare_keys, library_class, library_config, listed_components,
+    load_library_component, native_config, parameter_count, read_json, read_model_index,
 )
 
 
@@ -40,45 +41,31 @@ class ComponentReport:
 
 
 def _library_meta_module(name: str, subfolder: Path):
-    """Build a diffusers/transformers component on meta from its config, for key comparison."""
+    """Build the video VAE or text encoder on meta from its (size-checked) config, for key comparison."""
+    config = library_config(name, subfolder)
+    cls = library_class(name)
     if name == "video_vae":
-        from diffusers import AutoencoderKLWan
-
-        config = {k: v for k, v in read_json(subfolder / "config.json").items() if not k.startswith("_")}
         with torch.device("meta"):
-            return AutoencoderKLWan.from_config(config)
-    if name == "text_encoder":
-        import transformers
+            return cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    import transformers
 
-        config = transformers.AutoConfig.from_pretrained(subfolder, local_files_only=True)
-        cls_name = (config.architectures or ["UMT5EncoderModel"])[0]
-        cls = getattr(transformers, cls_name, None) or transformers.UMT5EncoderModel
-        with torch.device("meta"):
-            return cls(config)
-    return None
+    with torch.device("meta"):
+        return cls(transformers.UMT5Config.from_dict(config))
 
 
 def inspect_component(folder: Path, name: str, entry: Any) -> ComponentReport:
+    """One component checked as loading checks it, without reading weights: links, configs, every safetensors
+    header, keys and shapes (the tokenizer and scheduler are loaded: they are small)."""
     cls_name = entry[1] if isinstance(entry, list) and len(entry) == 2 else str(entry)
     subfolder = folder / name
-    if name in ("tokenizer", "scheduler"):
-        try:
-            if name == "scheduler":
-                from mova.scheduler import FlowMatchPairScheduler
-
-                FlowMatchPairScheduler.from_pretrained(subfolder)
-                detail = "scheduler_config.json valid"
-            else:
-                files = sorted(p.name for p in subfolder.iterdir())
-                if not files:
-                    raise ValueError("empty tokenizer folder")
-                detail = f"files: {files}"
-            return ComponentReport(name, cls_name, None, [], None, True, detail)
-        except (ValueError, OSError) as exc:
-            return ComponentReport(name, cls_name, None, [], None, False, str(exc))
     try:
+        check_component_entry(name, entry, folder / "model_index.json")
+        check_links(folder, name)
+        if name in ("tokenizer", "scheduler"):
+            load_library_component(name, entry, subfolder)
+            return ComponentReport(name, cls_name, None, [], None, True, f"{name} loads")
         tensors = checkpoint_tensors(subfolder)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         return ComponentReport(name, cls_name, None, [], None, False, str(exc))
     params = sum(t.numel for t in tensors.values())
     nbytes = sum(t.nbytes for t in tensors.values())
@@ -89,22 +76,40 @@ def inspect_component(folder: Path, name: str, entry: Any) -> ComponentReport:
             module = build_on_meta(cls, native_config(cls, subfolder, tensors))
         else:
             module = _library_meta_module(name, subfolder)
-        if module is None:
-            return ComponentReport(name, cls_name, params, dtypes, nbytes, True, "not checked (unknown class)")
         report = compare_keys(module, tensors)
         return ComponentReport(name, cls_name, params, dtypes, nbytes, report.ok, report.describe())
-    except (ValueError, OSError, TypeError) as exc:
+    except LIBRARY_ERRORS as exc:  # a config the library cannot build from
         return ComponentReport(name, cls_name, params, dtypes, nbytes, False, str(exc))
 
 
 def inspect_folder(folder: str | Path) -> list[ComponentReport]:
+    """A report per component listed in model_index.json, and one for model_index.json itself when it is refused
+    (its components are then still checked where the folder names them)."""
     folder = Path(folder)
-    index = read_model_index(folder)
-    names = component_names(index)
-    unknown = [n for n in names if n not in NATIVE_COMPONENTS and n not in LIBRARY_COMPONENTS]
-    reports = [inspect_component(folder, n, index[n]) for n in names if n not in unknown]
-    reports += [ComponentReport(n, str(index[n]), None, [], None, False, "unknown component") for n in unknown]
+    try:
+        index = read_model_index(folder)
+        reports = []
+    except CheckpointError as exc:
+        index = _readable_index(folder)
+        reports = [ComponentReport("model_index.json", "MOVA", None, [], None, False, str(exc))]
+    for name in listed_components(index):
+        if name not in EXPECTED_CLASSES:
+            reports.append(ComponentReport(name, str(index[name]), None, [], None, False, "unknown component"))
+        elif not (folder / name).is_dir():
+            reports.append(ComponentReport(name, str(index[name]), None, [], None, False,
+                                           f"folder {str(folder / name)!r} is missing"))
+        else:
+            reports.append(inspect_component(folder, name, index[name]))
     return reports
+
+
+def _readable_index(folder: Path) -> dict[str, Any]:
+    """The refused model_index.json's entries, when it is a JSON object in the folder (else none)."""
+    try:
+        check_links(folder, "model_index.json")
+        return read_json(folder / "model_index.json")
+    except ValueError:
+        return {}
 
 
 def inspect_preset(name: str, dtype_bytes: int = 2) -> list[ComponentReport]:

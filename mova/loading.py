@@ -1,11 +1,17 @@
 """Checkpoint folders in the official MOVA layout: read, verify, load, save.
 
-A folder holds ``model_index.json`` and one subfolder per component (spec §2)::
+A folder holds ``model_index.json`` and one subfolder per component (docs/model.md#checkpoint-layout)::
 
     video_dit/  video_dit_2/  audio_dit/  dual_tower_bridge/  audio_vae/   our classes (mova.models)
     video_vae/                                                              diffusers AutoencoderKLWan
     text_encoder/  tokenizer/                                               transformers
     scheduler/                                                              mova.scheduler
+
+Before anything is loaded the folder is checked as a whole (``load_components``): ``model_index.json`` names
+the expected class for each component and sane pipeline settings, no symbolic link leads outside the folder,
+every config is valid and within the size ceilings of ``mova.config``, and every safetensors header reads.
+Only safetensors are ever read, for every component. Each refusal is a ``CheckpointError`` (a ValueError)
+that starts with the file it is about.
 
 Our components are built on the ``meta`` device (no memory), their keys and shapes are compared with the
 safetensors headers (strict: missing, unexpected and mis-shaped tensors are listed, first 10 of each),
@@ -26,9 +32,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from mova import validation
+from mova.config import LIBRARY_LIMITS, CheckpointError, check_sizes, naming_file
 from mova.models.audio_dit import AudioDiT
 from mova.models.audio_vae import AudioVAE
 from mova.models.bridge import DualTowerBridge
@@ -57,6 +65,22 @@ LIBRARY_COMPONENTS: dict[str, list[str]] = {
 }
 REQUIRED_COMPONENTS = ("video_dit", "audio_dit", "dual_tower_bridge", "audio_vae", "video_vae", "text_encoder",
                        "tokenizer", "scheduler")
+# What a model_index.json entry may name per component: (library or None for any, allowed class names). Our
+# components and the scheduler are ours whatever module the entry names (the official code's, never imported);
+# the library ones are exactly the classes this pipeline drives, so no other attribute of diffusers/transformers
+# is ever looked up.
+EXPECTED_CLASSES: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    **{name: (None, (entry[1],)) for name, (_, entry) in NATIVE_COMPONENTS.items()},
+    "video_vae": ("diffusers", ("AutoencoderKLWan",)),
+    "text_encoder": ("transformers", ("UMT5EncoderModel",)),
+    "tokenizer": ("transformers", ("T5TokenizerFast", "T5Tokenizer")),
+    "scheduler": (None, ("FlowMatchPairScheduler",)),
+}
+MAX_TEXT_TOKENS = 4096  # ceiling of model_index.json max_sequence_length [MOVA 512, the demo 64]
+MAX_SIDE = 4096  # ceiling of default_height / default_width, as for a request's height and width
+# What diffusers, transformers and tokenizers raise on a folder they cannot load (turned into a CheckpointError)
+LIBRARY_ERRORS = (OSError, ValueError, RuntimeError, TypeError, KeyError, IndexError, AttributeError, SafetensorError)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # weight formats that run code when read
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -65,15 +89,16 @@ REQUIRED_COMPONENTS = ("video_dit", "audio_dit", "dual_tower_bridge", "audio_vae
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; CheckpointError naming the file when it is missing or not one."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise ValueError(f"{path} is missing") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        raise CheckpointError(path, "is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(path, f"is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object")
+        raise CheckpointError(path, "must hold a JSON object")
     return data
 
 
@@ -84,39 +109,130 @@ def component_names(index: dict[str, Any]) -> list[str]:
             and all(isinstance(x, str) for x in v)]
 
 
+def listed_components(index: dict[str, Any]) -> list[str]:
+    """Every component a model_index names: the MOVA ones present (whatever their entry holds) and any other entry
+    that looks like one."""
+    return list(dict.fromkeys([*(n for n in (*REQUIRED_COMPONENTS, "video_dit_2") if n in index),
+                               *component_names(index)]))
+
+
 def read_model_index(folder: str | os.PathLike) -> dict[str, Any]:
-    """``model_index.json`` of a checkpoint folder, checked for the components MOVA needs."""
+    """``model_index.json`` of a checkpoint folder, checked once for everything the pipeline later reads from it:
+    the components MOVA needs, each naming the class expected for it, and the values of the pipeline settings."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"checkpoint folder {str(folder)!r} does not exist")
-    index = read_json(folder / "model_index.json")
+    path = folder / "model_index.json"
+    check_links(folder, path.name)
+    index = read_json(path)
     missing = [c for c in REQUIRED_COMPONENTS if c not in index]
     if missing:
-        raise ValueError(f"{folder / 'model_index.json'} lacks component(s) {missing}; "
-                         f"a MOVA checkpoint needs {list(REQUIRED_COMPONENTS)} (video_dit_2 optional)")
-    for name in [*REQUIRED_COMPONENTS, *(["video_dit_2"] if "video_dit_2" in index else [])]:
+        raise CheckpointError(path, f"lacks component(s) {missing}; a MOVA checkpoint needs "
+                                    f"{list(REQUIRED_COMPONENTS)} (video_dit_2 optional)")
+    for name in listed_components(index):
+        check_component_entry(name, index[name], path)
         if not (folder / name).is_dir():
-            raise ValueError(f"component {name!r} is listed in model_index.json but folder {str(folder / name)!r} "
-                             "is missing")
+            raise CheckpointError(folder / name, f"is missing: component {name!r} is listed in model_index.json")
+    check_index_settings(index, path)
     return index
 
 
+def check_component_entry(name: str, entry: Any, path: Path) -> None:
+    """A model_index.json component entry must name the class the pipeline expects for that component."""
+    if name not in EXPECTED_CLASSES:
+        raise CheckpointError(path, f"names an unknown component {name!r}; known: {sorted(EXPECTED_CLASSES)}")
+    library, classes = EXPECTED_CLASSES[name]
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)) \
+            or entry[1] not in classes or (library is not None and entry[0] != library):
+        allowed = " or ".join(repr([library or "<module>", c]) for c in classes)
+        raise CheckpointError(path, f"{name}={entry!r} is invalid: expected {allowed} (the class MOVA Studio "
+                                    "loads for this component)")
+
+
+def check_index_settings(index: dict[str, Any], path: Path) -> None:
+    """The pipeline settings of a model_index.json (defaults for a generation, the expert boundary), each with the
+    limits a request obeys (``mova.validation``); CheckpointError naming the key, the value and what is allowed."""
+    v = validation
+    checks = {
+        "boundary_ratio": lambda k, x: v.real(k, x, 0.0, 1.0),
+        "default_height": lambda k, x: v.integral(k, x, 1, MAX_SIDE),
+        "default_width": lambda k, x: v.integral(k, x, 1, MAX_SIDE),
+        "default_num_frames": lambda k, x: v.integral(k, x, 1, v.MAX_FRAMES),
+        "max_num_frames": lambda k, x: v.integral(k, x, 1, v.MAX_FRAMES),
+        "default_fps": lambda k, x: v.real(k, x, v.MIN_FPS, v.MAX_FPS),
+        "default_num_inference_steps": lambda k, x: v.integral(k, x, 1, v.MAX_STEPS),
+        "default_text_scale": lambda k, x: v.real(k, x, 0.0, v.MAX_GUIDANCE_SCALE),
+        "max_sequence_length": lambda k, x: v.integral(k, x, 1, MAX_TEXT_TOKENS),
+        "default_negative_prompt": _string,
+        # the cost ceilings of one request (MOVAPipeline.model_info), for an operator to raise or lower
+        "max_pixels": lambda k, x: v.integral(k, x, 1, v.MAX_PIXELS_PER_FRAME),
+        "max_duration_s": lambda k, x: v.real(k, x, 0.0, v.MAX_DURATION_S, low_open=True),
+        "max_work": lambda k, x: v.real(k, x, 0.0, 1e18, low_open=True),
+    }
+    with naming_file(path):
+        values = {key: check(key, index[key]) for key, check in checks.items() if key in index}
+        if "default_height" in values and "default_width" in values \
+                and values["default_height"] * values["default_width"] > v.MAX_PIXELS_PER_FRAME:
+            raise ValueError(f"default_height×default_width={values['default_height']}×{values['default_width']} "
+                             f"is invalid: expected at most {v.MAX_PIXELS_PER_FRAME} pixels per frame")
+        if "default_num_frames" in values or "default_fps" in values:
+            # with MOVAPipeline.default_num_frames_fps's defaults (193 frames, 24 fps) for the one not given
+            v.clip_duration(values.get("default_num_frames", 193), values.get("default_fps", 24.0))
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{key}={value!r} is invalid: expected a string")
+    return value
+
+
+def check_links(folder: str | os.PathLike, name: str) -> None:
+    """Refuse symbolic links under ``folder/name`` that lead outside the checkpoint folder (a checkpoint could
+    otherwise make us read any file of the machine). A Hugging Face cache snapshot, whose files link into the
+    repository's ``blobs/`` next to ``snapshots/``, is allowed those links."""
+    root = Path(folder).resolve()
+    roots = [root]
+    if root.parent.name == "snapshots" and (root.parent.parent / "blobs").is_dir():
+        roots.append((root.parent.parent / "blobs").resolve())
+    pending, seen = [Path(folder) / name], set()
+    while pending:
+        path = pending.pop()
+        if path.is_symlink():
+            target = path.resolve()
+            if not any(target == r or target.is_relative_to(r) for r in roots):
+                raise CheckpointError(path, f"is a symbolic link to {os.readlink(path)!r}, which leads outside the "
+                                            f"checkpoint folder; copy the file into {str(root)!r} instead")
+        if path.is_dir() and path.resolve() not in seen:  # a linked folder inside is followed, once
+            seen.add(path.resolve())
+            pending.extend(path.iterdir())
+
+
 def weight_files(subfolder: Path) -> list[Path]:
-    """The safetensors files of a component: a single file or the shards named in its index."""
+    """The safetensors files of a component: a single file or the shards named in its index (plain file names
+    next to the index). Pickle-format weights (``.bin``, ``.pt`` ...) are never read: a folder holding only those
+    is refused, naming them."""
     for single, index_name in ((WEIGHTS_NAME, WEIGHTS_INDEX_NAME), TRANSFORMERS_WEIGHTS):
         if (subfolder / single).is_file():
             return [subfolder / single]
         if (subfolder / index_name).is_file():
-            weight_map = read_json(subfolder / index_name).get("weight_map")
-            if not isinstance(weight_map, dict):
-                raise ValueError(f"{subfolder / index_name} has no weight_map")
-            files = sorted({subfolder / f for f in weight_map.values()})
+            index_path = subfolder / index_name
+            weight_map = read_json(index_path).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise CheckpointError(index_path, "has no weight_map")
+            names = {n if isinstance(n, str) else repr(n) for n in weight_map.values()}
+            outside = sorted(repr(n) for n in names if Path(n).name != n or n in ("", ".", ".."))
+            if outside:
+                raise CheckpointError(index_path, f"names shard(s) {', '.join(outside[:10])} that are not file names "
+                                                  "in its folder (shards sit next to the index)")
+            files = sorted(subfolder / n for n in names)
             absent = [str(f) for f in files if not f.is_file()]
             if absent:
-                raise ValueError(f"{subfolder / index_name} names shard(s) that are missing: {absent[:10]}")
+                raise CheckpointError(index_path, f"names shard(s) that are missing: {absent[:10]}")
             return files
-    raise ValueError(f"no safetensors weights in {str(subfolder)!r} (expected {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}; "
-                     "only safetensors are loaded)")
+    pickles = sorted(p.name for p in subfolder.iterdir() if p.suffix in PICKLE_SUFFIXES) if subfolder.is_dir() else []
+    found = f"; {pickles} are pickle files, which are never loaded (convert them with safetensors)" if pickles else ""
+    raise CheckpointError(subfolder, f"no safetensors weights (expected {WEIGHTS_NAME}, {TRANSFORMERS_WEIGHTS[0]} or "
+                                     f"a sharded one's .index.json; only safetensors are loaded){found}")
 
 
 @dataclasses.dataclass
@@ -139,14 +255,22 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
 
 
 def checkpoint_tensors(subfolder: Path) -> dict[str, TensorInfo]:
-    """Names, shapes and dtypes of every tensor of a component, read from the safetensors headers only."""
+    """Names, shapes and dtypes of every tensor of a component, read from the safetensors headers only.
+    CheckpointError names the file that is not a readable safetensors file (truncated, garbage)."""
     tensors: dict[str, TensorInfo] = {}
     for file in weight_files(subfolder):
-        with safe_open(file, framework="pt") as f:
-            for key in f.keys():
-                sl = f.get_slice(key)
-                tensors[key] = TensorInfo(tuple(sl.get_shape()), sl.get_dtype(), file)
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys():
+                    sl = f.get_slice(key)
+                    tensors[key] = TensorInfo(tuple(sl.get_shape()), sl.get_dtype(), file)
+        except (SafetensorError, OSError) as exc:
+            raise _unreadable(file, exc) from None
     return tensors
+
+
+def _unreadable(file: Path, exc: Exception) -> CheckpointError:
+    return CheckpointError(file, f"is not a readable safetensors file (truncated or corrupt?): {exc}")
 
 
 @dataclasses.dataclass
@@ -197,7 +321,8 @@ def build_on_meta(cls: type[nn.Module], config: Any) -> nn.Module:
 def native_config(cls: type[nn.Module], subfolder: Path, tensors: dict[str, TensorInfo] | None = None):
     """The component's config from its ``config.json``; for the audio VAE the weight-norm storage form is
     taken from the checkpoint keys (``weight_g``/``weight_v`` or plain ``weight``)."""
-    config = cls.config_class.from_dict(read_json(subfolder / "config.json"))  # type: ignore[attr-defined]
+    path = subfolder / "config.json"
+    config = cls.config_class.from_dict(read_json(path), source=path)  # type: ignore[attr-defined]
     if cls is AudioVAE and tensors is not None:
         has_wn = any(k.endswith(".weight_v") for k in tensors)
         if has_wn != config.use_weight_norm:
@@ -215,25 +340,29 @@ def load_native(cls: type[nn.Module], subfolder: str | os.PathLike, device: str 
     subfolder = Path(subfolder)
     if not subfolder.is_dir():
         raise ValueError(f"component folder {str(subfolder)!r} does not exist")
+    check_links(subfolder.parent, subfolder.name)
     tensors = checkpoint_tensors(subfolder)
     config = native_config(cls, subfolder, tensors)
     module = build_on_meta(cls, config)
     report = compare_keys(module, tensors)
     if not report.ok:
-        raise ValueError(f"{subfolder.name}: checkpoint does not match {cls.__name__}: {report.describe()}")
+        raise CheckpointError(subfolder, f"checkpoint does not match {cls.__name__}: {report.describe()}")
     device = torch.device(device)
     state: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
     for key, info in tensors.items():
         by_file.setdefault(info.file, []).append(key)
     for file, keys in by_file.items():
-        with safe_open(file, framework="pt", device="cpu") as f:
-            for key in keys:
-                t = f.get_tensor(key)
-                target = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
-                if cls is DualTowerBridge and key == "condition_scale":
-                    target = torch.float32  # a float32 scalar in the reference, whatever the model dtype
-                state[key] = t.to(device=device, dtype=target)
+        try:
+            with safe_open(file, framework="pt", device="cpu") as f:
+                for key in keys:
+                    t = f.get_tensor(key)
+                    target = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
+                    if cls is DualTowerBridge and key == "condition_scale":
+                        target = torch.float32  # a float32 scalar in the reference, whatever the model dtype
+                    state[key] = t.to(device=device, dtype=target)
+        except (SafetensorError, OSError) as exc:
+            raise _unreadable(file, exc) from None
     module.load_state_dict(state, strict=True, assign=True)
     module.eval()
     logger.info("loaded %s from %s (%d tensors, %s)", cls.__name__, subfolder, len(state), dtype or "stored dtype")
@@ -282,53 +411,65 @@ def save_native(module: nn.Module, subfolder: str | os.PathLike, max_shard_bytes
 # --------------------------------------------------------------------------------------------------------
 
 
-def _library_class(name: str, entry: Any):
-    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
-        raise ValueError(f"model_index.json entry for {name!r} must be [library, class], got {entry!r}")
-    library, class_name = entry
+def library_class(name: str):
+    """The class this pipeline loads for a library component (``EXPECTED_CLASSES``; no other is ever looked up)."""
     if name == "scheduler":
         from mova.scheduler import FlowMatchPairScheduler
 
         return FlowMatchPairScheduler
-    if library not in ("diffusers", "transformers"):
-        raise ValueError(f"component {name!r}: library {library!r} is not supported (expected diffusers or transformers)")
-    import importlib
+    if name == "video_vae":
+        from diffusers import AutoencoderKLWan
 
-    module = importlib.import_module(library)
-    if class_name == "T5TokenizerFast" and not hasattr(module, class_name):
-        class_name = "T5Tokenizer"
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ValueError(f"component {name!r}: {library} has no class {class_name!r}")
-    return cls
+        return AutoencoderKLWan
+    if name == "text_encoder":
+        from transformers import UMT5EncoderModel
+
+        return UMT5EncoderModel
+    if name == "tokenizer":
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer
+    raise ValueError(f"{name!r} is not a library component; known: {sorted(LIBRARY_COMPONENTS)}")
+
+
+def library_config(name: str, subfolder: Path) -> dict[str, Any]:
+    """``config.json`` of the video VAE or the text encoder, with its sizes checked (``LIBRARY_LIMITS``) before
+    diffusers or transformers build anything from it."""
+    path = subfolder / "config.json"
+    config = read_json(path)
+    with naming_file(path):
+        check_sizes(name, config, LIBRARY_LIMITS[name])
+    return config
 
 
 def load_library_component(name: str, entry: Any, subfolder: Path, device: str | torch.device = "cpu",
                            dtype: torch.dtype | None = None):
-    cls = _library_class(name, entry)
+    """Load the scheduler, tokenizer, video VAE or text encoder. The weights of the last two are read from
+    safetensors only: their headers are checked first (every file named when unreadable) and the library is told
+    ``use_safetensors=True``. Any failure is a CheckpointError naming the folder."""
+    check_component_entry(name, entry, subfolder.parent / "model_index.json")
+    check_links(subfolder.parent, subfolder.name)
+    cls = library_class(name)
     if name == "scheduler":
         return cls.from_pretrained(subfolder)
     if name == "tokenizer":
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(subfolder, local_files_only=True)
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if name == "text_encoder":
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        model, info = cls.from_pretrained(subfolder, output_loading_info=True, **kwargs)
-        problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
-    else:
-        if dtype is not None:
-            kwargs["torch_dtype"] = dtype
         try:
-            model, info = cls.from_pretrained(subfolder, output_loading_info=True, **kwargs)
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise ValueError(f"{name}: cannot load {cls.__name__} from {subfolder}: {exc}") from None
-        problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+            return cls.from_pretrained(subfolder, local_files_only=True)
+        except Exception as exc:  # the tokenizers library raises a bare Exception for a malformed tokenizer.json
+            raise CheckpointError(subfolder, f"cannot load the tokenizer: {exc}") from exc
+    library_config(name, subfolder)
+    checkpoint_tensors(subfolder)
+    kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True}
+    if dtype is not None:
+        kwargs["dtype" if name == "text_encoder" else "torch_dtype"] = dtype
+    try:
+        model, info = cls.from_pretrained(subfolder, output_loading_info=True, **kwargs)
+    except LIBRARY_ERRORS as exc:
+        raise CheckpointError(subfolder, f"cannot load {cls.__name__}: {exc}") from exc
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems:
         detail = "; ".join(f"{len(v)} {k.replace('_', ' ')}: {sorted(map(str, v))[:10]}" for k, v in problems.items())
-        raise ValueError(f"{name}: checkpoint does not match {cls.__name__}: {detail}")
+        raise CheckpointError(subfolder, f"checkpoint does not match {cls.__name__}: {detail}")
     return model.to(device).eval()
 
 
@@ -347,14 +488,18 @@ def load_components(folder: str | os.PathLike, device: str | torch.device = "cpu
     if names is not None:
         wanted = [n for n in wanted if n in set(names)]
     out: dict[str, Any] = {"model_index": index}
+    for name in wanted:  # refuse a broken folder before loading anything: every link, config and header
+        check_links(folder, name)
+        if name in NATIVE_COMPONENTS:
+            native_config(NATIVE_COMPONENTS[name][0], folder / name, checkpoint_tensors(folder / name))
+        elif name in LIBRARY_LIMITS:
+            library_config(name, folder / name)
+            checkpoint_tensors(folder / name)
     for name in wanted:
         if name in NATIVE_COMPONENTS:
             out[name] = load_native(NATIVE_COMPONENTS[name][0], folder / name, device, dtype)
-        elif name in LIBRARY_COMPONENTS:
+        else:  # read_model_index admits no other names
             out[name] = load_library_component(name, index[name], folder / name, device, dtype)
-        else:
-            raise ValueError(f"model_index.json names an unknown component {name!r}; known: "
-                             f"{sorted([*NATIVE_COMPONENTS, *LIBRARY_COMPONENTS])}")
     return out
 
 

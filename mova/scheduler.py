@@ -1,4 +1,4 @@
-"""Flow-matching scheduler for (video, audio) pairs — MOVA's ``FlowMatchPairScheduler`` (spec §3.6, §13).
+"""Flow-matching scheduler for (video, audio) pairs — MOVA's ``FlowMatchPairScheduler`` (docs/model.md#scheduler-config, #scheduler).
 
 The model is trained with the rectified-flow interpolation ``x_σ = (1 − σ)·x₀ + σ·ε`` and predicts the velocity
 ``v = ε − x₀``; sampling integrates ``dx/dσ = v`` with Euler steps from σ = 1 (noise) to σ = 0 (data).
@@ -11,10 +11,10 @@ Three pieces live here:
   the Euler ``step`` and the Wan 2.2 expert switch. Build one per request with
   :meth:`FlowMatchPairScheduler.make_schedule` when several requests share one scheduler (no shared mutation).
 * :class:`FlowMatchPairScheduler` — owns the config and the 1000-point training grid (used to snap σ exactly
-  like MOVA's ``step_from_to``, spec §13.2), the diffusers-style stateful ``set_timesteps`` / ``step`` API, and
+  like MOVA's ``step_from_to``, docs/model.md#euler-update), the diffusers-style stateful ``set_timesteps`` / ``step`` API, and
   the training helpers (continuous per-modality timestep sampling, ``add_noise``, ``velocity_target``).
 
-Precision (spec §13.1): every grid is float32 on the CPU — ``torch.linspace`` in float32, then
+Precision (docs/model.md#sigma-grid): every grid is float32 on the CPU — ``torch.linspace`` in float32, then
 ``σ = s·σ̃ / (1 + (s − 1)·σ̃)`` and ``t = 1000·σ`` with each operation rounded to float32 — so the 50-step shift-5 grid
 reproduces the reference's float32 values bit for bit. Grids stay on the CPU because they are tiny and read by
 Python control flow (expert choice, progress); ``step`` moves the two scalars it needs to the sample's device.
@@ -34,7 +34,7 @@ Config options of the reference scheduler and what this implementation does with
 
 Borrowed formulas: DiffSynth-Studio ``diffsynth/schedulers/flow_match.py`` (``FlowMatchScheduler.set_timesteps``,
 ``step``, ``add_noise``), which MOVA's ``mova/diffusion/schedulers/flow_match.py`` and ``flow_match_pair.py`` follow
-(OpenMOSS/MOVA @ 595a976, spec §0 [R]).
+(OpenMOSS/MOVA @ 595a976, docs/model.md#sources [R]).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from mova.config import MAX_TRAIN_TIMESTEPS, CheckpointError, log_unused_keys, naming_file
+
 __all__ = [
     "FlowMatchPairScheduler",
     "FlowMatchPairSchedulerConfig",
@@ -58,6 +60,7 @@ __all__ = [
 
 CONFIG_NAME = "scheduler_config.json"
 CLASS_NAME = "FlowMatchPairScheduler"
+_OFFICIAL_UNUSED_KEYS = ("num_inference_steps",)  # registered by the official class; logged at INFO, not WARNING
 Modality = Literal["video", "audio"]
 _MODALITY_COLUMN = {"video": 0, "audio": 1}
 
@@ -69,7 +72,7 @@ _MODALITY_COLUMN = {"video": 0, "audio": 1}
 
 @dataclass(frozen=True, kw_only=True)
 class FlowMatchPairSchedulerConfig:
-    """Fields of the official ``scheduler/scheduler_config.json`` (spec §3.6); defaults are the reference defaults.
+    """Fields of the official ``scheduler/scheduler_config.json`` (docs/model.md#scheduler-config); defaults are the reference defaults.
 
     Args:
         num_train_timesteps: t = num_train_timesteps·σ; also the size of the training grid (1000).
@@ -98,8 +101,10 @@ class FlowMatchPairSchedulerConfig:
     def __post_init__(self) -> None:
         # JSON gives ints for floats ("shift": 5); normalise types and validate each field.
         n = self.num_train_timesteps
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 2:
-            raise ValueError(f"num_train_timesteps={n!r} is invalid; allowed: an integer >= 2")
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or not 2 <= n <= MAX_TRAIN_TIMESTEPS:
+            # bounded: the scheduler builds its training grid of n points at once
+            raise ValueError(f"num_train_timesteps={n!r} is invalid; allowed: an integer from 2 to "
+                             f"{MAX_TRAIN_TIMESTEPS}")
         object.__setattr__(self, "num_train_timesteps", int(n))
         for name in ("shift", "sigma_max", "sigma_min"):
             object.__setattr__(self, name, _as_float(name, getattr(self, name)))
@@ -140,16 +145,33 @@ class FlowMatchPairSchedulerConfig:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> FlowMatchPairSchedulerConfig:
-        """Build from a ``scheduler_config.json`` dict. Keys starting with ``_`` (``_class_name``,
-        ``_diffusers_version``) are metadata and ignored; any other unknown key is a ValueError."""
+    def from_dict(cls, config: dict[str, Any], source: str | Path | None = None) -> FlowMatchPairSchedulerConfig:
+        """Build from a ``scheduler_config.json`` dict. Keys starting with ``_`` are metadata (``_class_name``, when
+        present, must be ``FlowMatchPairScheduler``).
+
+        ``source``: the file the dict was read from. Errors then start with it, and keys this scheduler does not use
+        are logged once and ignored, as diffusers does (the official class registers ``num_inference_steps``, which
+        has no meaning here: the step count is an argument of every call). Without a source (a dict or keywords
+        given in code) an unknown key is a ValueError: there it is a typo.
+        """
+        with naming_file(source):
+            return cls._from_dict(config, source)
+
+    @classmethod
+    def _from_dict(cls, config: dict[str, Any], source: str | Path | None) -> FlowMatchPairSchedulerConfig:
+        if not isinstance(config, dict):
+            raise ValueError(f"the scheduler config must be a JSON object, got {type(config).__name__}")
         allowed = cls.field_names()
         unknown = sorted(k for k in config if not k.startswith("_") and k not in allowed)
-        if unknown:
+        if unknown and source is None:
             raise ValueError(
                 f"unknown scheduler config key(s) {unknown}; allowed: {list(allowed)} "
                 "(and metadata keys starting with '_')"
             )
+        log_unused_keys(CLASS_NAME, unknown, source or "", quiet=_OFFICIAL_UNUSED_KEYS)
+        class_name = config.get("_class_name")
+        if class_name is not None and class_name != CLASS_NAME:
+            raise ValueError(f"_class_name={class_name!r} is invalid; allowed: {CLASS_NAME!r}")
         return cls(**{k: v for k, v in config.items() if k in allowed})
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,7 +190,7 @@ def _as_float(name: str, value: Any) -> float:
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
-    """``σ = s·σ̃ / (1 + (s − 1)·σ̃)`` with every operation in the dtype of ``sigmas`` (spec §13.1).
+    """``σ = s·σ̃ / (1 + (s − 1)·σ̃)`` with every operation in the dtype of ``sigmas`` (docs/model.md#sigma-grid).
 
     ``sigmas``: any shape; float32 for the inference/training grids. ``shift`` is rounded to that dtype first.
     """
@@ -184,7 +206,7 @@ def _unshift_sigma(sigma: float, shift: float) -> float:
 def _build_sigmas(
     config: FlowMatchPairSchedulerConfig, num_steps: int, shift: float | None, strength: float
 ) -> torch.Tensor:
-    """One modality's σ grid, [num_steps] float32 on the CPU, without the appended final 0 (spec §13.1).
+    """One modality's σ grid, [num_steps] float32 on the CPU, without the appended final 0 (docs/model.md#sigma-grid).
 
     ``shift=None`` means the config's shift rule (``shift`` or the exponential shift).
     """
@@ -223,9 +245,9 @@ class PairSchedule:
 
     Attributes:
         timesteps: [N, 2] — (video t, audio t) fed to the networks at step i, t = num_train_timesteps·σ.
-        sigmas: [N + 1, 2] — the inference grid σ_i per modality, final row 0 (spec §13.1).
+        sigmas: [N + 1, 2] — the inference grid σ_i per modality, final row 0 (docs/model.md#sigma-grid).
         step_sigmas: [N + 1, 2] — the σ the Euler step actually uses: each t_i snapped to the nearest point of the
-            1000-point training grid (MOVA ``step_from_to``, spec §13.2), final row 0. Equals ``sigmas`` bit for bit
+            1000-point training grid (MOVA ``step_from_to``, docs/model.md#euler-update), final row 0. Equals ``sigmas`` bit for bit
             for the checkpoint config at N = 25, 50, 100; 1 ulp off at some steps for N = 10, 20, 40.
         num_train_timesteps: from the config (for the expert boundary).
     """
@@ -247,7 +269,7 @@ class PairSchedule:
     def step(
         self, model_output: torch.Tensor, step_index: int, sample: torch.Tensor, modality: Modality
     ) -> torch.Tensor:
-        """Euler step ``x_{i+1} = x_i + v·(σ_{i+1} − σ_i)`` for one modality (spec §13.2).
+        """Euler step ``x_{i+1} = x_i + v·(σ_{i+1} − σ_i)`` for one modality (docs/model.md#euler-update).
 
         Args:
             model_output: predicted velocity, same shape as ``sample`` (video [B, 16, T', h, w], audio [B, C_a, N_a]).
@@ -277,7 +299,7 @@ class PairSchedule:
         """Number of leading steps run by the high-noise video expert (``video_dit``, expert 0).
 
         A step is high-noise while its video t ≥ boundary_ratio·num_train_timesteps; the switch to expert 1 is
-        irreversible, so this counts the leading run (50 steps at shift 5: 18; 25 steps: 9 — spec §13.3).
+        irreversible, so this counts the leading run (50 steps at shift 5: 18; 25 steps: 9 — docs/model.md#fifty-step-schedule).
         """
         boundary = _check_boundary(boundary_ratio) * self.num_train_timesteps
         count = 0
@@ -334,7 +356,7 @@ class TrainingTimesteps(NamedTuple):
 
 
 class FlowMatchPairScheduler:
-    """MOVA's flow-matching scheduler for (video, audio) latent pairs (spec §3.6, §13).
+    """MOVA's flow-matching scheduler for (video, audio) latent pairs (docs/model.md#scheduler-config, #scheduler).
 
     ``FlowMatchPairScheduler()`` is the checkpoint configuration (shift 5, extra_one_step). Construct from a config
     object, from keyword fields (``FlowMatchPairScheduler(shift=3.0)``), ``from_config(dict)`` or
@@ -343,7 +365,7 @@ class FlowMatchPairScheduler:
     Attributes:
         config: the :class:`FlowMatchPairSchedulerConfig`.
         train_sigmas / train_timesteps: [num_train_timesteps] float32 CPU training grid at the config shift
-            (spec §13.1), used to snap σ in ``step``.
+            (docs/model.md#sigma-grid), used to snap σ in ``step``.
         timesteps / sigmas / step_sigmas: of the current schedule after ``set_timesteps`` ([N, 2], [N + 1, 2]).
 
     The stateful ``set_timesteps`` → ``step`` API mirrors diffusers; code that serves several requests with one
@@ -358,7 +380,7 @@ class FlowMatchPairScheduler:
         if config is None:
             config = FlowMatchPairSchedulerConfig.from_dict(kwargs)
         self.config = config
-        # Training grid: N = num_train_timesteps at the config shift, cached once (spec §13.1).
+        # Training grid: N = num_train_timesteps at the config shift, cached once (docs/model.md#sigma-grid).
         self.train_sigmas = _build_sigmas(config, config.num_train_timesteps, shift=None, strength=1.0)
         self.train_timesteps = self.train_sigmas * config.num_train_timesteps
         self._schedule: PairSchedule | None = None
@@ -381,11 +403,13 @@ class FlowMatchPairScheduler:
         path = Path(folder) / (subfolder or "") / CONFIG_NAME
         if not path.is_file():
             raise ValueError(f"scheduler config not found: {str(path)!r}; expected a folder with {CONFIG_NAME}")
-        with path.open(encoding="utf-8") as fh:
-            data = json.load(fh)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(path, f"cannot be read as JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
-        return cls.from_config(data)
+            raise CheckpointError(path, f"must hold a JSON object, got {type(data).__name__}")
+        return cls(FlowMatchPairSchedulerConfig.from_dict(data, source=path))
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``<folder>/scheduler_config.json`` (with ``_class_name``); returns the file path."""
@@ -402,7 +426,7 @@ class FlowMatchPairScheduler:
     # -- σ lookup ------------------------------------------------------------------------------------------------------
 
     def timestep_to_sigma(self, timesteps: torch.Tensor | float) -> torch.Tensor:
-        """σ of the nearest training-grid point for each timestep (MOVA ``step_from_to``, spec §13.2).
+        """σ of the nearest training-grid point for each timestep (MOVA ``step_from_to``, docs/model.md#euler-update).
 
         ``timesteps``: any shape (float); returns float32 on the CPU, same shape. Ties go to the first (higher-noise)
         grid point, like ``argmin``.
@@ -422,7 +446,7 @@ class FlowMatchPairScheduler:
         video_strength: float = 1.0,
         audio_strength: float = 1.0,
     ) -> PairSchedule:
-        """Build an N-step (video, audio) schedule without touching the scheduler's state (spec §13.1, §13.4).
+        """Build an N-step (video, audio) schedule without touching the scheduler's state (docs/model.md#sigma-grid, #paired-timesteps).
 
         Args:
             num_inference_steps: N ≥ 1.
@@ -541,11 +565,11 @@ class FlowMatchPairScheduler:
         expert: int | None = None,
         boundary_ratio: float = 0.9,
     ) -> TrainingTimesteps:
-        """Draw per-sample training noise levels for both modalities (paper recipe, spec §18.1).
+        """Draw per-sample training noise levels for both modalities (paper recipe, docs/model.md#training-recipe).
 
         For each modality u ~ U[0, 1) (drawn independently per modality when ``independent``; one shared u otherwise,
         so t_video = t_audio iff the two shifts are equal), then ``σ = s·u/(1 + (s − 1)·u)`` with that modality's
-        shift — continuous, not snapped to the training grid (unlike the released trainer, spec §13.5, which indexes
+        shift — continuous, not snapped to the training grid (unlike the released trainer, docs/model.md#training-timesteps, which indexes
         the 1000-point grid with one u for both modalities). ``expert`` restricts the *video* level to one Wan 2.2
         expert: 0 → t_video ≥ boundary_ratio·num_train_timesteps, 1 → t_video < it (u drawn uniformly on the matching
         sub-interval, so the within-expert distribution is the shifted one, conditioned). Audio is never restricted
@@ -601,7 +625,7 @@ class FlowMatchPairScheduler:
 
     @staticmethod
     def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        """Flow-matching interpolation ``x_σ = (1 − σ)·x₀ + σ·ε`` (spec §13.5), in float32, cast to ``x0.dtype``.
+        """Flow-matching interpolation ``x_σ = (1 − σ)·x₀ + σ·ε`` (docs/model.md#training-timesteps), in float32, cast to ``x0.dtype``.
 
         Args:
             x0: clean latents [B, ...]; noise: ε, same shape.
@@ -621,7 +645,7 @@ class FlowMatchPairScheduler:
 
     @staticmethod
     def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Training target ``v = ε − x₀`` (spec §13.5); same shape and dtype as the inputs."""
+        """Training target ``v = ε − x₀`` (docs/model.md#training-timesteps); same shape and dtype as the inputs."""
         if noise.shape != x0.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} does not match x0 shape {tuple(x0.shape)}")
         return noise - x0
