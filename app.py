@@ -77,7 +77,7 @@ def build_backend(args: argparse.Namespace) -> Any:
 
         from mova.backends.zerogpu import ZeroGPUBackend
 
-        return ZeroGPUBackend(args.model, device=args.device, data_dir=args.data_dir)
+        return ZeroGPUBackend(args.model, device=args.device, data_dir=args.data_dir, loras=args.loras)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from mova.backends.distributed import DistributedBackend
 

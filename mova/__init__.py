@@ -15,10 +15,16 @@ __version__ = "0.1.0"
 _LAZY = {
     "MOVAPipeline": "mova.pipeline",
     "GenerationResult": "mova.pipeline",
+    "GenerationSettings": "mova.settings",
+    "GenerationCancelled": "mova.settings",
+    "ModelInfo": "mova.settings",
     "Guidance": "mova.guidance",
+    "Clip": "mova.outputs",
+    "save_clip": "mova.outputs",
 }
 
-__all__ = ["MOVAPipeline", "GenerationResult", "Guidance", "configure_logging", "__version__"]
+__all__ = ["MOVAPipeline", "GenerationResult", "GenerationSettings", "GenerationCancelled", "ModelInfo", "Guidance",
+           "Clip", "save_clip", "configure_logging", "__version__"]
 
 # Libraries whose warnings are about features MOVA never uses. bitsandbytes is imported by diffusers' quantizers
 # and, on CPUs with AVX512-BF16, warns on every run that the optional `kernels` package for its 4-bit CPU matmul
@@ -35,7 +41,9 @@ def configure_logging(level: str = "INFO", fmt: str = "%(levelname)s %(name)s: %
 
 if TYPE_CHECKING:  # pragma: no cover
     from mova.guidance import Guidance
+    from mova.outputs import Clip, save_clip
     from mova.pipeline import GenerationResult, MOVAPipeline
+    from mova.settings import GenerationCancelled, GenerationSettings, ModelInfo
 
 
 def __getattr__(name: str) -> Any:

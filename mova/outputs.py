@@ -1,9 +1,10 @@
-"""The clip folder an app serves (``<data_dir>/outputs``): one clip = an mp4, its sidecar JSON and, for IT2VA, the
-first frame as a PNG we encoded ourselves — never a copy of user bytes, never a user-chosen suffix.
+"""Generated clips on disk. One clip = an mp4, its sidecar JSON and, for IT2VA, the first frame as a PNG we encoded
+ourselves — never a copy of user bytes, never a user-chosen suffix.
 
-* :func:`save_clip` writes the files of one clip so that a crash or ``kill -9`` never leaves a half-written file
-  under a served name and never an mp4 without its sidecar: everything goes to hidden temporaries first, then the
-  first frame and the sidecar are renamed into place, the mp4 last.
+* :func:`save_clip` is the one clip writer (app, CLI, Python API, arena): it measures the figures (A/V offset,
+  loudness) and writes the files so that a crash or ``kill -9`` never leaves a half-written file under a served
+  name and never an mp4 without its sidecar: everything goes to hidden temporaries first, then the first frame and
+  the sidecar are renamed into place, the mp4 last.
 * :func:`sweep` removes what an interrupted writer left (temporaries of dead processes, sidecars or frames whose
   mp4 never arrived) — run when a backend starts.
 * :func:`prune` keeps the folder bounded: clips older than ``max_age_s`` go, then the oldest until the folder is
@@ -12,25 +13,40 @@ first frame as a PNG we encoded ourselves — never a copy of user bytes, never 
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
 import json
 import logging
+import math
 import os
 import re
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:  # pragma: no cover
+    from mova.pipeline import GenerationResult
+
 logger = logging.getLogger(__name__)
 
+DATA_DIR_ENV = "MOVA_DATA_DIR"
+DEFAULT_DATA_DIR = "./data"
 DEFAULT_MAX_GB = 20.0
 DEFAULT_MAX_DAYS = 30.0
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(\.\w+)?$")  # ours and mova.media's temporaries
 _SUFFIXES = (".mp4", ".json", ".first_frame.png")
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where the app keeps what survives (clips, examples, the arena): ``data_dir`` if given, else
+    ``$MOVA_DATA_DIR``, else ``./data``. Read at call time (never at import time), so tests and apps can set the
+    variable late."""
+    chosen = data_dir if data_dir not in (None, "") else os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    return Path(chosen).expanduser().resolve()
 
 
 @dataclass(frozen=True)
@@ -62,16 +78,54 @@ def _positive(env: dict[str, str], key: str, default: float) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class ClipFiles:
-    mp4: Path
-    sidecar: Path
-    first_frame: Path | None
+@dataclass
+class Clip:
+    """A generated clip on disk with its figures: what the app, the CLI and the arena get back.
+
+    ``av_offset_frames``: audio-visual offset (``mova.eval.av_offset``), video frames, positive = audio late;
+    ``None`` when undefined (no motion or no onsets). ``loudness_lufs``: integrated loudness of the written audio,
+    ``None`` for silence. ``timings``: seconds per pipeline stage, ``total``, ``save`` and ``wall`` (all of it).
+    """
+
+    video_path: str
+    sidecar_path: str
+    first_frame_path: str | None
+    seed: int
+    nfe: int
+    timings: dict[str, float]
+    av_offset_frames: float | None
+    loudness_lufs: float | None
+    fps: float
+    num_frames: int
+    height: int
+    width: int
+    sample_rate: int
+    model: str = ""
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def av_offset_ms(self) -> float | None:
+        return None if self.av_offset_frames is None else 1000.0 * self.av_offset_frames / self.fps
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe and fit to show anyone: files by name within their folder, never a server path."""
+        out = dataclasses.asdict(self)
+        for key in ("video_path", "sidecar_path", "first_frame_path"):
+            out[key] = None if out[key] is None else Path(out[key]).name
+        out["av_offset_ms"] = self.av_offset_ms
+        out["duration_s"] = self.duration_s
+        return out
 
 
-def clip_paths(folder: Path, stem: str, *, first_frame: bool) -> ClipFiles:
-    return ClipFiles(folder / f"{stem}.mp4", folder / f"{stem}.json",
-                     folder / f"{stem}.first_frame.png" if first_frame else None)
+def new_stem(settings: Any) -> str:
+    """A unique, sortable clip name: ``<UTC time>-<t2va|it2va>-<seed>-<random>``."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{settings.kind}-{settings.seed}-{uuid.uuid4().hex[:8]}"
 
 
 def _temporary(path: Path) -> Path:
@@ -79,38 +133,59 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
 
 
-def save_clip(folder: str | os.PathLike, stem: str, video: np.ndarray, fps: float, audio: np.ndarray,
-              sample_rate: int, sidecar: dict[str, Any] | Callable[[], dict[str, Any]],
-              first_frame: np.ndarray | None = None) -> ClipFiles:
-    """Write ``<stem>.mp4`` (H.264 + AAC), ``<stem>.json`` and, when given, ``<stem>.first_frame.png`` (uint8
-    [H, W, 3], encoded here) into ``folder``, all or nothing. ``sidecar`` may be a function, called once the mp4
-    is encoded (so the figures it holds can include the encoding time). Returns the paths."""
+def save_clip(result: GenerationResult, folder: str | os.PathLike, stem: str | None = None, *,
+              extra: dict[str, Any] | None = None) -> Clip:
+    """The one clip writer (app, CLI, Python API, arena): ``<stem>.mp4`` (H.264 + AAC), ``<stem>.json`` (the
+    :class:`Clip` as JSON, plus ``extra``) and for IT2VA ``<stem>.first_frame.png`` (the frame as conditioned,
+    encoded here — never a copy of the user's file), all or nothing; the figures (A/V offset, loudness) measured
+    on the clip. ``stem`` defaults to :func:`new_stem`."""
     from PIL import Image
 
     from mova import media
+    from mova.eval import av_offset
 
+    t0 = time.perf_counter()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    final = clip_paths(folder, stem, first_frame=first_frame is not None)
+    stem = stem or new_stem(result.settings)
+    mp4, sidecar = folder / f"{stem}.mp4", folder / f"{stem}.json"
+    frame = None if result.first_frame is None else folder / f"{stem}.first_frame.png"
+    settings = result.settings.to_dict()
+    settings["image"] = None if frame is None else frame.name
+    timings = {k: round(float(v), 4) for k, v in result.timings.items()}
+    clip = Clip(
+        video_path=str(mp4), sidecar_path=str(sidecar), first_frame_path=None if frame is None else str(frame),
+        seed=int(result.seed), nfe=int(result.nfe), timings=timings,
+        av_offset_frames=_finite(av_offset(result.video, result.fps, result.audio, result.sample_rate)),
+        loudness_lufs=_finite(media.integrated_loudness(result.audio, result.sample_rate)), fps=float(result.fps),
+        num_frames=int(result.video.shape[0]), height=int(result.video.shape[1]), width=int(result.video.shape[2]),
+        sample_rate=int(result.sample_rate), model=result.model, settings=settings, warnings=list(result.warnings),
+    )
     temps: dict[Path, Path] = {}
     try:
-        temps[final.mp4] = _temporary(final.mp4)
-        media.write_mp4(temps[final.mp4], video, fps, audio, sample_rate)
-        if final.first_frame is not None:
-            temps[final.first_frame] = _temporary(final.first_frame)
-            Image.fromarray(np.ascontiguousarray(first_frame, dtype=np.uint8)).save(temps[final.first_frame],
-                                                                                    format="PNG")
-        data = sidecar() if callable(sidecar) else sidecar
-        temps[final.sidecar] = _temporary(final.sidecar)
-        temps[final.sidecar].write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-        for target in (final.first_frame, final.sidecar, final.mp4):  # the mp4 last: it never lacks a sidecar
+        temps[mp4] = _temporary(mp4)
+        media.write_mp4(temps[mp4], result.video, result.fps, result.audio, result.sample_rate)
+        if frame is not None:
+            temps[frame] = _temporary(frame)
+            Image.fromarray(np.ascontiguousarray(result.first_frame, dtype=np.uint8)).save(temps[frame], format="PNG")
+        timings["save"] = round(time.perf_counter() - t0, 4)
+        timings["wall"] = round(float(timings.get("total", 0.0)) + timings["save"], 4)
+        temps[sidecar] = _temporary(sidecar)
+        temps[sidecar].write_text(json.dumps({**clip.to_dict(), **(extra or {})}, indent=2, ensure_ascii=False),
+                                  encoding="utf-8")
+        for target in (frame, sidecar, mp4):  # the mp4 last: it never exists without its sidecar
             if target is not None:
                 os.replace(temps[target], target)
     except BaseException:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
         raise
-    return final
+    return clip
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return round(value, 3) if math.isfinite(value) else None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,8 +1,9 @@
 """MOVAPipeline: image + text (IT2VA) or text alone (T2VA) → video with synchronised audio.
 
-``__call__`` runs in numbered stages, each a method (spec §9.1, §10–§16):
+``__call__`` takes :class:`~mova.settings.GenerationSettings` and runs in numbered stages, each a method
+(docs/model.md#generation-order, #text-encoding, #inference-defaults):
 
-1. ``check_inputs``      validate and repair sizes (errors name the field and the allowed values)
+1. ``check``             the model's defaults filled in and its limits checked (errors name the field)
 2. ``encode_prompt``     UMT5: cleaned prompt and negative prompt → [B, 512, 4096], zero-padded
 3. ``prepare_condition`` first frame (a white frame for T2VA) → VAE latent (posterior mode), normalised,
                          behind a 4-channel first-frame mask → y [1, 20, T', H/8, W/8]
@@ -11,6 +12,8 @@
                          guidance branches in one batched forward; Euler update in fp32
 6. ``decode``            Wan VAE → uint8 frames; DAC → waveform trimmed to the video length; LUFS
                          normalisation with a true-peak ceiling
+
+It returns a :class:`GenerationResult` of arrays and writes nothing (``mova.outputs.save_clip`` does).
 """
 
 from __future__ import annotations
@@ -31,16 +34,20 @@ from mova import validation as check
 from mova.guidance import Guidance, guided_velocity
 from mova.loading import load_components
 from mova.models import DualTowerDenoiser
+from mova.settings import WORK_NFE, WORK_STEPS, GenerationCancelled, GenerationSettings, ModelInfo
 from mova.validation import clean_prompt
+
+__all__ = ["MOVAPipeline", "GenerationResult", "GenerationSettings", "GenerationCancelled", "center_crop_resize"]
 
 logger = logging.getLogger(__name__)
 
-# The inference scripts' default negative prompt (spec §10), character for character.
+# The inference scripts' default negative prompt (docs/model.md#text-encoding), character for character.
 DEFAULT_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
     "残缺的，多余的手指"
 )
 MAX_SEQUENCE_LENGTH = 512
+TRUE_PEAK_DB = -1.0  # the loudness limiter's ceiling, dBTP
 OFFLOAD_MODES = ("none", "model", "sequential")
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
@@ -49,25 +56,35 @@ ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 @dataclasses.dataclass
 class GenerationResult:
-    """A generated clip: ``video`` uint8 [T, H, W, 3], ``audio`` float32 [N] at ``sample_rate``."""
+    """A generated clip, as arrays: ``video`` uint8 [T, H, W, 3], ``audio`` float32 [N] at ``sample_rate``; the
+    resolved ``settings`` (seed included), ``first_frame`` uint8 [H, W, 3] as conditioned (``None`` for T2VA),
+    ``warnings`` for the user (e.g. prompt text the model cannot read)."""
 
     video: np.ndarray
     audio: np.ndarray
     sample_rate: int
     fps: float
     seed: int
+    settings: GenerationSettings
     nfe: int = 0
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
-    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
-    warnings: list[str] = dataclasses.field(default_factory=list)  # for the user, e.g. prompt text the model cannot read
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    first_frame: np.ndarray | None = None
+    model: str = ""
 
     @property
     def duration(self) -> float:
         return self.video.shape[0] / self.fps
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write an mp4 (H.264 yuv420p + AAC, faststart) that browsers play."""
-        return media.write_mp4(path, self.video, self.fps, self.audio, self.sample_rate)
+        """Write ``path`` (an .mp4: H.264 + AAC, faststart) with its sidecar JSON (and first frame PNG) beside it,
+        through the one clip writer (``mova.outputs.save_clip``, which also returns the figures); returns ``path``."""
+        from mova.outputs import save_clip
+
+        path = Path(path)
+        if path.suffix.lower() != ".mp4":
+            raise ValueError(f"path={str(path)!r} is invalid: expected a file name ending in .mp4")
+        return Path(save_clip(self, path.parent, path.stem).video_path)
 
     def save_wav(self, path: str | os.PathLike) -> Path:
         return media.write_wav(path, self.audio, self.sample_rate)
@@ -83,7 +100,7 @@ def tokenize_prompts(tokenizer, prompts: list[str], max_sequence_length: int) ->
 
 def encode_tokens(text_encoder: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(ids, mask) [B, L] → text embeddings [B, L, D]: the UMT5 encoder run with the mask, rows past each prompt's
-    length set to zero (no mask reaches the DiTs, spec §10). Differentiable (the demo recipe trains a text
+    length set to zero (no mask reaches the DiTs, docs/model.md#text-encoding). Differentiable (the demo recipe trains a text
     encoder through it); callers that only infer wrap it in ``torch.no_grad``."""
     hidden = text_encoder(ids, attention_mask=mask).last_hidden_state
     keep = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < mask.sum(dim=1, keepdim=True)
@@ -91,7 +108,7 @@ def encode_tokens(text_encoder: torch.nn.Module, ids: torch.Tensor, mask: torch.
 
 
 def center_crop_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Centre-crop to the target aspect ratio, then resize (bicubic) to width×height (spec §11)."""
+    """Centre-crop to the target aspect ratio, then resize (bicubic) to width×height (docs/model.md#image-conditioning)."""
     from PIL import Image
 
     h_img, w_img = image.shape[:2]
@@ -134,7 +151,8 @@ class MOVAPipeline:
         self.latents_mean = torch.tensor(vae_cfg["latents_mean"], dtype=torch.float32)
         self.latents_std = torch.tensor(vae_cfg["latents_std"], dtype=torch.float32)
         self.patch = tuple(components["video_dit"].config.patch_size)
-        self.interrupt = False
+        self.loras: dict[str, Path] = {}  # adapters offered by name (register_lora)
+        self._lora, self._lora_name = None, None  # the adapter in the denoiser now
         self.parallel = None
         self._setup_offload()
 
@@ -189,6 +207,29 @@ class MOVAPipeline:
         from mova.lora import load_lora
 
         return load_lora(self, path, scale)
+
+    def register_lora(self, name: str, path: str | os.PathLike) -> None:
+        """Offer an adapter under ``name``: settings with ``lora=name`` run with it (loaded on first use, swapped
+        out when another or none is asked for); :meth:`model_info` lists it."""
+        path = Path(path).expanduser()
+        if not str(name).strip() or not path.exists():
+            raise ValueError(f"loras: adapter {name!r} at {str(path)!r} does not exist")
+        self.loras[str(name)] = path
+
+    def _use_lora(self, name: str | None, scale: float) -> None:
+        """Make adapter ``name`` (or none) the one in the denoiser, at ``scale``."""
+        if name == self._lora_name:
+            if self._lora is not None and self._lora.scale != scale:
+                self._lora.set_scale(scale)
+            return
+        if self._lora is not None:
+            self._lora.unload()
+            self._lora, self._lora_name = None, None
+        if name is not None:
+            if name not in self.loras:
+                raise ValueError(f"lora={name!r} is invalid: allowed adapters are {sorted(self.loras)}")
+            self._lora = self.load_lora(self.loras[name], scale)
+            self._lora_name = name
 
     def _setup_offload(self) -> None:
         """``sequential``: the denoiser's blocks stream from pinned host memory (mova.offload.BlockStreamer);
@@ -257,34 +298,49 @@ class MOVAPipeline:
     # 1. Inputs
     # ----------------------------------------------------------------------------------------------------
 
-    def check_inputs(self, prompt: Any, height: int, width: int, num_frames: int, fps: float, steps: int,
-                     guidance: Guidance, seed: int | None, loudness_lufs: float | None,
-                     bridge_strength: float = 1.0) -> None:
-        """Refuse what this model cannot or should not run (``ValueError`` naming the field and what is allowed),
-        with the limits of :mod:`mova.validation` that the app's requests obey too."""
-        check.prompt("prompt", prompt)
-        m = self.size_multiple
-        for field, value in (("height", height), ("width", width)):
-            check.integral(field, value, m, check.MAX_PIXELS_PER_FRAME // m, f" (a multiple of {m})")
-            if value % m:
-                raise ValueError(f"{field}={value!r} is invalid: expected a positive multiple of {m}")
-        if height * width > check.MAX_PIXELS_PER_FRAME:
-            raise ValueError(f"height×width={height}×{width} is too large: at most {check.MAX_PIXELS_PER_FRAME} "
-                             "pixels per frame (720×1280 is MOVA's largest trained size)")
-        st = self.vae_scale_temporal
-        check.integral("num_frames", num_frames, 1, check.MAX_FRAMES, f" of the form {st}k+1 (e.g. 97, 121, 193)")
-        if (num_frames - 1) % st:
-            raise ValueError(f"num_frames={num_frames!r} is invalid: expected {st}k+1 (e.g. 97, 121, 193)")
-        check.real("fps", fps, check.MIN_FPS, check.MAX_FPS)
-        check.clip_duration(num_frames, fps)
-        check.integral("num_inference_steps", steps, 1, check.MAX_STEPS)
-        if not isinstance(guidance, Guidance):
-            raise ValueError(f"guidance must be a mova.Guidance, got {type(guidance).__name__}")
-        if seed is not None:
-            check.integral("seed", seed, 0, check.MAX_SEED, " or None for random")
-        if loudness_lufs is not None:
-            check.real("loudness_lufs", loudness_lufs, *check.LOUDNESS_RANGE)
-        check.real("bridge_strength", bridge_strength, 0.0, 1e3)
+    def model_info(self) -> ModelInfo:
+        """What this checkpoint supports: its defaults, resolution presets and per-request ceilings.
+
+        Presets: ``model_index.json`` ``resolutions`` (``"352x640,640x352"`` or [[h, w], ...]), else by name —
+        720p → 720×1280 / 1280×720, 360p (or no declared default size) → 352×640 / 640×352 — else the declared
+        default size alone; the default size first. Ceilings: ``max_pixels`` (default: the largest preset),
+        ``max_duration_s`` (twice the default clip), ``max_work`` (the largest clip at 100 steps of dual CFG),
+        each overridable in ``model_index.json``.
+        """
+        index = self.model_index
+        default = tuple(int(v) for v in self.default_size())
+        presets = _declared_resolutions(index.get("resolutions"))
+        if not presets:
+            tag = f"{self.name} {index.get('_name_or_path', '')}"
+            if "720" in tag:
+                presets = [(720, 1280), (1280, 720)]
+            elif "360" in tag or "default_height" not in index:
+                presets = [(352, 640), (640, 352)]
+        presets = [default] + [p for p in presets if p != default]
+        frames, fps = self.default_num_frames_fps()
+        max_frames = max(int(frames), int(index.get("max_num_frames", frames)))
+        # ceilings (validated with the other model_index.json settings when it is read)
+        max_pixels = int(index.get("max_pixels", max(h * w for h, w in presets)))
+        max_duration = float(index.get("max_duration_s", min(check.MAX_DURATION_S, 2.0 * frames / fps)))
+        max_work = float(index.get("max_work", max_pixels * max_frames * WORK_STEPS * WORK_NFE))
+        shift = getattr(getattr(self.scheduler, "config", None), "shift", None)
+        source = self.name or str(index.get("_name_or_path", "model"))
+        return ModelInfo(
+            name=source if source == "demo" else os.path.basename(os.path.normpath(source)) or source,
+            resolutions=tuple(presets), default_num_frames=int(frames), max_num_frames=max_frames,
+            default_fps=float(fps), default_num_inference_steps=int(index.get("default_num_inference_steps", 50)),
+            default_guidance=self.default_guidance(),
+            default_negative_prompt=str(index.get("default_negative_prompt", DEFAULT_NEGATIVE_PROMPT)),
+            default_shift=None if shift is None else float(shift), size_multiple=int(self.size_multiple),
+            frame_multiple=int(self.vae_scale_temporal), sample_rate=int(self.audio_sample_rate),
+            lora_adapters=tuple(self.loras), max_pixels=max_pixels,
+            max_duration_s=max_duration, max_work=max_work, device=str(self.device), offload=self.offload,
+        )
+
+    def check(self, settings: GenerationSettings) -> GenerationSettings:
+        """``settings`` with this model's defaults filled in, refused (``ValueError`` naming the field) when the
+        model cannot or should not run them."""
+        return self.model_info().check(settings)
 
     # ----------------------------------------------------------------------------------------------------
     # 2. Text
@@ -293,7 +349,7 @@ class MOVAPipeline:
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str], max_sequence_length: int | None = None) -> torch.Tensor:
         """Prompts → [B, max_sequence_length, D]: UMT5 run with the attention mask, rows past each prompt's
-        length set to zero (no mask reaches the DiTs, spec §10). Default length: ``self.max_sequence_length``."""
+        length set to zero (no mask reaches the DiTs, docs/model.md#text-encoding). Default length: ``self.max_sequence_length``."""
         max_sequence_length = self.max_sequence_length if max_sequence_length is None else max_sequence_length
         self._on_device("text_encoder")
         ids, mask = tokenize_prompts(self.tokenizer, prompts, max_sequence_length)
@@ -336,7 +392,7 @@ class MOVAPipeline:
     @torch.no_grad()
     def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [B, 3, T, H, W] in [-1, 1] → normalised video latents [B, 16, T', H/8, W/8] (posterior mode,
-        float32, on the VAE's device): the space the DiT denoises in (spec §11)."""
+        float32, on the VAE's device): the space the DiT denoises in (docs/model.md#image-conditioning)."""
         self._on_device("video_vae")
         vae_dtype = next(self.video_vae.parameters()).dtype
         latent = self.video_vae.encode(pixels.to(self._vae_device(), vae_dtype)).latent_dist.mode().float()
@@ -394,8 +450,6 @@ class MOVAPipeline:
         single_expert = self.denoiser.video_dit_2 is None
         current = None
         for i in range(steps):
-            if self.interrupt:
-                raise InterruptedError("generation interrupted")
             expert = 0 if single_expert else schedule.expert_for_step(i, self.boundary_ratio)
             if expert != current:
                 if current == 0:
@@ -443,91 +497,56 @@ class MOVAPipeline:
     # Generation
     # ----------------------------------------------------------------------------------------------------
 
-    def __call__(
-        self,
-        prompt: str,
-        image: Any = None,
-        negative_prompt: str | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        num_frames: int | None = None,
-        fps: float | None = None,
-        num_inference_steps: int | None = None,
-        guidance: Guidance | None = None,
-        seed: int | None = None,
-        video_shift: float | None = None,
-        audio_shift: float | None = None,
-        loudness_lufs: float | None = -16.0,
-        true_peak_db: float = -1.0,
-        progress: ProgressFn | None = None,
-        output_type: str = "np",
-        sequential_cfg: bool = False,
-        bridge_strength: float = 1.0,
-    ) -> GenerationResult | tuple[torch.Tensor, torch.Tensor]:
-        """Generate one clip.
+    def __call__(self, settings: GenerationSettings | str | None = None, /, *, progress: ProgressFn | None = None,
+                 output_type: str = "np", sequential_cfg: bool = False, **kwargs: Any) -> GenerationResult:
+        """Generate one clip from ``settings`` (:class:`~mova.settings.GenerationSettings`), or from a prompt and
+        keyword arguments that build them (``pipe("rain", image="f.png", num_inference_steps=30)``; ``guidance``
+        may be a :class:`~mova.Guidance`). Unset fields take the checkpoint's defaults (its trained size, frames,
+        fps, steps, s_T, negative prompt); ``seed=None`` draws one. Writes nothing: the result holds arrays
+        (``mova.outputs.save_clip`` writes them).
 
         Args:
-            prompt: what is seen and heard. image: first frame (path, PIL image or uint8 array); ``None`` → T2VA
-                with a white first frame. negative_prompt: ``None`` → the checkpoint's ``default_negative_prompt``
-                (model_index.json; our demo checkpoint: ``""``, what its text dropout trained), else the Wan one.
-            height, width: multiples of 16 (default: the model's trained size). num_frames: 4k+1. fps: > 0.
-            num_inference_steps: default from model_index.json (``default_num_inference_steps``), else 50.
-            guidance: CFG mode and scales (default: :meth:`default_guidance`, text CFG with s_T = 5 unless the
-                checkpoint declares its own ``default_text_scale``). seed: ``None`` → random; the used seed is
-                returned. video_shift, audio_shift: per-modality σ shift (default: the scheduler config's).
-            loudness_lufs: integrated loudness target of the audio, ``None`` to leave it as decoded.
+            progress: ``(stage, done, total)`` after each denoising step and stage; raising
+                :class:`~mova.settings.GenerationCancelled` from it ends the generation at that step.
             output_type: ``"np"`` (a GenerationResult) or ``"latent"`` (the final latents, no decoding).
-            bridge_strength: the denoiser's ``bridge_scale`` for every bridge-on branch: 1.0 as trained, 0.0 runs the
-                two towers independently (the bridge ablation), values between weaken it.
+            sequential_cfg: run the guidance branches one by one instead of batched (less memory, same result).
         """
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        self.interrupt = False
-        guidance = guidance if guidance is not None else self.default_guidance()
-        dh, dw = self.default_size()
-        dn, dfps = self.default_num_frames_fps()
-        height = dh if height is None else height
-        width = dw if width is None else width
-        num_frames = dn if num_frames is None else num_frames
-        fps = dfps if fps is None else fps
-        if num_inference_steps is None:
-            num_inference_steps = int(self.model_index.get("default_num_inference_steps", 50))
-        if seed is None:
-            seed = int.from_bytes(os.urandom(4), "little")
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type={output_type!r} is invalid: expected 'np' or 'latent'")
+        # 1. Settings: validated, the model's defaults filled in, its limits checked; a seed drawn
+        info = self.model_info()
+        s = info.check(self.settings(settings, **kwargs))
+        if s.seed is None:
+            s = s.replace(seed=int.from_bytes(os.urandom(4), "little"))
+        guidance = s.guidance_config
+        first_frame = None if s.image is None else center_crop_resize(media.load_image(s.image), s.height, s.width)
+        condition_frame = np.full((s.height, s.width, 3), 255, np.uint8) if first_frame is None else first_frame
+        video_shape, audio_shape, n_samples = self.latent_shapes(s.height, s.width, s.num_frames, s.fps)
 
-        # 1. Inputs
-        self.check_inputs(prompt, height, width, num_frames, fps, num_inference_steps, guidance, seed, loudness_lufs,
-                          bridge_strength)
-        if image is None:
-            first_frame = np.full((height, width, 3), 255, dtype=np.uint8)  # T2VA: a pure-white first frame
-        else:
-            first_frame = media.load_image(image)
-        video_shape, audio_shape, n_samples = self.latent_shapes(height, width, num_frames, fps)
+        self._use_lora(s.lora, s.lora_scale)
 
-        # 2. Text
-        if negative_prompt is None:
-            negative_prompt = str(self.model_index.get("default_negative_prompt", DEFAULT_NEGATIVE_PROMPT))
-        warnings = self.prompt_warnings(prompt)
+        # 2. Text (T2VA: MOVA's pure-white first frame)
+        warnings = self.prompt_warnings(s.prompt)
         for warning in warnings:
             logger.warning("%s", warning)
-        prompts = [prompt] + ([negative_prompt] if guidance.needs_negative else [])
+        prompts = [s.prompt] + ([info.negative_prompt(s)] if guidance.needs_negative else [])
         embeds = self.encode_prompt(prompts)
         text, negative = embeds[:1], (embeds[1:] if guidance.needs_negative else None)
         timings["text"] = time.perf_counter() - t0
 
         # 3. Condition; 4. noise
         t1 = time.perf_counter()
-        condition = self.prepare_condition(first_frame, height, width, num_frames)
-        z_video, z_audio = self.prepare_latents(video_shape, audio_shape, seed)
+        condition = self.prepare_condition(condition_frame, s.height, s.width, s.num_frames)
+        z_video, z_audio = self.prepare_latents(video_shape, audio_shape, s.seed)
         timings["condition"] = time.perf_counter() - t1
 
         # 5. Denoise
         t2 = time.perf_counter()
-        z_video, z_audio = self.denoise(z_video, z_audio, condition, text, negative, fps, num_inference_steps,
-                                        guidance, video_shift, audio_shift, progress, sequential_cfg,
-                                        float(bridge_strength))
+        z_video, z_audio = self.denoise(z_video, z_audio, condition, text, negative, s.fps, s.num_inference_steps,
+                                        guidance, s.video_shift, s.audio_shift, progress, sequential_cfg,
+                                        s.bridge_strength)
         timings["denoise"] = time.perf_counter() - t2
         if output_type == "latent":
             return z_video, z_audio
@@ -536,17 +555,37 @@ class MOVAPipeline:
         t3 = time.perf_counter()
         video = self.decode_video(z_video)
         audio = self.decode_audio(z_audio, n_samples)
-        if loudness_lufs is not None:
-            audio = media.normalize_loudness(audio, self.audio_sample_rate, loudness_lufs, true_peak_db)
+        if s.loudness_lufs is not None:
+            audio = media.normalize_loudness(audio, self.audio_sample_rate, s.loudness_lufs, TRUE_PEAK_DB)
         timings["decode"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         if progress is not None:
             progress("done", 1, 1)
-        settings = dict(prompt=prompt, negative_prompt=negative_prompt, height=height, width=width,
-                        num_frames=num_frames, fps=fps, num_inference_steps=num_inference_steps,
-                        guidance=dataclasses.asdict(guidance), seed=seed, video_shift=video_shift,
-                        audio_shift=audio_shift, loudness_lufs=loudness_lufs, image=image is not None,
-                        bridge_strength=float(bridge_strength), model=self.name)
         return GenerationResult(video=video, audio=audio.astype(np.float32), sample_rate=self.audio_sample_rate,
-                                fps=float(fps), seed=seed, nfe=guidance.nfe * num_inference_steps, timings=timings,
-                                settings=settings, warnings=warnings)
+                                fps=float(s.fps), seed=s.seed, nfe=s.nfe, timings=timings, settings=s,
+                                warnings=warnings, first_frame=first_frame, model=info.name)
+
+    @staticmethod
+    def settings(settings: GenerationSettings | str | None = None, **kwargs: Any) -> GenerationSettings:
+        """``GenerationSettings`` from settings, a prompt, or keyword arguments (a ``Guidance`` object expands into
+        ``guidance``, ``text_scale`` and ``bridge_scale``)."""
+        guidance = kwargs.get("guidance")
+        if isinstance(guidance, Guidance):
+            kwargs.update(guidance=guidance.mode, text_scale=guidance.text_scale, bridge_scale=guidance.bridge_scale)
+        if isinstance(settings, GenerationSettings):
+            return settings.replace(**kwargs) if kwargs else settings
+        if settings is not None:
+            kwargs["prompt"] = settings
+        return GenerationSettings.from_values(kwargs)
+
+
+def _declared_resolutions(value: Any) -> list[tuple[int, int]]:
+    """``"352x640,640x352"`` or ``[[352, 640], [640, 352]]`` → [(352, 640), (640, 352)]; anything else → []."""
+    try:
+        if isinstance(value, str):
+            return [tuple(int(v) for v in item.lower().split("x")) for item in value.split(",") if item.strip()]
+        if isinstance(value, (list, tuple)):
+            return [(int(h), int(w)) for h, w in value]
+    except (TypeError, ValueError):
+        logger.warning("model_index.json resolutions=%r is not understood; using the default size", value)
+    return []

@@ -1,5 +1,5 @@
-"""Limits every generation obeys and the checks that enforce them, declared once and shared by the request the UI
-and API build (``mova.backends.request``) and the pipeline the CLI and Python callers use (``mova.pipeline``).
+"""Limits every generation obeys and the checks that enforce them, declared once: the settings' fields
+(``mova.settings``), the model's ceilings and the CLI use them.
 
 Nothing here imports torch. Every check raises ``ValueError`` naming the field, the value and what is allowed.
 The per-model limits (trained sizes, longest clip, work budget) sit on top of these in ``Backend.check``.
@@ -25,6 +25,7 @@ MAX_STEPS = 1000
 MAX_SEED = 2**63 - 1
 MAX_GUIDANCE_SCALE = 100.0  # s_T and s_B; far beyond anything useful (MOVA uses 5 and 3.5), still finite in fp32
 LOUDNESS_RANGE = (-70.0, 0.0)
+MAX_IMAGE_PIXELS = 40_000_000  # first frames larger than this are refused before decoding
 
 
 def integral(name: str, value: Any, low: int, high: int, hint: str = "") -> int:

@@ -82,7 +82,7 @@ def test_tabs_build_alone_and_the_app_builds_twice(server):
 
     backend = server[1]
     demos = [generate.build(backend, with_image=True), generate.build(backend, with_image=False),
-             prompting.build(backend), cfg_compare.build(backend), build_app(backend, examples=False),
+             prompting.build(), cfg_compare.build(backend), build_app(backend, examples=False),
              build_app(backend, examples=False)]
     assert all(isinstance(demo, gr.Blocks) for demo in demos)
 
@@ -90,10 +90,14 @@ def test_tabs_build_alone_and_the_app_builds_twice(server):
 def test_named_endpoints(client, server):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert ENDPOINTS <= set(api), set(api)
+    from mova.settings import setting_fields
+
     t2va = [p["parameter_name"] for p in api["/generate_t2va"]["parameters"]]
-    assert t2va == ["prompt", "negative_prompt", "height", "width", "num_frames", "fps", "num_inference_steps",
-                    "guidance", "text_scale", "bridge_scale", "video_shift", "audio_shift", "seed", "randomize_seed",
-                    "loudness_lufs", "lora", "lora_scale"]  # the contract words, as the CLI spells them
+    fields = [name for name, _, _ in setting_fields() if name != "image"]  # the settings' fields, in order
+    assert t2va == [*fields[:fields.index("seed") + 1], "randomize_seed", *fields[fields.index("seed") + 1:]]
+    assert t2va[:14] == ["prompt", "negative_prompt", "height", "width", "num_frames", "fps", "num_inference_steps",
+                         "guidance", "text_scale", "bridge_scale", "video_shift", "audio_shift", "seed",
+                         "randomize_seed"]  # the contract words API clients already use keep their places
     assert [p["parameter_name"] for p in api["/generate_i2va"]["parameters"]] == ["image", *t2va]
     for route in ("/", "/arena", "/leaderboard"):
         assert httpx.get(server[0] + route, timeout=30).status_code == 200
@@ -127,7 +131,7 @@ def test_generate_i2va(client, server, frame):
                                                    guidance="dual", bridge_scale=3.5, **FAST,
                                                    api_name="/generate_i2va")
     assert_playable(video)
-    assert details["nfe"] == 3 * 2 and details["settings"]["guidance_mode"] == "dual"
+    assert details["nfe"] == 3 * 2 and details["settings"]["guidance"] == "dual"
     assert (server[1].outputs_dir / details["settings"]["image"]).is_file()
 
 
@@ -159,7 +163,7 @@ def test_prompting_endpoints(client, frame):
     (dict(prompt="rain", width=2048, height=2048), "/generate_t2va", ["too large"]),
     (dict(prompt="   "), "/generate_t2va", ["prompt is empty"]),
     (dict(prompt="rain", num_frames=10), "/generate_t2va", ["num_frames"]),
-    (dict(prompt="rain", guidance="louder"), "/generate_t2va", ["mode='louder'"]),
+    (dict(prompt="rain", guidance="louder"), "/generate_t2va", ["guidance='louder'"]),
     (dict(prompt="rain", image=None), "/generate_i2va", ["image is missing"]),
     (dict(prompt="rain", enabled_2=False, enabled_3=False), "/compare", ["needs 2 to 4"]),
 ])
@@ -203,11 +207,11 @@ def test_two_concurrent_requests_complete_in_order(server):
         def __getattr__(self, name):
             return getattr(original, name)
 
-        def __call__(self, **kwargs):
+        def __call__(self, settings, **kwargs):
             start = time.monotonic()
             time.sleep(1.0)
-            result = original(**kwargs)
-            runs.append((kwargs["prompt"], start, time.monotonic()))
+            result = original(settings, **kwargs)
+            runs.append((settings.prompt, start, time.monotonic()))
             return result
 
     backend.pipeline = Slow()

@@ -36,9 +36,10 @@ def api_parameters(url: str, api_name: str) -> list[str]:
 def call(url: str, api_name: str, **values) -> tuple[str, str]:
     """POST /gradio_api/call/<api_name> with every parameter in order, then read the event stream.
     Returns (outcome, text): outcome is ``refused`` (the POST itself was refused), ``error`` or ``complete``."""
-    defaults = dict(prompt="rain on a roof", negative_prompt="", guidance="text", text_scale=3.0, bridge_scale=1.0,
-                    video_shift=None, audio_shift=None, seed=1, randomize_seed=False, loudness_lufs=-16.0,
-                    lora="none", lora_scale=1.0, image=None, **FAST)
+    from mova.settings import setting_fields
+
+    defaults = {name: default for name, default, _ in setting_fields()}  # every parameter, as a raw client must
+    defaults.update(prompt="rain on a roof", text_scale=3.0, seed=1, randomize_seed=False, lora="none", **FAST)
     values = {**defaults, **values}
     data = [values[name] for name in api_parameters(url, api_name)]
     posted = httpx.post(f"{url}/gradio_api/call/{api_name}", json={"data": data}, timeout=60)
@@ -156,7 +157,7 @@ def test_costly_or_broken_requests_are_refused_before_the_queue(server, values, 
     url, backend, _ = server
     calls = []
     original = backend.pipeline
-    backend.pipeline = lambda **kwargs: calls.append(kwargs)  # must never be reached
+    backend.pipeline = lambda *args, **kwargs: calls.append(args)  # must never be reached
     try:
         start = time.monotonic()
         outcome, text = call(url, "generate_t2va", **values)
@@ -183,10 +184,10 @@ def test_a_full_gpu_queue_refuses_new_clips_and_starves_nothing_else(server, mon
         def __getattr__(self, name):
             return getattr(original, name)
 
-        def __call__(self, **kwargs):
+        def __call__(self, *args, **kwargs):
             running.set()
             release.wait(60)
-            return original(**kwargs)
+            return original(*args, **kwargs)
 
     def queue_size() -> int:
         return httpx.get(f"{url}/gradio_api/queue/status", timeout=10).json()["queue_size"]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from mova.__main__ import main as mova_main
@@ -123,24 +124,29 @@ def test_folder_of_generation_results(tmp_path):
 
 
 def test_parse_model_spec():
-    spec = parse_model_spec("mova-cfg5=demo:text_scale=5,num_inference_steps=4,mode=text")
-    assert spec == ModelSpec("mova-cfg5", "demo", {"text_scale": 5.0, "num_inference_steps": 4, "mode": "text"})
+    spec = parse_model_spec("mova-cfg5=demo:text_scale=5,num_inference_steps=4,guidance=text")
+    assert spec == ModelSpec("mova-cfg5", "demo", {"text_scale": 5.0, "num_inference_steps": 4, "guidance": "text"})
     assert parse_model_spec("base=/ckpt/MOVA-360p").settings == {}
     assert parse_model_spec("base=/ckpt/MOVA-360p:offload=model").source == "/ckpt/MOVA-360p"
+    assert parse_model_spec("x=demo:bridge_strength=0").settings == {"bridge_strength": 0.0}  # any setting
     with pytest.raises(ValueError, match="NAME=DIR_OR_demo"):
         parse_model_spec("demo")
-    with pytest.raises(ValueError, match="setting 'guidance=5' is not allowed"):
+    with pytest.raises(ValueError, match="setting 'mode=text' is not allowed"):
+        parse_model_spec("x=demo:mode=text")
+    with pytest.raises(ValueError, match="guidance='5' is invalid"):
         parse_model_spec("x=demo:guidance=5")
     with pytest.raises(ValueError, match="is not a int"):
         parse_model_spec("x=demo:num_frames=many")
 
 
-class FakeResult:
-    def __init__(self, seed: int, color: tuple[int, int, int]):
-        self.seed, self.color = seed, color
+def fake_result(settings, color: tuple[int, int, int]):
+    """What the pipeline returns for ``settings``: a GenerationResult of one flat colour and a tone."""
+    from mova.pipeline import GenerationResult
 
-    def save(self, path: str) -> None:
-        write_synthetic_clip(path, color=self.color)  # a real H.264 + AAC mp4, written with PyAV
+    video = np.zeros((9, 32, 32, 3), np.uint8) + np.array(color, np.uint8)
+    audio = (0.2 * np.sin(np.arange(9 * 4000) / 5.0)).astype(np.float32)
+    return GenerationResult(video=video, audio=audio, sample_rate=48000, fps=12.0, seed=settings.seed,
+                            settings=settings, nfe=2, timings={"total": 0.1}, model="checkpoint")
 
 
 def test_generate_fills_the_pool_with_the_pipeline(tmp_path):
@@ -149,9 +155,9 @@ def test_generate_fills_the_pool_with_the_pipeline(tmp_path):
     def factory(source, **load):
         calls.append(("load", source, load))
 
-        def pipe(prompt, image=None, seed=None, **kwargs):
-            calls.append(("call", source, prompt, image is not None, seed, kwargs))
-            return FakeResult(seed, (200, 10, 10) if source == "demo" else (10, 200, 10))
+        def pipe(settings):
+            calls.append(("call", source, settings))
+            return fake_result(settings, (200, 10, 10) if source == "demo" else (10, 200, 10))
 
         return pipe
 
@@ -168,28 +174,28 @@ def test_generate_fills_the_pool_with_the_pipeline(tmp_path):
     assert prompts[0] == PromptItem("p1", "waves", frame.resolve(), "nature", "")
     models = [parse_model_spec("demo-cfg5=demo:text_scale=5,num_frames=9"), parse_model_spec("other=/ckpt/x:offload=model")]
     service = ArenaService(tmp_path / "data")
-    reports = generate_pool(service, prompts, models, seed=10, pipeline_factory=factory,
-                            guidance_factory=lambda **kw: ("guidance", kw))
+    reports = generate_pool(service, prompts, models, seed=10, pipeline_factory=factory)
     assert [r.added for r in reports] == [2, 2] and not any(r.rejected for r in reports)
     assert [c for c in calls if c[0] == "load"] == [("load", "demo", {}), ("load", "/ckpt/x", {"offload": "model"})]
-    first_call = next(c for c in calls if c[0] == "call")
-    assert first_call == ("call", "demo", "waves", True, 10,
-                          {"num_frames": 9, "guidance": ("guidance", {"text_scale": 5.0})})
+    first = next(c for c in calls if c[0] == "call")[2]
+    assert (first.prompt, first.seed, first.num_frames, first.text_scale) == ("waves", 10, 9, 5.0)
+    assert first.image == str(frame.resolve())
 
     pool = service.pool_dir
     assert pool == (tmp_path / "data" / "arena" / "pool").resolve()
     clip = pool / "demo-cfg5" / "p2_seed11.mp4"
-    sidecar = json.loads(clip.with_suffix(".json").read_text())
-    assert sidecar == {"prompt": "a violin", "prompt_id": "p2", "model": "demo-cfg5", "seed": 11, "category": "music",
-                       "settings": {"source": "demo", "text_scale": 5.0, "num_frames": 9}}
+    sidecar = json.loads(clip.with_suffix(".json").read_text())  # mova.outputs.save_clip's, plus the arena's
+    assert {k: sidecar[k] for k in ("prompt", "prompt_id", "model", "seed", "category", "source")} == {
+        "prompt": "a violin", "prompt_id": "p2", "model": "demo-cfg5", "seed": 11, "category": "music",
+        "source": "demo"}
+    assert sidecar["settings"]["text_scale"] == 5.0 and sidecar["settings"]["num_frames"] == 9
     with av.open(str(clip)) as container:
         assert {s.codec_context.name for s in container.streams} == {"h264", "aac"}
     assert (pool / "first_frames" / "p1.png").is_file()
     assert service.categories() == ["music", "nature"]
 
     calls.clear()  # a second run keeps what exists (resume)
-    reports = generate_pool(service, prompts, models, seed=10, pipeline_factory=factory,
-                            guidance_factory=lambda **kw: kw)
+    reports = generate_pool(service, prompts, models, seed=10, pipeline_factory=factory)
     assert calls == [] and [r.duplicates for r in reports] == [2, 2]
 
 

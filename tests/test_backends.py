@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mova.backends import GenerationRequest, ModelInfo, ModelUnavailableError, resolve_model_folder
+from mova.backends import ModelUnavailableError, resolve_model_folder
+from mova.settings import GenerationSettings, ModelInfo
 from mova.backends.zerogpu import DurationModel, ZeroGPUBackend, fit_defaults
 from mova.guidance import Guidance
 from tests.test_app_support import FAST, app_checkpoint, streams, write_png
@@ -20,18 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# GenerationRequest
+# GenerationSettings
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_request_normalises_ui_values():
-    r = GenerationRequest(prompt="rain", height=64.0, width=64, num_frames=9.0, fps=12, num_inference_steps=2.0,
-                          seed=5.0, negative_prompt="  ", image="", lora="", video_shift=None)
+def test_settings_normalise_ui_values():
+    r = GenerationSettings(prompt="rain", height=64.0, width=64, num_frames=9.0, fps=12, num_inference_steps=2.0,
+                           seed=5.0, negative_prompt="  ", image="", lora="", video_shift="", text_scale=5)
     assert (r.height, r.num_frames, r.num_inference_steps, r.seed) == (64, 9, 2, 5)
     assert all(isinstance(v, int) for v in (r.height, r.num_frames, r.num_inference_steps, r.seed))
-    assert r.negative_prompt is None and r.image is None and r.lora is None
-    assert r.guidance == Guidance("text", 5.0, 1.0) and r.kind == "t2va" and r.nfe == 4
-    assert r.replace(guidance_mode="dual").nfe == 6
+    assert r.negative_prompt is None and r.image is None and r.lora is None and r.video_shift is None
+    assert r.guidance_config == Guidance("text", 5.0, 1.0) and r.kind == "t2va" and r.nfe == 4
+    assert r.replace(guidance="dual").nfe == 6
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['guidance_mode'\]"):
+        GenerationSettings.from_values({"prompt": "rain", "guidance_mode": "dual"})
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -47,7 +50,7 @@ def test_request_normalises_ui_values():
     (dict(fps=0), "fps"),
     (dict(fps=float("nan")), "fps"),
     (dict(num_inference_steps=0), "num_inference_steps"),
-    (dict(guidance_mode="loud"), "mode"),
+    (dict(guidance="loud"), "guidance"),
     (dict(text_scale=-1), "text_scale"),
     (dict(bridge_scale=float("inf")), "bridge_scale"),
     (dict(video_shift=0), "video_shift"),
@@ -59,22 +62,23 @@ def test_request_normalises_ui_values():
     (dict(image="/no/such/frame.png"), "image"),
     (dict(negative_prompt=3), "negative_prompt"),
 ])
-def test_request_validation_names_the_field(changes, field):
+def test_settings_validation_names_the_field(changes, field):
     values = dict(prompt="rain on a tin roof", **FAST)
     values.update(changes)
     with pytest.raises(ValueError) as err:
-        GenerationRequest(**values)
+        GenerationSettings(**values)
     assert field in str(err.value)
 
 
-def test_request_image_must_decode(tmp_path):
+def test_the_backend_check_decodes_the_first_frame(local, tmp_path):
     not_image = tmp_path / "frame.png"
     not_image.write_text("text")
-    request = GenerationRequest(prompt="rain", image=str(not_image), **FAST)  # exists: accepted here
-    assert request.kind == "it2va"
+    settings = GenerationSettings(prompt="rain", image=str(not_image), **FAST)  # exists: accepted here
+    assert settings.kind == "it2va"
     with pytest.raises(ValueError, match="image"):
-        request.check_image()
-    GenerationRequest(prompt="rain", image=str(write_png(tmp_path / "ok.png")), **FAST).check_image()
+        local.check(settings)
+    resolved = local.check(GenerationSettings(prompt="rain", image=str(write_png(tmp_path / "ok.png"))))
+    assert (resolved.height, resolved.num_frames, resolved.num_inference_steps) == (64, 9, 2)  # the model's
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -101,7 +105,7 @@ def test_local_model_info(local):
 def test_local_generate_writes_mp4_and_sidecar(local, tmp_path):
     stages = []
     frame = write_png(tmp_path / "frame.png")
-    response = local.generate(GenerationRequest(prompt="a red ball bounces", image=str(frame), seed=3, **FAST),
+    response = local.generate(GenerationSettings(prompt="a red ball bounces", image=str(frame), seed=3, **FAST),
                               progress=lambda stage, done, total: stages.append((stage, done, total)))
     assert ("denoise", 2, 2) in stages and stages[-1] == ("encode", 1, 1)
     info = streams(response.video_path)
@@ -109,7 +113,7 @@ def test_local_generate_writes_mp4_and_sidecar(local, tmp_path):
     assert Path(response.video_path).parent == local.data_dir / "outputs"
     sidecar = json.loads(Path(response.sidecar_path).read_text())
     assert sidecar["seed"] == 3 and sidecar["settings"]["prompt"] == "a red ball bounces"
-    assert sidecar["settings"]["model"] == "tiny-app"
+    assert sidecar["model"] == "tiny-app"
     # the sidecar names files within the outputs folder, never a server path; the first frame is our own PNG
     outputs = local.data_dir / "outputs"
     assert sidecar["video_path"] == Path(response.video_path).name and (outputs / sidecar["video_path"]).is_file()
@@ -123,17 +127,17 @@ def test_local_generate_writes_mp4_and_sidecar(local, tmp_path):
 
 
 def test_local_generate_reports_the_seed_random_by_default(local):
-    seeded = local.generate(GenerationRequest(prompt="rain", seed=42, **FAST))
-    drawn = local.generate(GenerationRequest(prompt="rain", seed=None, **FAST))
+    seeded = local.generate(GenerationSettings(prompt="rain", seed=42, **FAST))
+    drawn = local.generate(GenerationSettings(prompt="rain", seed=None, **FAST))
     assert seeded.seed == 42 and seeded.settings["seed"] == 42
     assert isinstance(drawn.seed, int) and drawn.seed >= 0 and drawn.settings["seed"] == drawn.seed
 
 
 def test_local_checks_model_limits(local):
     with pytest.raises(ValueError, match="lora"):
-        local.generate(GenerationRequest(prompt="rain", lora="style", **FAST))
+        local.generate(GenerationSettings(prompt="rain", lora="style", **FAST))
     with pytest.raises(ValueError, match="num_frames=13 .* at most 9"):
-        local.generate(GenerationRequest(prompt="rain", **{**FAST, "num_frames": 13}))
+        local.generate(GenerationSettings(prompt="rain", **{**FAST, "num_frames": 13}))
 
 
 def test_local_runs_one_job_at_a_time(local):
@@ -145,19 +149,19 @@ def test_local_runs_one_job_at_a_time(local):
         def __getattr__(self, name):
             return getattr(original, name)
 
-        def __call__(self, **kwargs):
+        def __call__(self, *args, **kwargs):
             with guard:
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
             try:
-                return original(**kwargs)
+                return original(*args, **kwargs)
             finally:
                 with guard:
                     active[0] -= 1
 
     local.pipeline = Counting()
     try:
-        threads = [threading.Thread(target=local.generate, args=(GenerationRequest(prompt=f"rain {i}", **FAST),))
+        threads = [threading.Thread(target=local.generate, args=(GenerationSettings(prompt=f"rain {i}", **FAST),))
                    for i in range(3)]
         for t in threads:
             t.start()
@@ -197,9 +201,9 @@ def test_local_backend_offers_and_swaps_lora_adapters(tiny_checkpoint, tiny_lora
     info = backend.model_info()
     assert info.has_lora and info.lora_adapters == ("style",)
     video_dit = backend.pipeline.components["video_dit"]
-    styled = backend.generate(GenerationRequest(prompt="rain", seed=1, lora="style", lora_scale=0.5, **FAST))
+    styled = backend.generate(GenerationSettings(prompt="rain", seed=1, lora="style", lora_scale=0.5, **FAST))
     assert lora_layers([video_dit]) and styled.settings["lora"] == "style" and styled.settings["lora_scale"] == 0.5
-    plain = backend.generate(GenerationRequest(prompt="rain", seed=1, **FAST))
+    plain = backend.generate(GenerationSettings(prompt="rain", seed=1, **FAST))
     assert not lora_layers([video_dit]) and plain.settings["lora"] is None  # unloaded for a request without one
     with pytest.raises(ValueError, match="loras"):
         LocalBackend(pipeline=backend.pipeline, data_dir=tmp_path / "data", loras={"gone": tmp_path / "nope"})
@@ -233,7 +237,7 @@ def test_duration_grows_with_steps_frames_resolution_and_nfe():
     assert d.estimate(**{**base, "nfe_per_step": 3}) > e0
     previous = 0
     for steps in range(1, 60):  # the clamped duration never decreases and stays in [min_s, max_s]
-        seconds = d(GenerationRequest(prompt="x", height=352, width=640, num_frames=97, num_inference_steps=steps))
+        seconds = d(GenerationSettings(prompt="x", height=352, width=640, num_frames=97, num_inference_steps=steps))
         assert d.min_s <= seconds <= d.max_s and seconds >= previous and isinstance(seconds, int)
         previous = seconds
 
@@ -287,9 +291,9 @@ def test_zerogpu_backend_runs_inert_on_cpu(local, tmp_path):
     assert backend._gpu_call == backend._gpu_generate and not hasattr(backend._gpu_call, "zerogpu")
     info = backend.model_info()
     assert info.backend == "zerogpu" and info.max_gpu_seconds == backend.durations.max_s
-    response = backend.generate(GenerationRequest(prompt="rain", seed=1, **FAST))
+    response = backend.generate(GenerationSettings(prompt="rain", seed=1, **FAST))
     assert streams(response.video_path)["audio_codec"] == "aac"
-    too_long = GenerationRequest(prompt="rain", height=64, width=64, num_frames=9, fps=12, num_inference_steps=1000)
+    too_long = GenerationSettings(prompt="rain", height=64, width=64, num_frames=9, fps=12, num_inference_steps=1000)
     small = ZeroGPUBackend(pipeline=local.pipeline, data_dir=tmp_path / "data", durations=DurationModel(max_s=20))
     with pytest.raises(ValueError, match="num_inference_steps"):
         small.generate(too_long)
@@ -358,7 +362,7 @@ def test_python_app_py_serves_the_demo_checkpoint(tmp_path):
         info = streams(video)
         assert (info["width"], info["height"], info["frames"]) == (64, 64, 25), info
         assert info["audio_codec"] == "aac" and info["samples"] > 0
-        assert details["settings"]["model"] == "demo" and details["settings"]["num_inference_steps"] == 25
+        assert details["model"] == "demo" and details["settings"]["num_inference_steps"] == 25
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -393,3 +397,20 @@ def test_app_on_a_space_uses_the_zerogpu_backend(tiny_checkpoint, tmp_path, monk
     assert backend.data_dir == (tmp_path / "data").resolve()
     expected = str(app.SPACES_DATA_DIR) if app.SPACES_DATA_DIR.is_dir() else None
     assert app.parse_args([], env={"SPACE_ID": "someone/mova-studio"}).data_dir == expected
+
+
+def test_model_index_may_set_the_cost_ceilings(tiny_checkpoint, tmp_path):
+    from mova import MOVAPipeline
+
+    folder = app_checkpoint(tiny_checkpoint, tmp_path)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "max_duration_s": 0.5, "max_work": 1e6}))
+    info = MOVAPipeline.from_pretrained(folder, device="cpu").model_info()
+    assert (info.max_duration_s, info.max_work, info.max_pixels) == (0.5, 1e6, 64 * 64)
+    with pytest.raises(ValueError, match=r"9 / 12 = 0.8 s is too long: at most 0.5 s"):
+        info.check(GenerationSettings(prompt="x", num_frames=9, fps=12))
+    with pytest.raises(ValueError, match=r"too much work for tiny-app at this size and length: .* = 1.23e\+06, at most 1e\+06"):
+        info.check(GenerationSettings(prompt="x", num_frames=5, fps=12, num_inference_steps=30))
+    (folder / "model_index.json").write_text(json.dumps({**index, "max_pixels": "big"}))
+    with pytest.raises(ValueError, match=r"model_index.json.*max_pixels='big' is invalid"):
+        MOVAPipeline.from_pretrained(folder, device="cpu")

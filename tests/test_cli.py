@@ -103,12 +103,12 @@ def test_unexpected_errors_are_one_line_unless_debugging(tmp_path, capsys, monke
 
 
 def test_model_errors_after_loading_are_one_line(tiny_checkpoint, tmp_path, capsys):
-    """What only the loaded model can check (here the VAE's frame grid) is still a one-line error, exit 2."""
+    """What only the loaded model can check (here its longest clip) is still a one-line error, exit 2."""
     code = main(["generate", "--model", str(tiny_checkpoint), "--prompt", "a bell rings", "--out",
-                 str(tmp_path / "x.mp4"), "--height", "64", "--width", "64", "--num-frames", "10", "--steps", "1"])
+                 str(tmp_path / "x.mp4"), "--height", "64", "--width", "64", "--num-frames", "13", "--steps", "1"])
     assert code == 2
     err = capsys.readouterr().err  # after the loading and progress bars
-    assert err.endswith("\nerror: num_frames=10 is invalid: expected 4k+1 (e.g. 97, 121, 193)\n")
+    assert err.endswith("\nerror: num_frames=13 is invalid for tiny: at most 9\n")
     assert "Traceback" not in err
     assert not (tmp_path / "x.mp4").exists()
 

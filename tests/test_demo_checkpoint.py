@@ -45,7 +45,7 @@ def test_text_only_clip(pipe):
     result = pipe("A small red ball bounces twice on a wooden floor, each bounce a sharp knock.", seed=0)
     assert result.video.shape == (25, 64, 64, 3) and result.video.dtype == np.uint8
     assert result.sample_rate == 16000 and result.audio.shape == (33333,) and np.isfinite(result.audio).all()
-    assert result.settings["num_inference_steps"] == 25 and result.nfe == 50
+    assert result.settings.num_inference_steps == 25 and result.nfe == 50
     assert result.video.std() > 5 and np.abs(result.audio).max() > 0.01  # a picture and a sound, not flat
 
 

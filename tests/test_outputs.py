@@ -22,32 +22,35 @@ from mova.outputs import OutputsPolicy
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def clip(frames: int = 9, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def clip(frames: int = 9, size: int = 32, first_frame: np.ndarray | None = None):
+    """A GenerationResult of noise and a tone, as the pipeline would return it."""
+    from mova.pipeline import GenerationResult
+    from mova.settings import GenerationSettings
+
     rng = np.random.default_rng(0)
     video = rng.integers(0, 255, (frames, size, size, 3), dtype=np.uint8)
     audio = (0.1 * np.sin(np.arange(frames * 4000) / 7.0)).astype(np.float32)
-    return video, audio
+    settings = GenerationSettings(prompt="a tone", seed=1, height=size, width=size, num_frames=frames, fps=12.0)
+    return GenerationResult(video=video, audio=audio, sample_rate=48000, fps=12.0, seed=1, settings=settings,
+                            nfe=4, timings={"total": 1.0}, first_frame=first_frame, model="m")
 
 
 def test_save_clip_writes_the_three_files_under_their_names(tmp_path):
-    video, audio = clip()
-    frame = np.full((32, 32, 3), 200, np.uint8)
-    files = outputs.save_clip(tmp_path, "c1", video, 12.0, audio, 48000, lambda: {"seed": 1}, frame)
+    files = outputs.save_clip(clip(first_frame=np.full((32, 32, 3), 200, np.uint8)), tmp_path, "c1",
+                              extra={"prompt_id": "p1"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c1.first_frame.png", "c1.json", "c1.mp4"]
-    assert json.loads(files.sidecar.read_text()) == {"seed": 1}
-    with av.open(str(files.mp4)) as container:
+    sidecar = json.loads(Path(files.sidecar_path).read_text())
+    assert sidecar["seed"] == 1 and sidecar["prompt_id"] == "p1" and sidecar["model"] == "m"
+    assert sidecar["settings"]["image"] == "c1.first_frame.png" and sidecar["video_path"] == "c1.mp4"
+    assert sidecar["timings"]["wall"] == pytest.approx(1.0 + sidecar["timings"]["save"])
+    with av.open(files.video_path) as container:
         assert sum(1 for _ in container.decode(video=0)) == 9
-    assert files.first_frame.read_bytes().startswith(b"\x89PNG")
+    assert Path(files.first_frame_path).read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
-    video, audio = clip()
-
-    def broken_sidecar():
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        outputs.save_clip(tmp_path, "c1", video, 12.0, audio, 48000, broken_sidecar, video[0])
+    with pytest.raises(TypeError):  # the mp4 is encoded, then the (malformed) first frame fails
+        outputs.save_clip(clip(first_frame=np.zeros((2, 2, 7), np.uint8)), tmp_path, "c1")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -74,13 +77,12 @@ def test_kill_9_during_writes_leaves_whole_clips_and_sweepable_temporaries(tmp_p
     """A writer killed at a random moment: every mp4 present has its sidecar; what remains besides whole clips
     is temporaries, and the start-up sweep removes them."""
     script = textwrap.dedent(f"""
-        import numpy as np
         from mova import outputs
-        rng = np.random.default_rng(0)
-        video = rng.integers(0, 255, (49, 128, 128, 3), dtype=np.uint8)
-        audio = np.zeros(49 * 4000, np.float32)
+        from tests.test_outputs import clip
+        result = clip(frames=49, size=128)
+        result.first_frame = result.video[0]
         for i in range(1000):
-            outputs.save_clip({str(tmp_path)!r}, f"clip{{i:04d}}", video, 12.0, audio, 48000, {{"i": i}}, video[0])
+            outputs.save_clip(result, {str(tmp_path)!r}, f"clip{{i:04d}}")
             print(i, flush=True)
     """)
     process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -118,8 +120,8 @@ def test_policy_from_env_names_a_bad_value():
 
 
 def test_the_backend_keeps_its_outputs_within_the_policy(tmp_path, tiny_checkpoint, monkeypatch):
-    from mova.backends import GenerationRequest
     from mova.backends.local import LocalBackend
+    from mova.settings import GenerationSettings
     from tests.test_app_support import FAST, app_checkpoint
 
     monkeypatch.setenv("MOVA_OUTPUTS_MAX_GB", str(1e-9 * 1))  # 1 byte: only the newest clip survives
@@ -128,7 +130,7 @@ def test_the_backend_keeps_its_outputs_within_the_policy(tmp_path, tiny_checkpoi
     (folder / "old.json").write_text("{}")  # a leftover sidecar without its mp4, swept at start
     backend = LocalBackend(app_checkpoint(tiny_checkpoint, tmp_path), data_dir=tmp_path / "data")
     assert not (folder / "old.json").exists()
-    first = backend.generate(GenerationRequest(prompt="rain", seed=1, **FAST))
-    second = backend.generate(GenerationRequest(prompt="rain", seed=2, **FAST))
+    first = backend.generate(GenerationSettings(prompt="rain", seed=1, **FAST))
+    second = backend.generate(GenerationSettings(prompt="rain", seed=2, **FAST))
     assert not Path(first.video_path).exists() and Path(second.video_path).is_file()
     assert sorted(p.suffix for p in folder.iterdir()) == [".json", ".mp4"]

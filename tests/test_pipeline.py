@@ -196,7 +196,6 @@ def test_checkpoint_default_text_scale(tiny_checkpoint, tmp_path, monkeypatch):
     import shutil
 
     from mova.__main__ import main
-    from mova.backends.base import model_info_from_pipeline
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, folder)
@@ -205,20 +204,23 @@ def test_checkpoint_default_text_scale(tiny_checkpoint, tmp_path, monkeypatch):
     own = MOVAPipeline.from_pretrained(folder, device="cpu")
     assert MOVAPipeline.from_pretrained(tiny_checkpoint, device="cpu").default_guidance() == Guidance(text_scale=5.0)
     assert own.default_guidance() == Guidance(text_scale=2.0)
-    assert model_info_from_pipeline(own, backend="local").default_guidance.text_scale == 2.0
+    assert own.model_info().default_guidance.text_scale == 2.0
     kwargs = dict(SMALL, output_type="latent", seed=11)
     default = own("a bell rings", **kwargs)
     for scale, same in ((2.0, True), (5.0, False)):
         other = own("a bell rings", guidance=Guidance(text_scale=scale), **kwargs)
         assert all(torch.equal(a, b) for a, b in zip(default, other)) == same
-    seen, original = [], MOVAPipeline.__call__
+    from mova.settings import ModelInfo
 
-    def spy(self, *args, guidance=None, **kw):
-        seen.append(guidance)
-        return original(self, *args, guidance=guidance, **kw)
+    seen, original = [], ModelInfo.check
 
-    monkeypatch.setattr(MOVAPipeline, "__call__", spy)
+    def spy(self, settings):
+        resolved = original(self, settings)
+        seen.append(resolved.text_scale)
+        return resolved
+
+    monkeypatch.setattr(ModelInfo, "check", spy)
     for extra in ([], ["--text-scale", "4"]):
         assert main(["generate", "--model", str(folder), "--prompt", "x", "--out", str(tmp_path / "a.mp4"),
                      "--steps", "1", "--seed", "1", *extra]) == 0
-    assert [g.text_scale for g in seen] == [2.0, 4.0]
+    assert seen == [2.0, 4.0]

@@ -64,7 +64,7 @@ def test_demo_base_folder(vaes, tmp_path):
     pipe = MOVAPipeline.from_pretrained(out, device="cpu")
     result = pipe("A small red ball bounces twice.", num_frames=9, num_inference_steps=2, seed=0)
     assert result.video.shape == (9, 64, 64, 3) and result.sample_rate == 16000
-    assert result.settings["negative_prompt"] == ""
+    assert result.settings.negative_prompt is None and pipe.model_info().negative_prompt(result.settings) == ""
 
 
 def test_demo_base_refuses_a_video_vae_of_another_latent_width(vaes, tmp_path):

@@ -47,8 +47,10 @@ def header_markdown(backend: Backend, arena: bool) -> str:
     return text
 
 
-def build_app(backend: Backend, arena_service: ArenaService | None = None, *, examples: bool = True) -> gr.Blocks:
-    """The whole app for ``backend``; can be built any number of times (no shared state between builds)."""
+def build_app(backend: Backend, arena_service: ArenaService | None = None, *, examples: bool = True,
+              prompt_provider: Any = None) -> gr.Blocks:
+    """The whole app for ``backend``; can be built any number of times (no shared state between builds).
+    ``prompt_provider``: the prompt-rewriting tab's (default: ``MOVA_PROMPT_PROVIDER``, else offline)."""
     from ui import cfg_compare, generate, prompting
     from ui.widgets import demo_world_examples, history_markdown
 
@@ -63,7 +65,7 @@ def build_app(backend: Backend, arena_service: ArenaService | None = None, *, ex
             with gr.Tab(TAB_IDS["t2va"], id="t2va", elem_id="tab-t2va"):
                 t2va = generate.render(backend, info, with_image=False, examples=example_rows)
             with gr.Tab(TAB_IDS["prompting"], id="prompting", elem_id="tab-prompting"):
-                rewriting = prompting.render(backend)
+                rewriting = prompting.render(prompt_provider)
             with gr.Tab(TAB_IDS["compare"], id="compare", elem_id="tab-compare"):
                 cfg_compare.render(backend, info)
         with gr.Accordion("This session's clips", open=False):

@@ -16,19 +16,21 @@ from typing import Any
 
 import gradio as gr
 
-from mova.backends import Backend, GenerationRequest, ModelInfo
+from mova.backends import Backend
+from mova.settings import GenerationSettings, ModelInfo
 from ui.widgets import (
     GPU_CONCURRENCY_ID,
     UI_MAX_SEED,
     GenerationControls,
-    GradioProgress,
+    clip_details,
     figures_markdown,
+    form_settings,
     gpu_validator,
     guidance_title,
-    make_request,
+    optional_inputs,
     render_controls,
     render_guidance,
-    response_details,
+    run_job,
     show_warnings,
     user_errors,
     with_api_signature,
@@ -66,12 +68,12 @@ class CompareTab:
     details: gr.JSON
 
 
-def setting_requests(base: GenerationRequest, values: dict[str, Any]) -> list[tuple[int, GenerationRequest]]:
-    """(slot number, request) for each enabled setting, all with ``base``'s prompt, sizes and seed."""
+def slot_settings(base: GenerationSettings, values: dict[str, Any]) -> list[tuple[int, GenerationSettings]]:
+    """(slot number, settings) for each enabled slot, all with ``base``'s prompt, sizes and seed."""
     chosen = []
     for k in range(1, SLOTS + 1):
         if values.get(f"enabled_{k}"):
-            chosen.append((k, base.replace(guidance_mode=values.get(f"guidance_{k}", "text"),
+            chosen.append((k, base.replace(guidance=values.get(f"guidance_{k}", "text"),
                                            text_scale=values.get(f"text_scale_{k}", 5.0),
                                            bridge_scale=values.get(f"bridge_scale_{k}", 1.0))))
     if not MIN_SETTINGS <= len(chosen) <= SLOTS:
@@ -95,7 +97,9 @@ def render(backend: Backend, info: ModelInfo | None = None) -> CompareTab:
                     guidance, text_scale, bridge_scale = render_guidance(
                         info, f"compare-{k}", mode=mode, text_scale=s_t, bridge_scale=s_b, label_suffix=f"_{k}")
                 slots_inputs.append((check, guidance, text_scale, bridge_scale))
-            button = gr.Button("Compare", variant="primary", elem_id="compare-run")
+            with gr.Row():
+                button = gr.Button("Compare", variant="primary", elem_id="compare-run", scale=3)
+                stop = gr.Button("Stop", variant="stop", elem_id="compare-stop", scale=1)
     slots: list[SettingSlot] = []
     with gr.Row(equal_height=False):
         for k, (check, guidance, text_scale, bridge_scale) in enumerate(slots_inputs, start=1):
@@ -113,40 +117,49 @@ def render(backend: Backend, info: ModelInfo | None = None) -> CompareTab:
         inputs.update({f"enabled_{k}": slot.enabled, f"guidance_{k}": slot.guidance,
                        f"text_scale_{k}": slot.text_scale, f"bridge_scale_{k}": slot.bridge_scale})
 
-    def plan(values: dict[str, Any]) -> list[tuple[int, GenerationRequest]]:
-        base = make_request(values, image_required=None)
+    def plan(values: dict[str, Any]) -> list[tuple[int, GenerationSettings]]:
+        slots_values = {k: values.pop(k) for k in list(values) if k.rsplit("_", 1)[-1].isdigit()}
+        base = form_settings(values, image_required=None)
         if base.seed is None:  # one random seed shared by every setting
             base = base.replace(seed=random.SystemRandom().randrange(UI_MAX_SEED + 1))
-        chosen = setting_requests(base, values)
-        for _, request in chosen:
-            backend.check(request)
+        chosen = slot_settings(base, slots_values)
+        for _, settings in chosen:
+            backend.check(settings)
         return chosen
 
     def check(**values: Any) -> None:
         plan(values)
 
     @user_errors
-    def compare(progress: gr.Progress = gr.Progress(), **values: Any) -> dict:
+    async def compare(progress: gr.Progress = gr.Progress(), **values: Any) -> dict:
         chosen = plan(values)
+
+        def run_all(report) -> list:
+            clips = []
+            for i, (k, settings) in enumerate(chosen, start=1):
+                title = guidance_title(settings.guidance, settings.text_scale, settings.bridge_scale)
+                report.prefix = f"[{i}/{len(chosen)}] {title}: "
+                clips.append((k, title, backend.generate(settings, report)))
+            return clips
+
+        clips = await run_job(run_all, progress)
+        show_warnings(clips[0][2])  # the prompt is the same for every setting
         out: dict[Any, Any] = {}
         rows, all_details = [], []
         by_slot = {}
-        for i, (k, request) in enumerate(chosen, start=1):
-            title = guidance_title(request.guidance_mode, request.text_scale, request.bridge_scale)
-            response = backend.generate(request, GradioProgress(progress, prefix=f"[{i}/{len(chosen)}] {title}: "))
-            if i == 1:  # the prompt is the same for every setting
-                show_warnings(response)
-            by_slot[k] = (title, response)
-            rows.append([f"Setting {k}", request.guidance_mode, request.text_scale, request.bridge_scale, response.nfe,
-                         round(response.timings.get("wall", 0.0), 2),
-                         "n/a" if response.av_offset_frames is None else round(response.av_offset_frames, 2),
-                         "silent" if response.loudness_lufs is None else response.loudness_lufs, response.seed])
-            all_details.append({"setting": k, **response_details(response)})
+        for k, title, clip in clips:
+            settings = dict(chosen)[k]
+            by_slot[k] = (title, clip)
+            rows.append([f"Setting {k}", settings.guidance, settings.text_scale, settings.bridge_scale, clip.nfe,
+                         round(clip.timings.get("wall", 0.0), 2),
+                         "n/a" if clip.av_offset_frames is None else round(clip.av_offset_frames, 2),
+                         "silent" if clip.loudness_lufs is None else clip.loudness_lufs, clip.seed])
+            all_details.append({"setting": k, **clip_details(clip)})
         for k, slot in enumerate(slots, start=1):  # plain values (a path, text), so API results stay simple
             if k in by_slot:
-                title, response = by_slot[k]
-                out[slot.video] = response.video_path
-                out[slot.figures] = figures_markdown(response, title=f"Setting {k}: {title}")
+                title, clip = by_slot[k]
+                out[slot.video] = clip.video_path
+                out[slot.figures] = figures_markdown(clip, title=f"Setting {k}: {title}")
             else:
                 out[slot.video] = None
                 out[slot.figures] = f"*Setting {k} is off.*"
@@ -155,13 +168,14 @@ def render(backend: Backend, info: ModelInfo | None = None) -> CompareTab:
         out[details] = all_details
         return out
 
-    with_api_signature(compare, list(inputs), optional=("image", "video_shift", "audio_shift"))
+    with_api_signature(compare, list(inputs), optional=optional_inputs(inputs))
     outputs = [*(s.video for s in slots), *(s.figures for s in slots), table, controls.seed, details]
-    button.click(
+    done = button.click(
         compare, inputs_kwargs=inputs, outputs=outputs, api_name="compare", preprocess=False,
         validator=gpu_validator(check, list(inputs)),
         concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
     )
+    stop.click(None, cancels=[done], api_visibility="private", queue=False)
     return CompareTab(controls, slots, button, table, details)
 
 

@@ -17,22 +17,22 @@ from typing import Any
 
 import gradio as gr
 
-from mova.backends import Backend, ModelInfo
+from mova.backends import Backend
+from mova.settings import ModelInfo
 from ui.widgets import (
     GPU_CONCURRENCY_ID,
     GenerationControls,
-    GradioProgress,
+    clip_details,
     figures_markdown,
+    form_settings,
     gpu_validator,
-    make_request,
+    optional_inputs,
     render_controls,
-    response_details,
+    run_job,
     show_warnings,
     user_errors,
     with_api_signature,
 )
-
-OPTIONAL_INPUTS = ("video_shift", "audio_shift")  # empty = the scheduler's shift
 
 TITLES = MappingProxyType({"it2va": "Image+Text → Video+Audio", "t2va": "Text → Video+Audio"})
 API_NAMES = MappingProxyType({"it2va": "generate_i2va", "t2va": "generate_t2va"})
@@ -57,7 +57,9 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
             controls = render_controls(info, kind, with_image=with_image)
-            button = gr.Button("Generate", variant="primary", elem_id=f"{kind}-generate")
+            with gr.Row():
+                button = gr.Button("Generate", variant="primary", elem_id=f"{kind}-generate", scale=3)
+                stop = gr.Button("Stop", variant="stop", elem_id=f"{kind}-stop", scale=1)
         with gr.Column(scale=1, min_width=320):
             video = gr.Video(label="video", interactive=False, buttons=["download"], elem_id=f"{kind}-video")
             figures = gr.Markdown(label="figures", elem_id=f"{kind}-figures")
@@ -73,24 +75,25 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
 
     def check(**values: Any) -> None:
         """Run before the job is queued (the event's validator): a bad value never waits behind a GPU job."""
-        backend.check(make_request(values, image_required=with_image))
+        backend.check(form_settings(values, image_required=with_image))
 
     @user_errors
-    def generate(progress: gr.Progress = gr.Progress(), **values: Any) -> dict:
-        request = make_request(values, image_required=with_image)
-        response = backend.generate(request, GradioProgress(progress))
-        show_warnings(response)
-        return {video: response.video_path, controls.seed: response.seed,
-                figures: figures_markdown(response), details: response_details(response)}
+    async def generate(progress: gr.Progress = gr.Progress(), **values: Any) -> dict:
+        settings = form_settings(values, image_required=with_image)
+        clip = await run_job(lambda report: backend.generate(settings, report), progress)
+        show_warnings(clip)
+        return {video: clip.video_path, controls.seed: clip.seed, figures: figures_markdown(clip),
+                details: clip_details(clip)}
 
     inputs = controls.inputs()
-    with_api_signature(generate, list(inputs), optional=OPTIONAL_INPUTS)
+    with_api_signature(generate, list(inputs), optional=optional_inputs(inputs))
     # preprocess=False: the first frame arrives as its uploaded file, so a non-image gets our clear message.
     done = button.click(
         generate, inputs_kwargs=inputs, outputs=[video, controls.seed, figures, details], api_name=API_NAMES[kind],
         preprocess=False, validator=gpu_validator(check, list(inputs)),
         concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
     )
+    stop.click(None, cancels=[done], api_visibility="private", queue=False)
     return GenerateTab(kind, controls, button, video, figures, details, done)
 
 

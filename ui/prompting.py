@@ -1,12 +1,12 @@
-"""Prompt rewriting tab (spec §20): describe the first frame → edit the description → rewrite the prompt → send it
+"""Prompt rewriting tab (docs/model.md#prompt-rewriting): describe the first frame → edit the description → rewrite the prompt → send it
 to a generation tab. No first frame yet: write an image prompt for a text-to-image model.
 
 Public API events: ``describe(image)`` → (description, notes); ``rewrite(prompt, description, language)`` →
-(rewritten prompt, notes); ``first_frame_prompt(prompt, aspect)`` → (image prompt, notes). They run
-``mova.prompting`` through the backend (providers from ``MOVA_PROMPT_PROVIDER``; offline without one) and do not
-use the GPU queue.
+(rewritten prompt, notes); ``first_frame_prompt(prompt, aspect)`` → (image prompt, notes). They call
+``mova.prompting`` (its provider from ``MOVA_PROMPT_PROVIDER`` unless one is given; offline without one), need no
+model and do not use the GPU queue.
 
-Run alone: ``build(backend).launch()``.
+Run alone: ``build().launch()``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 import gradio as gr
 
-from mova.backends import Backend
+from mova import prompting
+from mova.validation import MAX_IMAGE_PIXELS
 from ui.widgets import image_path, user_errors
 
 LANGUAGES = ("English", "Chinese", "Japanese", "Korean", "French", "German", "Spanish")
@@ -44,7 +45,7 @@ def notes_markdown(provider: str, rules: list[str] | None = None, warnings: list
     return "\n\n".join(lines)
 
 
-def render(backend: Backend) -> PromptingTab:
+def render(provider: Any = None) -> PromptingTab:
     """Build the tab inside the current layout; the send buttons are wired by ``build_app``."""
     gr.Markdown("Describe the first frame, edit the description if needed, then rewrite your prompt in the "
                 "caption style MOVA was trained on (dialogue kept verbatim, a closing audio paragraph).")
@@ -75,22 +76,28 @@ def render(backend: Backend) -> PromptingTab:
 
     @user_errors
     def describe(image: Any) -> tuple[str, str]:
-        result = backend.describe(image_path(image))
+        path = image_path(image)
+        if path is None:
+            raise ValueError("image is missing: upload a first frame to describe")
+        from mova import media
+
+        frame = media.load_image(path, max_pixels=MAX_IMAGE_PIXELS)  # a clear ValueError for a non-image
+        result = prompting.describe_first_frame(frame, provider=provider)
         return result.to_text(), notes_markdown(result.provider, warnings=result.warnings)
 
     @user_errors
     def rewrite(prompt: str, description: str | None, language: str | None) -> tuple[str, str]:
         english = (language or "").strip().lower() in ("", "english", "en")
-        result = backend.rewrite(prompt, description or None, None if english else language)
+        result = prompting.rewrite(prompt, description or None, None if english else language, provider=provider)
         return result.text, notes_markdown(result.provider, result.rules_enforced, result.warnings, result.fell_back)
 
     @user_errors
     def first_frame_prompt(prompt: str, aspect: str) -> tuple[str, str]:
-        result = backend.first_frame_prompt(prompt, aspect)
+        result = prompting.make_first_frame_prompt(prompt, aspect, provider=provider)
         return result.text, notes_markdown(result.provider, result.rules_enforced, result.warnings, result.fell_back)
 
     shared = dict(concurrency_id=PROMPTING_CONCURRENCY_ID, concurrency_limit=2)
-    # preprocess=False: a non-image upload reaches backend.describe, which says so clearly.
+    # preprocess=False: a non-image upload reaches describe, which says so clearly.
     describe_button.click(describe, image, [description, notes], api_name="describe", preprocess=False, **shared)
     rewrite_button.click(rewrite, [prompt, description, language], [rewritten, notes], api_name="rewrite", **shared)
     first_frame_button.click(first_frame_prompt, [prompt, aspect], [image_prompt, notes], api_name="first_frame_prompt",
@@ -98,8 +105,8 @@ def render(backend: Backend) -> PromptingTab:
     return PromptingTab(image, prompt, description, rewritten, send_it2va, send_t2va)
 
 
-def build(backend: Backend) -> gr.Blocks:
+def build(provider: Any = None) -> gr.Blocks:
     """The tab as an app of its own (no send buttons target)."""
     with gr.Blocks(title="MOVA Studio · Prompt rewriting") as demo:
-        render(backend)
+        render(provider)
     return demo

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from types import MappingProxyType
@@ -22,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import gradio as gr
 
 from mova import validation as check
-from mova.backends import GenerationRequest, GenerationResponse, ModelInfo
+from mova.outputs import Clip
+from mova.settings import GenerationCancelled, GenerationSettings, ModelInfo, Setting, setting_fields
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ STAGE_LABELS = MappingProxyType({
     "waiting for the GPU": "Waiting for the GPU",
 })
 NO_LORA = "none"
+MODEL_DEFAULT_HINT = "empty: the model's default"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -63,7 +67,30 @@ def public_message(text: str) -> str:
 
 def user_errors(fn: Callable) -> Callable:
     """Turn a ValueError into a gr.Error with its text; any other failure into a short message (logged with its
-    traceback on the server). The app keeps serving either way, and no message shows a server path."""
+    traceback on the server). The app keeps serving either way, and no message shows a server path. Works on
+    plain and ``async`` handlers."""
+
+    def translate(exc: Exception) -> gr.Error:
+        if isinstance(exc, GenerationCancelled):
+            return gr.Error("Stopped: the generation was ended before its last step.", title="Stopped",
+                            print_exception=False)
+        if isinstance(exc, ValueError):
+            return gr.Error(public_message(str(exc)), title="Invalid input", print_exception=False)
+        logger.error("%s failed", getattr(fn, "__name__", "handler"), exc_info=exc)
+        return gr.Error(public_message(f"{type(exc).__name__}: {exc}. The app is still running; try again or change "
+                                       "the settings."), title="Failed", print_exception=False)
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the boundary between the model and the user
+                raise translate(exc) from None
+
+        return async_wrapper
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -71,12 +98,8 @@ def user_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except ValueError as exc:
-            raise gr.Error(public_message(str(exc)), title="Invalid input", print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - the boundary between the model and the user
-            logger.exception("%s failed", getattr(fn, "__name__", "handler"))
-            raise gr.Error(public_message(f"{type(exc).__name__}: {exc}. The app is still running; try again or "
-                                          "change the settings."), title="Failed", print_exception=False) from None
+            raise translate(exc) from None
 
     return wrapper
 
@@ -107,14 +130,10 @@ def gpu_validator(check: Callable[..., None], names: list[str]) -> Callable:
     return validate
 
 
-_FIELD_ALIASES = MappingProxyType({"mode": "guidance", "guidance_mode": "guidance", "this": "num_inference_steps"})
-
-
 def _field_of(message: str, names: list[str]) -> str:
     """The input a validation message is about: its first word (``height=65 is …`` → ``height``), else the first."""
     word = re.match(r"[a-z_]+", message)
-    name = _FIELD_ALIASES.get(word.group(0), word.group(0)) if word else ""
-    return name if name in names else names[0]
+    return word.group(0) if word and word.group(0) in names else names[0]
 
 
 def waiting_gpu_jobs(blocks: gr.Blocks | None) -> int:
@@ -125,6 +144,12 @@ def waiting_gpu_jobs(blocks: gr.Blocks | None) -> int:
     groups = getattr(queue, "event_queue_per_concurrency_id", None) or {}
     group = groups.get(GPU_CONCURRENCY_ID)
     return len(getattr(group, "queue", ())) if group is not None else 0
+
+
+def optional_inputs(inputs: dict[str, Any]) -> tuple[str, ...]:
+    """API parameters whose control starts empty (an unset first frame, a shift left to the model): API callers
+    may omit them (Gradio makes a parameter with an initial value optional by itself)."""
+    return tuple(name for name, component in inputs.items() if getattr(component, "value", None) is None)
 
 
 def with_api_signature(fn: Callable, names: list[str], optional: tuple[str, ...] = ()) -> Callable:
@@ -143,16 +168,46 @@ def with_api_signature(fn: Callable, names: list[str], optional: tuple[str, ...]
 # ----------------------------------------------------------------------------------------------------------------
 
 
+class Cancellation:
+    """Whether the user ended a running job: pressed Stop (the event's task is cancelled, :meth:`set`) or closed the
+    tab (Gradio marks the running event no longer alive). Built inside the event handler."""
+
+    def __init__(self) -> None:
+        from gradio.context import LocalContext
+
+        self._set = threading.Event()
+        self._blocks = LocalContext.blocks.get(None)
+        self._event_id = LocalContext.event_id.get(None)
+
+    def set(self) -> None:
+        self._set.set()
+
+    def __call__(self) -> bool:
+        if self._set.is_set():
+            return True
+        events = getattr(getattr(self._blocks, "_queue", None), "event_ids_to_events", None) or {}
+        event = events.get(self._event_id)
+        return event is not None and not getattr(event, "alive", True)
+
+
 class GradioProgress:
     """The pipeline's ``(stage, done, total)`` callback drawn on a ``gr.Progress`` bar, with the denoising step and
-    an ETA. Picklable (a plain class holding the ``gr.Progress``), as ZeroGPU pickles a GPU task's arguments."""
+    an ETA; it raises ``GenerationCancelled`` once ``cancelled()`` is true, which ends the generation at that step.
+    Picklable, as ZeroGPU pickles a GPU task's arguments (the cancellation stays behind: a forked worker cannot
+    see the browser)."""
 
-    def __init__(self, progress: Any, prefix: str = "") -> None:
+    def __init__(self, progress: Any, prefix: str = "", cancelled: Callable[[], bool] | None = None) -> None:
         self.progress = progress
         self.prefix = prefix
+        self.cancelled = cancelled
         self._denoise_start: float | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "cancelled": None}
+
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise GenerationCancelled(f"stopped by the user at {stage} {done}/{total}")
         label = STAGE_LABELS.get(stage, stage.capitalize())
         if stage == "denoise":
             now = time.monotonic()
@@ -167,6 +222,19 @@ class GradioProgress:
             desc = f"{self.prefix}{label}"
         if self.progress is not None:
             self.progress((done, total), desc=desc, unit="steps" if stage == "denoise" else "")
+
+
+async def run_job(job: Callable[[GradioProgress], Any], progress: Any, prefix: str = "") -> Any:
+    """Run ``job(report)`` in a worker thread and wait for it. When the user presses Stop the wait ends at once and
+    the job's progress callback raises at its next step (the job frees the GPU within one denoising step); when the
+    tab is closed the same happens at the next step."""
+    cancellation = Cancellation()
+    report = GradioProgress(progress, prefix, cancelled=cancellation)
+    try:
+        return await anyio.to_thread.run_sync(job, report, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        cancellation.set()
+        raise
 
 
 def format_seconds(seconds: float) -> str:
@@ -206,92 +274,100 @@ def duration_text(num_frames: Any, fps: Any) -> str:
 
 @dataclass
 class GenerationControls:
-    """The components of one generation form; :meth:`inputs` maps API parameter names to them."""
+    """The components of one generation form: ``by_name`` maps each API parameter (the settings' field names, in
+    their order, with the UI's ``randomize_seed`` after ``seed``) to its component."""
 
-    prompt: gr.Textbox
-    negative_prompt: gr.Textbox
-    image: gr.Image | None
+    by_name: dict[str, gr.components.Component]
     resolution: gr.Dropdown
-    height: gr.Number
-    width: gr.Number
-    num_frames: gr.Slider
-    fps: gr.Slider
-    num_inference_steps: gr.Slider
-    guidance: gr.Radio | None
-    text_scale: gr.Slider | None
-    bridge_scale: gr.Slider | None
-    video_shift: gr.Number
-    audio_shift: gr.Number
-    seed: gr.Number
-    randomize_seed: gr.Checkbox
-    loudness_lufs: gr.Number
-    lora: gr.Dropdown
-    lora_scale: gr.Slider
+
+    def __getattr__(self, name: str) -> Any:  # controls.prompt, controls.seed, …
+        try:
+            return self.__dict__["by_name"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def inputs(self) -> dict[str, gr.components.Component]:
-        """API parameter name → component (``inputs_kwargs``); guidance controls only when the form has them."""
-        names = ["image", "prompt", "negative_prompt", "height", "width", "num_frames", "fps", "num_inference_steps",
-                 "guidance", "text_scale", "bridge_scale", "video_shift", "audio_shift", "seed", "randomize_seed",
-                 "loudness_lufs", "lora", "lora_scale"]
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        """API parameter name → component (``inputs_kwargs``)."""
+        return dict(self.by_name)
 
 
 def render_controls(info: ModelInfo, prefix: str, *, with_image: bool, image_required: bool = True,
                     with_guidance: bool = True) -> GenerationControls:
-    """Build the form inside the current layout. ``prefix`` makes elem_ids unique per tab (``it2va-prompt``)."""
-    image = None
+    """Build the form inside the current layout. ``prefix`` makes elem_ids unique per tab (``it2va-prompt``).
+
+    The main settings get a hand-made layout; every other setting (group ``"advanced"`` in ``mova.settings``) gets
+    a plain control in the Advanced box from its declaration — label = its name, info = its help, its range — so
+    a new setting needs no UI code."""
+    decl = {name: spec for name, _, spec in setting_fields()}
+    c: dict[str, Any] = {}
     if with_image:
-        image = gr.Image(label="First frame" if image_required else "First frame (optional)", type="filepath",
-                         sources=["upload", "clipboard"], height=240, elem_id=f"{prefix}-image")
-    prompt = gr.Textbox(label="Prompt", lines=4, max_lines=12, elem_id=f"{prefix}-prompt",
-                        placeholder='What is seen and heard: the scene, the motion, the sounds, dialogue in "quotes".')
+        c["image"] = gr.Image(label="First frame" if image_required else "First frame (optional)", type="filepath",
+                              sources=["upload", "clipboard"], height=240, elem_id=f"{prefix}-image")
+    c["prompt"] = gr.Textbox(label="Prompt", lines=4, max_lines=12, elem_id=f"{prefix}-prompt",
+                             placeholder=decl["prompt"].help[0].upper() + decl["prompt"].help[1:] + ".")
     presets = [(resolution_label(h, w), resolution_value(h, w)) for h, w in info.resolutions]
     with gr.Row():
         resolution = gr.Dropdown(presets, value=presets[0][1], label="Resolution (height×width)",
                                  elem_id=f"{prefix}-resolution", scale=2)
-        fps = gr.Slider(1, max(60, math.ceil(info.default_fps)), value=info.default_fps, step=1, label="fps",
-                        elem_id=f"{prefix}-fps", scale=1)
-    num_frames = gr.Slider(1, info.max_num_frames, value=info.default_num_frames, step=info.frame_multiple,
-                           label="num_frames", info=f"{info.frame_multiple}k+1 frames",
-                           elem_id=f"{prefix}-num-frames")
+        c["fps"] = gr.Slider(1, max(60, math.ceil(info.default_fps)), value=info.default_fps, step=1, label="fps",
+                             info=decl["fps"].help, elem_id=f"{prefix}-fps", scale=1)
+    c["num_frames"] = gr.Slider(1, info.max_num_frames, value=info.default_num_frames, step=info.frame_multiple,
+                                label="num_frames", info=decl["num_frames"].help, elem_id=f"{prefix}-num-frames")
     duration = gr.Markdown(duration_text(info.default_num_frames, info.default_fps), elem_id=f"{prefix}-duration")
-    num_inference_steps = gr.Slider(1, max(100, info.default_num_inference_steps),
-                                    value=info.default_num_inference_steps, step=1, label="num_inference_steps",
-                                    elem_id=f"{prefix}-steps")
-    guidance = text_scale = bridge_scale = None
+    c["num_inference_steps"] = gr.Slider(1, max(100, info.default_num_inference_steps),
+                                         value=info.default_num_inference_steps, step=1, label="num_inference_steps",
+                                         info=decl["num_inference_steps"].help, elem_id=f"{prefix}-steps")
     if with_guidance:
-        guidance, text_scale, bridge_scale = render_guidance(info, prefix)
+        c["guidance"], c["text_scale"], c["bridge_scale"] = render_guidance(info, prefix)
     with gr.Row():
         seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=UI_MAX_SEED, elem_id=f"{prefix}-seed",
                          info="the seed used is written here after each run")
         randomize_seed = gr.Checkbox(True, label="randomize seed", elem_id=f"{prefix}-randomize-seed")
     with gr.Accordion("Advanced", open=False):
-        negative_prompt = gr.Textbox("", label="Negative prompt", lines=2, elem_id=f"{prefix}-negative-prompt",
-                                     placeholder="empty: the model's default negative prompt")
         with gr.Row():
             height = gr.Number(info.default_height, label="height", precision=0, step=info.size_multiple,
-                               elem_id=f"{prefix}-height")
+                               info=decl["height"].help, elem_id=f"{prefix}-height")
             width = gr.Number(info.default_width, label="width", precision=0, step=info.size_multiple,
-                              elem_id=f"{prefix}-width")
-        shift_hint = f"empty: the scheduler's ({info.default_shift:g})" if info.default_shift else "empty: default"
-        with gr.Row():
-            video_shift = gr.Number(None, label="video_shift", placeholder=shift_hint, elem_id=f"{prefix}-video-shift")
-            audio_shift = gr.Number(None, label="audio_shift", placeholder=shift_hint, elem_id=f"{prefix}-audio-shift")
-        loudness_lufs = gr.Number(-16.0, label="loudness_lufs", minimum=-70, maximum=0,
-                                  info="integrated loudness target; empty: leave the audio as decoded",
-                                  elem_id=f"{prefix}-loudness")
+                              info=decl["width"].help, elem_id=f"{prefix}-width")
+        advanced = {}
+        for name, default, spec in setting_fields():
+            if spec.group == "advanced" and name not in ("lora", "lora_scale"):
+                advanced[name] = generic_control(name, default, spec, info, prefix)
         with gr.Row(visible=info.has_lora):
-            lora = gr.Dropdown([NO_LORA, *info.lora_adapters], value=NO_LORA, label="lora", elem_id=f"{prefix}-lora")
-            lora_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="lora_scale", elem_id=f"{prefix}-lora-scale")
+            lora = gr.Dropdown([NO_LORA, *info.lora_adapters], value=NO_LORA, label="lora",
+                               info=decl["lora"].help, elem_id=f"{prefix}-lora")
+            lora_scale = gr.Slider(decl["lora_scale"].low, decl["lora_scale"].high, value=1.0, step=0.05,
+                                   label="lora_scale", info=decl["lora_scale"].help, elem_id=f"{prefix}-lora-scale")
+    c.update(advanced, height=height, width=width, seed=seed, lora=lora, lora_scale=lora_scale)
 
     # Presets fill height/width; frames and fps show the clip length. Browser-only events, not part of the API.
     resolution.change(lambda value: parse_resolution(value), resolution, [height, width], queue=False,
                       api_visibility="private", show_progress="hidden")
-    gr.on([num_frames.change, fps.change], duration_text, [num_frames, fps], duration, queue=False,
-          api_visibility="private", show_progress="hidden")
-    return GenerationControls(prompt, negative_prompt, image, resolution, height, width, num_frames, fps,
-                              num_inference_steps, guidance, text_scale, bridge_scale, video_shift, audio_shift,
-                              seed, randomize_seed, loudness_lufs, lora, lora_scale)
+    gr.on([c["num_frames"].change, c["fps"].change], duration_text, [c["num_frames"], c["fps"]], duration,
+          queue=False, api_visibility="private", show_progress="hidden")
+    order = [name for name, _, _ in setting_fields() if name in c]
+    by_name = {}
+    for name in order:
+        by_name[name] = c[name]
+        if name == "seed":
+            by_name["randomize_seed"] = randomize_seed
+    return GenerationControls(by_name, resolution)
+
+
+def generic_control(name: str, default: Any, spec: Setting, info: ModelInfo, prefix: str) -> Any:
+    """The control of a setting from its declaration alone: a textbox, a dropdown, a checkbox or a number box."""
+    elem_id = f"{prefix}-{name.replace('_', '-')}"
+    hint = MODEL_DEFAULT_HINT if spec.model_default else None
+    if spec.choices:
+        return gr.Dropdown(list(spec.choices), value=default, label=name, info=spec.help, elem_id=elem_id)
+    if spec.kind is bool:
+        return gr.Checkbox(bool(default), label=name, info=spec.help, elem_id=elem_id)
+    if spec.kind is str:
+        return gr.Textbox(default or "", label=name, info=spec.help, placeholder=hint, elem_id=elem_id)
+    if name in ("video_shift", "audio_shift") and info.default_shift:
+        hint = f"empty: the scheduler's ({info.default_shift:g})"
+    return gr.Number(default, label=name, info=spec.help, minimum=spec.low, maximum=spec.high,
+                     precision=0 if spec.kind is int else None, placeholder=hint, elem_id=elem_id)
 
 
 def render_guidance(info: ModelInfo, prefix: str, *, mode: str | None = None, text_scale: float | None = None,
@@ -337,41 +413,19 @@ def image_path(value: Any) -> str | None:
     return path
 
 
-def optional_number(value: Any) -> Any:
-    return None if value is None or value == "" else value
-
-
-def make_request(values: dict[str, Any], *, image_required: bool | None = None, **overrides: Any) -> GenerationRequest:
-    """A validated request from form values (API names). ``image_required``: True for IT2VA (an image must be
-    given), False for T2VA (an image is ignored), None when optional (CFG comparison)."""
-    image = image_path(values.get("image"))
+def form_settings(values: dict[str, Any], *, image_required: bool | None = None) -> GenerationSettings:
+    """Settings from form values (API names). ``image_required``: True for IT2VA (an image must be given), False
+    for T2VA (an image is ignored), None when optional (CFG comparison). ``randomize_seed`` (true or false only)
+    clears the seed; the adapter ``"none"`` is no adapter."""
+    values = dict(values)
+    image = image_path(values.pop("image", None))
     if image_required and image is None:
         raise ValueError("image is missing: upload a first frame, or use the Text → Video+Audio tab")
-    if image_required is False:
-        image = None
-    lora = values.get("lora")
-    fields = dict(
-        prompt=values.get("prompt"),
-        negative_prompt=values.get("negative_prompt"),
-        image=image,
-        height=values.get("height"),
-        width=values.get("width"),
-        num_frames=values.get("num_frames"),
-        fps=values.get("fps"),
-        num_inference_steps=values.get("num_inference_steps"),
-        guidance_mode=values.get("guidance", "text"),
-        text_scale=values.get("text_scale", 5.0),
-        bridge_scale=values.get("bridge_scale", 1.0),
-        video_shift=optional_number(values.get("video_shift")),
-        audio_shift=optional_number(values.get("audio_shift")),
-        seed=None if check.boolean("randomize_seed", values.get("randomize_seed", True))
-        else optional_number(values.get("seed")),
-        loudness_lufs=optional_number(values.get("loudness_lufs")),
-        lora=None if lora in (None, "", NO_LORA) else lora,
-        lora_scale=values.get("lora_scale", 1.0),
-    )
-    fields.update(overrides)
-    return GenerationRequest(**fields)
+    if check.boolean("randomize_seed", values.pop("randomize_seed", True)):
+        values["seed"] = None
+    if values.get("lora") == NO_LORA:
+        values["lora"] = None
+    return GenerationSettings.from_values({**values, "image": None if image_required is False else image})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -379,36 +433,36 @@ def make_request(values: dict[str, Any], *, image_required: bool | None = None, 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def format_offset(response: GenerationResponse) -> str:
-    if response.av_offset_frames is None:
+def format_offset(clip: Clip) -> str:
+    if clip.av_offset_frames is None:
         return "n/a (no motion or no onsets)"
-    return f"{response.av_offset_frames:+.2f} frames ({response.av_offset_ms:+.0f} ms)"
+    return f"{clip.av_offset_frames:+.2f} frames ({clip.av_offset_ms:+.0f} ms)"
 
 
-def format_loudness(response: GenerationResponse) -> str:
-    return "silent" if response.loudness_lufs is None else f"{response.loudness_lufs:.1f} LUFS"
+def format_loudness(clip: Clip) -> str:
+    return "silent" if clip.loudness_lufs is None else f"{clip.loudness_lufs:.1f} LUFS"
 
 
-def figures_markdown(response: GenerationResponse, title: str | None = None) -> str:
+def figures_markdown(clip: Clip, title: str | None = None) -> str:
     """One clip's figures: seed, NFE, time, audio-visual offset, loudness."""
     lines = [f"**{title}**"] if title else []
     lines += [
-        f"- seed: `{response.seed}`",
-        f"- NFE: {response.nfe}",
-        f"- time: {response.timings.get('wall', response.timings.get('total', 0.0)):.1f} s "
-        f"(denoise {response.timings.get('denoise', 0.0):.1f} s)",
-        f"- A/V offset: {format_offset(response)}",
-        f"- loudness: {format_loudness(response)}",
-        f"- {response.height}×{response.width}, {response.num_frames} frames at {response.fps:g} fps "
-        f"({response.duration_s:.2f} s)",
+        f"- seed: `{clip.seed}`",
+        f"- NFE: {clip.nfe}",
+        f"- time: {clip.timings.get('wall', clip.timings.get('total', 0.0)):.1f} s "
+        f"(denoise {clip.timings.get('denoise', 0.0):.1f} s)",
+        f"- A/V offset: {format_offset(clip)}",
+        f"- loudness: {format_loudness(clip)}",
+        f"- {clip.height}×{clip.width}, {clip.num_frames} frames at {clip.fps:g} fps "
+        f"({clip.duration_s:.2f} s)",
     ]
-    lines += [f"- ⚠ {warning}" for warning in response.warnings]
+    lines += [f"- ⚠ {warning}" for warning in clip.warnings]
     return "\n".join(lines)
 
 
-def show_warnings(response: GenerationResponse) -> None:
+def show_warnings(clip: Clip) -> None:
     """Each of the clip's warnings (e.g. prompt text the model cannot read) as a toast in the browser."""
-    for warning in response.warnings:
+    for warning in clip.warnings:
         gr.Warning(warning)
 
 
@@ -420,9 +474,9 @@ def guidance_title(mode: str, text_scale: float, bridge_scale: float) -> str:
     return f"{mode} · s_T {text_scale:g}"
 
 
-def response_details(response: GenerationResponse) -> dict[str, Any]:
+def clip_details(clip: Clip) -> dict[str, Any]:
     """JSON-safe details for the API and the Details panel."""
-    return json.loads(json.dumps(response.to_dict(), default=str))
+    return json.loads(json.dumps(clip.to_dict(), default=str))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Layout (one job per module; none of them imports torch or gradio):
 
-- ``paths``       data directory and pool-path checks (no path traversal)
+- ``paths``       the arena folder and pool-path checks (no path traversal)
 - ``identity``    who votes: pseudonymous session, address and signed-cookie ids
 - ``store``       SQLite store (WAL, versioned schema, every write one transaction, retry on busy)
 - ``pool``        importing clips from a manifest or a folder of generation results
@@ -36,13 +36,13 @@ _LAZY = {
     "ArenaStore": "mova.arena.store",
     "NotServed": "mova.arena.store",
     "RateLimited": "mova.arena.store",
-    "resolve_data_dir": "mova.arena.paths",
+    "resolve_data_dir": "mova.outputs",
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mova.arena.paths import resolve_data_dir
+    from mova.outputs import resolve_data_dir
     from mova.arena.identity import Voter
     from mova.arena.service import ArenaService, Battle, CountingRules, RateLimit, VoteResult
     from mova.arena.store import (

@@ -1,20 +1,19 @@
 """Filling the pool with the local pipeline: every prompt × every model spec, then an import.
 
-``--model NAME=SOURCE[:key=value,...]``: ``SOURCE`` is a checkpoint folder or ``demo``; keys are the
-generation words used everywhere (``height``, ``width``, ``num_frames``, ``fps``, ``num_inference_steps``,
-``negative_prompt``, ``seed``), guidance (``mode``, ``text_scale``, ``bridge_scale``) and loading
-(``device``, ``dtype``, ``offload``). Two specs may share a checkpoint and differ in settings: the arena
-compares whatever the names stand for.
+``--model NAME=SOURCE[:key=value,...]``: ``SOURCE`` is a checkpoint folder or ``demo``; keys are the generation
+settings (every field of ``mova.settings.GenerationSettings`` but the prompt and first frame: ``height``,
+``num_frames``, ``guidance``, ``text_scale``, ``seed``…) and loading (``device``, ``dtype``, ``offload``). Two specs
+may share a checkpoint and differ in settings: the arena compares whatever the names stand for.
 
 Each prompt gets one seed (``--seed`` + its index) shared by every model, so models are compared on the
-same noise. Results are written as ``<pool>/<model>/<prompt_id>_seed<seed>.mp4`` with the sidecar JSON
-``{prompt, prompt_id, model, seed, settings}`` that ``import_folder`` reads; existing results are kept
-(so an interrupted run resumes) unless ``overwrite``.
+same noise. Results are written by the one clip writer (``mova.outputs.save_clip``) as
+``<pool>/<model>/<prompt_id>_seed<seed>.mp4`` with its sidecar, plus the arena's ``prompt``, ``prompt_id``,
+``model`` (the spec's name) and ``category``, which ``import_folder`` reads; existing results are kept (so an
+interrupted run resumes) unless ``overwrite``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -25,20 +24,23 @@ from typing import Any
 
 from mova.arena.pool import ImportReport, import_folder, read_manifest
 from mova.arena.service import ArenaService
+from mova.outputs import save_clip
+from mova.settings import GenerationSettings
 
 logger = logging.getLogger(__name__)
 
-GENERATION_KEYS: dict[str, type] = {
-    "height": int, "width": int, "num_frames": int, "fps": float, "num_inference_steps": int,
-    "negative_prompt": str, "seed": int,
-}
-GUIDANCE_KEYS: dict[str, type] = {"mode": str, "text_scale": float, "bridge_scale": float}
 LOAD_KEYS: dict[str, type] = {"device": str, "dtype": str, "offload": str}
-SPEC_KEYS = {**GENERATION_KEYS, **GUIDANCE_KEYS, **LOAD_KEYS}
 PROMPT_FIELDS = ("prompt_id", "prompt", "first_frame", "category", "prompt_set")
 
 PipelineFactory = Callable[..., Any]  # (source, device=, dtype=, offload=) -> pipe
-GuidanceFactory = Callable[..., Any]  # (mode=, text_scale=, bridge_scale=) -> guidance
+
+
+def spec_keys() -> dict[str, type]:
+    """Keys a model spec may set: the generation settings (not the prompt or first frame) and loading."""
+    from mova.settings import setting_fields
+
+    keys = {name: spec.kind for name, _, spec in setting_fields() if name not in ("prompt", "image")}
+    return {**keys, **LOAD_KEYS}
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,10 @@ class ModelSpec:
     source: str  # checkpoint folder or "demo"
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def split(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """(generation kwargs, guidance kwargs, load kwargs)."""
-        pick = lambda keys: {k: v for k, v in self.settings.items() if k in keys}  # noqa: E731
-        return pick(GENERATION_KEYS), pick(GUIDANCE_KEYS), pick(LOAD_KEYS)
+    def split(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(generation settings, load kwargs)."""
+        generation = {k: v for k, v in self.settings.items() if k not in LOAD_KEYS}
+        return generation, {k: v for k, v in self.settings.items() if k in LOAD_KEYS}
 
 
 @dataclass(frozen=True)
@@ -71,16 +73,24 @@ def parse_model_spec(text: str) -> ModelSpec:
     head, colon, tail = rest.rpartition(":")
     if colon and "=" in tail:
         source, settings_text = head, tail
+    keys = spec_keys()
     settings: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in settings_text.split(","))):
         key, eq, value = item.partition("=")
-        if not eq or key not in SPEC_KEYS:
-            raise ValueError(f"--model {text!r}: setting {item!r} is not allowed; keys: {', '.join(SPEC_KEYS)}")
+        if not eq or key not in keys:
+            raise ValueError(f"--model {text!r}: setting {item!r} is not allowed; keys: {', '.join(keys)}")
         try:
-            settings[key] = SPEC_KEYS[key](value)
+            settings[key] = keys[key](value)
         except ValueError as exc:
-            raise ValueError(f"--model {text!r}: {key}={value!r} is not a {SPEC_KEYS[key].__name__}") from exc
-    return ModelSpec(name=name.strip(), source=source.strip(), settings=settings)
+            raise ValueError(f"--model {text!r}: {key}={value!r} is not a {keys[key].__name__}") from exc
+    spec = ModelSpec(name=name.strip(), source=source.strip(), settings=settings)
+    from mova.settings import GenerationSettings
+
+    try:  # every value checked now, not after the first model has loaded
+        GenerationSettings(prompt="check", **spec.split()[0])
+    except ValueError as exc:
+        raise ValueError(f"--model {text!r}: {exc}") from None
+    return spec
 
 
 def read_prompts(path: str | Path) -> list[PromptItem]:
@@ -119,12 +129,6 @@ def _default_pipeline_factory(source: str, **load: Any) -> Any:
     return MOVAPipeline.from_pretrained(source, **load)
 
 
-def _default_guidance_factory(**kwargs: Any) -> Any:
-    from mova import Guidance
-
-    return Guidance(**kwargs)
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
 
@@ -138,7 +142,6 @@ def generate_pool(
     seed: int = 0,
     overwrite: bool = False,
     pipeline_factory: PipelineFactory = _default_pipeline_factory,
-    guidance_factory: GuidanceFactory = _default_guidance_factory,
 ) -> list[ImportReport]:
     """Generate every prompt with every model into the pool, then import the results."""
     if not prompts or not models:
@@ -164,45 +167,27 @@ def generate_pool(
     # 2. one model at a time, so only one pipeline is in memory
     reports = []
     for spec in models:
-        generation, guidance_kwargs, load = spec.split()
+        generation, load = spec.split()
         folder = pool / _slug(spec.name)
         folder.mkdir(parents=True, exist_ok=True)
         pipe = None
         for index, item in enumerate(prompts):
             clip_seed = generation.get("seed", seed + index)
-            out = folder / f"{_slug(item.prompt_id)}_seed{clip_seed}.mp4"
+            stem = f"{_slug(item.prompt_id)}_seed{clip_seed}"
+            out = folder / f"{stem}.mp4"
             if out.exists() and out.with_suffix(".json").exists() and not overwrite:
                 logger.info("keeping %s", out.relative_to(pool))
                 continue
             if pipe is None:
                 logger.info("loading %s from %s", spec.name, spec.source)
                 pipe = pipeline_factory(spec.source, **load)
-            kwargs = {k: v for k, v in generation.items() if k != "seed"}
-            if guidance_kwargs:
-                kwargs["guidance"] = guidance_factory(**guidance_kwargs)
-            image = _load_image(item.first_frame) if item.first_frame is not None else None
+            settings = GenerationSettings(**{**generation, "seed": clip_seed}, prompt=item.prompt,
+                                          image=None if item.first_frame is None else str(item.first_frame))
             logger.info("generating %s / %s (seed %d)", spec.name, item.prompt_id, clip_seed)
-            result = pipe(item.prompt, image=image, seed=clip_seed, **kwargs)
-            result.save(str(out))
-            sidecar = {
-                "prompt": item.prompt, "prompt_id": item.prompt_id, "model": spec.name,
-                "seed": int(getattr(result, "seed", clip_seed)),
-                "settings": {"source": spec.source, **{k: v for k, v in spec.settings.items() if k != "seed"}},
-            }
-            if item.category:
-                sidecar["category"] = item.category
-            if item.prompt_set:
-                sidecar["prompt_set"] = item.prompt_set
-            if item.prompt_id in frames:
-                sidecar["first_frame"] = frames[item.prompt_id]
-            out.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+            extra = {"prompt": item.prompt, "prompt_id": item.prompt_id, "model": spec.name, "source": spec.source}
+            extra.update({k: v for k, v in (("category", item.category), ("prompt_set", item.prompt_set),
+                                            ("first_frame", frames.get(item.prompt_id))) if v})
+            save_clip(pipe(settings), folder, stem, extra=extra)
         del pipe
         reports.append(import_folder(service, folder, pool_dir=pool))
     return reports
-
-
-def _load_image(path: Path) -> Any:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.convert("RGB")

@@ -1,21 +1,10 @@
-"""Where arena data lives, and the one check that keeps every pool path inside the pool."""
+"""Where arena data lives (under the app's data directory, ``mova.outputs.resolve_data_dir``), and the one check
+that keeps every pool path inside the pool."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-DATA_DIR_ENV = "MOVA_DATA_DIR"
-DEFAULT_DATA_DIR = "./data"
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data directory: ``data_dir`` if given, else ``$MOVA_DATA_DIR``, else ``./data``.
-
-    Read at call time (never at import time), so tests and apps can set the variable late.
-    """
-    chosen = data_dir if data_dir not in (None, "") else os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(chosen).expanduser().resolve()
 
 
 def arena_dir(data_dir: Path) -> Path:

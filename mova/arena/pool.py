@@ -106,12 +106,24 @@ def import_folder(
         if "path" in record:
             report.rejected.append((label, "unknown field 'path' in sidecar (the clip is the file beside it)"))
             continue
+        record = {k: v for k, v in record.items() if k not in clip_sidecar_fields()}  # mova.outputs.save_clip's
         outcome = clip_row({**record, "path": str(video)}, pool, required=SIDECAR_REQUIRED)
         if isinstance(outcome, str):
             report.rejected.append((label, outcome))
         else:
             rows.append((label, outcome))
     return _add(service, rows, report)
+
+
+def clip_sidecar_fields() -> set[str]:
+    """What a sidecar written by ``mova.outputs.save_clip`` holds besides the arena's fields (file names, figures,
+    timings, the checkpoint): read past on import, so any generated clip can join a pool."""
+    import dataclasses
+
+    from mova.outputs import Clip
+
+    return {f.name for f in dataclasses.fields(Clip)} - {"seed", "settings", "model"} | {
+        "av_offset_ms", "duration_s", "source"}
 
 
 def read_manifest(path: Path) -> list[tuple[str, dict[str, Any] | str]]:

@@ -1,12 +1,14 @@
-"""Backends: how the app reaches a MOVA model.
+"""Backends: where and how a generation runs.
 
-    from mova.backends import GenerationRequest, LocalBackend
+    from mova import GenerationSettings
+    from mova.backends import LocalBackend
     backend = LocalBackend("demo", offload="model")              # loads the pipeline once
-    response = backend.generate(GenerationRequest(prompt="rain on a tin roof", height=352, width=640))
-    response.video_path, response.seed, response.av_offset_frames, response.loudness_lufs
+    clip = backend.generate(GenerationSettings(prompt="rain on a tin roof", height=352, width=640))
+    clip.video_path, clip.seed, clip.av_offset_frames, clip.loudness_lufs
 
 * :class:`LocalBackend` — this machine (CPU or one GPU, offload modes), one job at a time.
 * :class:`ZeroGPUBackend` — a Hugging Face ZeroGPU Space: ``spaces.GPU`` with a per-request duration.
+* ``DistributedBackend`` (``mova.backends.distributed``) — torchrun on a multi-GPU host.
 
 Importing this package does not import torch; the concrete backends import the pipeline when built.
 """
@@ -16,16 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mova.backends.base import (
-    Backend,
-    GenerationResponse,
-    ModelInfo,
-    ModelUnavailableError,
-    ProgressFn,
-    resolve_data_dir,
-    resolve_model_folder,
-)
-from mova.backends.request import MAX_SEED, GenerationRequest
+from mova.backends.base import Backend, ModelUnavailableError, ProgressFn, resolve_model_folder
 
 _LAZY = {
     "LocalBackend": "mova.backends.local",
@@ -38,17 +31,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from mova.backends.zerogpu import DurationModel, ZeroGPUBackend
 
 __all__ = [
-    "MAX_SEED",
     "Backend",
     "DurationModel",
-    "GenerationRequest",
-    "GenerationResponse",
     "LocalBackend",
-    "ModelInfo",
     "ModelUnavailableError",
     "ProgressFn",
     "ZeroGPUBackend",
-    "resolve_data_dir",
     "resolve_model_folder",
 ]
 

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from mova.backends.base import ProgressFn
 from mova.backends.local import LocalBackend
-from mova.backends.request import GenerationRequest
+from mova.settings import GenerationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +35,14 @@ class DistributedBackend(LocalBackend):
     name = "distributed"
 
     def __init__(self, model: str | os.PathLike = "demo", *, sp: int = 1, cfg_parallel: bool = False,
-                 dtype: Any = None, data_dir: str | os.PathLike | None = None, prompt_provider: Any = None,
-                 loras: Any = None) -> None:
+                 dtype: Any = None, data_dir: str | os.PathLike | None = None, loras: Any = None) -> None:
         from mova.parallel import init_parallel
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         cfg = world // sp if cfg_parallel else 1
         self.state = init_parallel(sp=sp, cfg=cfg)
         super().__init__(model, device=str(self.state.device), dtype=dtype, offload="none", data_dir=data_dir,
-                         prompt_provider=prompt_provider, loras=loras)
+                         loras=loras)
         self.pipeline.enable_parallel(self.state)
         self._closed = False
 
@@ -53,14 +52,14 @@ class DistributedBackend(LocalBackend):
 
     # rank 0 -----------------------------------------------------------------------------------------------
 
-    def _run(self, request: GenerationRequest, progress: ProgressFn | None):
+    def _run(self, settings: GenerationSettings, progress: ProgressFn | None):
         if not self.is_main:
             raise RuntimeError("only rank 0 takes requests; the other ranks run follow()")
-        if request.seed is None:  # every rank must draw the same noise
-            request = request.replace(seed=secrets.randbelow(2**32))
+        if settings.seed is None:  # every rank must draw the same noise
+            settings = settings.replace(seed=secrets.randbelow(2**32))
         with self._lock:
-            self._broadcast(("generate", request))
-            result, error = self._generate_here(request, progress)
+            self._broadcast(("generate", settings))
+            result, error = self._generate_here(settings, _uncancellable(progress))
             failures = self._statuses(error)
         if failures:
             raise RuntimeError("generation failed on " + "; ".join(f"rank {r}: {e}" for r, e in failures))
@@ -90,18 +89,17 @@ class DistributedBackend(LocalBackend):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
-            command, request = self._broadcast(None)
+            command, settings = self._broadcast(None)
             if command == "stop":
                 break
-            _, error = self._generate_here(request, None)
+            _, error = self._generate_here(settings, None)
             self._statuses(error)
         self._closed = True
         dist.destroy_process_group()
 
-    def _generate_here(self, request: GenerationRequest, progress: ProgressFn | None):
+    def _generate_here(self, settings: GenerationSettings, progress: ProgressFn | None):
         try:
-            self._use_lora(request.lora, request.lora_scale)
-            return self.pipeline(**self._pipeline_kwargs(request), progress=progress), None
+            return self.pipeline(settings, progress=progress), None
         except Exception as exc:  # reported to rank 0 by _statuses, never left hanging
             logger.exception("rank %d failed", self.state.rank)
             return None, f"{type(exc).__name__}: {exc}"
@@ -115,3 +113,19 @@ class DistributedBackend(LocalBackend):
         statuses: list[Any] = [None] * self.state.world_size
         dist.all_gather_object(statuses, error)
         return [(rank, err) for rank, err in enumerate(statuses) if err]
+
+
+def _uncancellable(progress: ProgressFn | None) -> ProgressFn | None:
+    """Rank 0's progress without cancellation: the ranks run each step's collectives together, so one rank leaving
+    mid-generation would leave the others waiting: a cancelled request runs to its end on every rank."""
+    if progress is None:
+        return None
+    from mova.settings import GenerationCancelled
+
+    def report(stage: str, done: int, total: int) -> None:
+        try:
+            progress(stage, done, total)
+        except GenerationCancelled:
+            pass
+
+    return report

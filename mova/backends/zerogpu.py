@@ -6,7 +6,8 @@ ZeroGPU conventions (https://huggingface.co/docs/hub/spaces-zerogpu):
   main process (``spaces`` defers the real transfer); the Space's entry ``app.py`` builds this backend in
   ``main()``, which a Gradio Space runs at start-up.
 * Only the function wrapped by ``spaces.GPU`` holds a GPU. It runs in a forked worker: its arguments and result are
-  pickled, so they are a :class:`GenerationRequest`, a picklable progress callable and a ``GenerationResult``
+  pickled, so they are resolved :class:`~mova.settings.GenerationSettings`, a picklable progress callable and a
+  ``GenerationResult``
   (numpy arrays). Muxing the mp4 and measuring the clip happen after, off the GPU.
 * ``duration`` may be a function of the same arguments: :class:`DurationModel` estimates the seconds from
   height × width × num_frames (→ video tokens) × num_inference_steps × NFE, clamped to the Space's limit. A
@@ -25,14 +26,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mova.backends.base import (
-    Backend,
-    ModelInfo,
-    ProgressFn,
-    model_info_from_pipeline,
-    resolve_model_folder,
-)
-from mova.backends.request import GenerationRequest
+from mova.backends.base import Backend, ProgressFn, resolve_model_folder
+from mova.settings import GenerationSettings, ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     from mova.pipeline import GenerationResult, MOVAPipeline
@@ -96,13 +91,14 @@ class DurationModel:
         decode = self.decode_s_per_mpixel_frame * height * width * num_frames / 1e6
         return self.margin * (denoise + decode + self.overhead_s)
 
-    def estimate_request(self, request: GenerationRequest) -> float:
-        return self.estimate(request.height, request.width, request.num_frames, request.num_inference_steps,
-                             request.guidance.nfe)
+    def estimate_settings(self, settings: GenerationSettings) -> float:
+        """Unclamped seconds for resolved settings."""
+        return self.estimate(settings.height, settings.width, settings.num_frames, settings.num_inference_steps,
+                             settings.guidance_config.nfe)
 
-    def __call__(self, request: GenerationRequest, progress: Any = None) -> int:
-        """The ``spaces.GPU(duration=...)`` callable: whole seconds in [min_s, max_s]."""
-        return int(min(self.max_s, max(self.min_s, math.ceil(self.estimate_request(request)))))
+    def __call__(self, settings: GenerationSettings, progress: Any = None) -> int:
+        """The ``spaces.GPU(duration=...)`` callable (resolved settings): whole seconds in [min_s, max_s]."""
+        return int(min(self.max_s, max(self.min_s, math.ceil(self.estimate_settings(settings)))))
 
 
 def fit_defaults(info: ModelInfo, durations: DurationModel, *, min_steps: int = MIN_DEFAULT_STEPS) -> ModelInfo:
@@ -140,20 +136,21 @@ class ZeroGPUBackend(Backend):
         device: default ``"cuda"`` on ZeroGPU (``spaces`` makes that work before a GPU is attached), else the
             pipeline's default (CUDA when available, else CPU), so the same Space code runs on other hardware.
         durations: the duration model (default :meth:`DurationModel.from_env`).
+        loras: LoRA adapters offered by name (``MOVAPipeline.register_lora``).
         pipeline: an already loaded pipeline (tests).
     """
 
     name = "zerogpu"
 
     def __init__(self, model: str | os.PathLike = "demo", *, device: str | None = None, data_dir: Any = None,
-                 prompt_provider: Any = None, durations: DurationModel | None = None,
+                 durations: DurationModel | None = None, loras: Any = None,
                  pipeline: MOVAPipeline | None = None) -> None:
         import spaces  # before torch touches CUDA (ZeroGPU patches torch on import)
         from spaces.config import Config
 
         if device is None and Config.zero_gpu:
             device = "cuda"
-        super().__init__(data_dir=data_dir, prompt_provider=prompt_provider)
+        super().__init__(data_dir=data_dir)
         self.durations = durations or DurationModel.from_env()
         if pipeline is None:
             from mova.pipeline import MOVAPipeline
@@ -161,32 +158,34 @@ class ZeroGPUBackend(Backend):
             folder = resolve_model_folder(model)
             pipeline = MOVAPipeline.from_pretrained(folder if os.fspath(model) != "demo" else "demo", device=device)
         self.pipeline = pipeline
-        source = pipeline.name or "model"
-        name = source if source == "demo" else os.path.basename(os.path.normpath(source))
-        self._info = fit_defaults(model_info_from_pipeline(pipeline, backend=self.name, name=name), self.durations)
+        for name, path in (loras or {}).items():  # loaded in the GPU worker when asked for, like any other backend
+            pipeline.register_lora(name, path)
+        info = dataclasses.replace(pipeline.model_info(), backend=self.name)
+        self._info = fit_defaults(info, self.durations)
         # Inert (returns the bound method itself) unless SPACES_ZERO_GPU is set.
         self._gpu_call = spaces.GPU(duration=self.durations)(self._gpu_generate)
 
     def model_info(self) -> ModelInfo:
         return self._info
 
-    def check(self, request: GenerationRequest) -> None:
-        super().check(request)
-        needed = self.durations.estimate_request(request)
+    def check(self, settings: GenerationSettings) -> GenerationSettings:
+        resolved = super().check(settings)
+        needed = self.durations.estimate_settings(resolved)
         if needed > self.durations.max_s:
             raise ValueError(
                 f"this request needs about {needed:.0f} s of GPU time, more than the {self.durations.max_s:.0f} s a "
-                f"ZeroGPU task may take: lower num_inference_steps (now {request.num_inference_steps}), num_frames "
-                f"(now {request.num_frames}) or the resolution (now {request.height}×{request.width})")
+                f"ZeroGPU task may take: lower num_inference_steps (now {resolved.num_inference_steps}), num_frames "
+                f"(now {resolved.num_frames}) or the resolution (now {resolved.height}×{resolved.width})")
+        return resolved
 
-    def _run(self, request: GenerationRequest, progress: ProgressFn | None) -> GenerationResult:
-        return self._gpu_call(request, progress)
+    def _run(self, settings: GenerationSettings, progress: ProgressFn | None) -> GenerationResult:
+        return self._gpu_call(self._info.resolve(settings), progress)  # resolved: the duration model reads sizes
 
-    def _gpu_generate(self, request: GenerationRequest, progress: ProgressFn | None = None) -> GenerationResult:
+    def _gpu_generate(self, settings: GenerationSettings, progress: ProgressFn | None = None) -> GenerationResult:
         """The GPU task (a forked worker on ZeroGPU). A ValueError becomes a gr.Error there, since the worker
         reports other exceptions by class name only."""
         try:
-            return self.pipeline(**self._pipeline_kwargs(request), progress=progress)
+            return self.pipeline(settings, progress=progress)
         except ValueError as exc:
             from spaces.config import Config
 

@@ -3,40 +3,42 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import tempfile
 import time
 from pathlib import Path
 
 
+CLI_ONLY = ("image", "lora")  # settings whose flag takes a path here (a first-frame file; an adapter [NAME=]DIR)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from mova.settings import setting_fields
+
     p = subparsers.add_parser("generate", help="generate a video with audio (IT2VA with --image, else T2VA)")
     p.add_argument("--model", default="demo", help="checkpoint folder (official layout) or 'demo' (default)")
-    p.add_argument("--prompt", required=True, help="what is seen and heard")
-    p.add_argument("--image", default=None, help="first frame (IT2VA); omit for T2VA (white first frame)")
-    p.add_argument("--negative-prompt", dest="negative_prompt", default=None,
-                   help="negative prompt (default: the Wan negative prompt)")
-    p.add_argument("--out", required=True, help="output .mp4 path (H.264 + AAC)")
+    p.add_argument("--out", required=True, help="output .mp4 path (H.264 + AAC); its sidecar JSON (and first "
+                   "frame PNG) are written beside it")
     p.add_argument("--wav", default=None, help="also write the audio to this .wav path")
-    p.add_argument("--height", type=int, default=None, help="multiple of 16 (default: the model's trained size)")
-    p.add_argument("--width", type=int, default=None, help="multiple of 16 (default: the model's trained size)")
-    p.add_argument("--num-frames", "--num_frames", dest="num_frames", type=int, default=None, help="4k+1 frames")
-    p.add_argument("--fps", type=float, default=None, help="frames per second")
-    p.add_argument("--num-inference-steps", "--num_inference_steps", "--steps", dest="num_inference_steps", type=int,
-                   default=None, help="denoising steps (default: the model's, 50 for MOVA)")
-    p.add_argument("--guidance", default="text", choices=["none", "text", "text+bridge", "dual"],
-                   help="CFG mode: none (NFE 1), text (2), text+bridge (2), dual (3)")
-    p.add_argument("--text-scale", "--text_scale", dest="text_scale", type=float, default=None,
-                   help="s_T (default: the model's; 5 for MOVA, 3 for the demo model)")
-    p.add_argument("--bridge-scale", "--bridge_scale", dest="bridge_scale", type=float, default=1.0,
-                   help="s_B of dual CFG (default 1)")
-    p.add_argument("--video-shift", dest="video_shift", type=float, default=None, help="σ shift of the video grid")
-    p.add_argument("--audio-shift", dest="audio_shift", type=float, default=None, help="σ shift of the audio grid")
-    p.add_argument("--seed", type=int, default=None, help="random when omitted; the used seed is printed")
-    p.add_argument("--loudness-lufs", dest="loudness_lufs", type=float, default=-16.0,
-                   help="integrated loudness target (default -16 LUFS)")
+    # 1. The generation settings, one flag each, from their declarations (mova.settings)
+    for name, default, spec in setting_fields():
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else []) + list(spec.flags)
+        help_text = spec.help + (" (default: the model's)" if spec.model_default
+                                 else "" if default in (None, "") else f" (default {default})")
+        if name == "image":
+            help_text = "first frame image file (IT2VA); omit for text only (MOVA's white first frame)"
+        elif name == "lora":
+            help_text = "a LoRA adapter to run with, [NAME=]DIR (mova.lora format)"
+        kwargs = dict(dest=name, default=None, help=help_text, required=name == "prompt")
+        if spec.choices:
+            kwargs["choices"] = list(spec.choices)
+        elif spec.kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif spec.kind in (int, float):
+            kwargs["type"] = spec.kind
+        p.add_argument(*flags, **kwargs)
     p.add_argument("--no-loudness", dest="no_loudness", action="store_true", help="leave the audio level as decoded")
+    # 2. Where and how it runs
     p.add_argument("--offload", default="none", choices=["none", "model", "sequential"], help="GPU memory mode")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default bf16 on GPU, fp32 on CPU")
@@ -47,6 +49,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg-parallel", dest="cfg_parallel", action="store_true",
                    help="spread the guidance branches over WORLD_SIZE / sp ranks")
     p.set_defaults(func=main)
+
+
+def cli_settings(args: argparse.Namespace):
+    """The GenerationSettings the flags ask for (flags left out keep the settings' defaults, model defaults for
+    ``None``); ``--lora [NAME=]DIR`` becomes the adapter name, to be registered with the pipeline."""
+    from mova.settings import GenerationSettings, setting_fields
+
+    values = {name: getattr(args, name) for name, _, _ in setting_fields() if getattr(args, name) is not None}
+    if args.no_loudness:
+        values["loudness_lufs"] = None
+    if args.lora is not None:
+        values["lora"] = lora_entry(args.lora)[0]
+    return GenerationSettings.from_values(values)
+
+
+def lora_entry(entry: str) -> tuple[str, str]:
+    """``NAME=DIR`` or ``DIR`` (named after its folder) → (name, dir)."""
+    name, sep, path = entry.partition("=")
+    if not sep:
+        path, name = entry, Path(entry).name
+    return name, path
 
 
 def check_output(flag: str, value: str) -> Path:
@@ -78,6 +101,8 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Path | None]:
     from mova import validation as check
 
     out = check_output("--out", args.out)
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out {args.out!r} is invalid: expected a path ending in .mp4")
     wav = None if args.wav is None else check_output("--wav", args.wav)
     if wav is not None and wav.resolve() == out.resolve():
         raise ValueError(f"--wav {args.wav!r} is the --out path: give the audio its own file")
@@ -103,20 +128,19 @@ def check_demo(model: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     out, wav = check_args(args)
+    settings = cli_settings(args)  # validated before the (slow) load
     from tqdm import tqdm
 
-    from mova import Guidance, MOVAPipeline
+    from mova import MOVAPipeline
+    from mova.outputs import save_clip
 
     check_demo(args.model)
-    # validated before the (slow) load; the model's own default s_T is filled in once it is loaded
-    guidance = Guidance(mode=args.guidance, text_scale=5.0 if args.text_scale is None else args.text_scale,
-                        bridge_scale=args.bridge_scale)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     state = None
     if world > 1 or args.sp > 1 or args.cfg_parallel:
         from mova.parallel import init_parallel
 
-        if args.seed is None:
+        if settings.seed is None:
             raise ValueError("--seed is required for parallel generation (every rank must draw the same noise)")
         cfg = world // args.sp if args.cfg_parallel else 1
         state = init_parallel(sp=args.sp, cfg=cfg)
@@ -126,9 +150,9 @@ def main(args: argparse.Namespace) -> int:
     pipe = MOVAPipeline.from_pretrained(args.model, device=device, dtype=args.dtype, offload=args.offload)
     if state is not None:
         pipe.enable_parallel(state)
+    if args.lora is not None:
+        pipe.register_lora(*lora_entry(args.lora))
     load_s = time.perf_counter() - t0
-    if args.text_scale is None:
-        guidance = dataclasses.replace(guidance, text_scale=pipe.default_guidance().text_scale)
     bar = tqdm(desc="denoise", unit="step", disable=not main_rank)
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -138,21 +162,16 @@ def main(args: argparse.Namespace) -> int:
             bar.refresh()
 
     try:
-        result = pipe(args.prompt, image=args.image, negative_prompt=args.negative_prompt, height=args.height,
-                      width=args.width, num_frames=args.num_frames, fps=args.fps,
-                      num_inference_steps=args.num_inference_steps, guidance=guidance, seed=args.seed,
-                      video_shift=args.video_shift, audio_shift=args.audio_shift,
-                      loudness_lufs=None if args.no_loudness else args.loudness_lufs, progress=progress,
-                      sequential_cfg=args.sequential_cfg)
+        result = pipe(settings, progress=progress, sequential_cfg=args.sequential_cfg)
     finally:
         bar.close()
     if not main_rank:
         return 0
-    path = result.save(out)
+    clip = save_clip(result, out.parent, out.stem)
     if wav is not None:
         result.save_wav(wav)
-    t = result.timings
-    print(f"{path}: seed {result.seed}, {result.video.shape[0]} frames {result.video.shape[2]}x{result.video.shape[1]} "
-          f"@ {result.fps:g} fps, {len(result.audio) / result.sample_rate:.2f} s audio, NFE {result.nfe}, "
+    t = clip.timings
+    print(f"{clip.video_path}: seed {clip.seed}, {clip.num_frames} frames {clip.width}x{clip.height} "
+          f"@ {clip.fps:g} fps, {len(result.audio) / result.sample_rate:.2f} s audio, NFE {clip.nfe}, "
           f"load {load_s:.1f} s, denoise {t['denoise']:.1f} s, total {t['total']:.1f} s")
     return 0
