@@ -1,10 +1,10 @@
-"""Classifier-free guidance for the MOVA dual-tower denoiser (spec §14).
+"""Classifier-free guidance for the MOVA dual-tower denoiser (docs/model.md#guidance).
 
 A *branch* is one denoiser evaluation ``v(c_T, c_B)``:
 
 * ``c_T`` — the text condition: the prompt (T) or the negative prompt (∅);
 * ``c_B`` — the cross-modal bridge: on (B, denoiser ``bridge_scale`` 1.0) or off (∅, ``bridge_scale`` 0.0, every bridge
-  block an identity so the towers run independently — our reading of spec §14.3).
+  block an identity so the towers run independently — our reading of docs/model.md#bridge-off).
 
 Modes (``s_T = text_scale``, ``s_B = bridge_scale``), applied identically to video and audio, in float32:
 
@@ -12,9 +12,9 @@ Modes (``s_T = text_scale``, ``s_B = bridge_scale``), applied identically to vid
 mode                  NFE    velocity
 ====================  =====  ==============================================================================
 ``"none"``            1      v(T, B)
-``"text"``            2      v(∅, B) + s_T·[v(T, B) − v(∅, B)]             (the released MOVA behaviour, §14.1)
-``"text+bridge"``     2      v(∅, ∅) + s_T·[v(T, B) − v(∅, ∅)]             (paper special case s_B = s_T, §14.2)
-``"dual"``            3      v(∅, ∅) + s_B·[v(∅, B) − v(∅, ∅)] + s_T·[v(T, B) − v(∅, B)]   (paper dual CFG, §14.2)
+``"text"``            2      v(∅, B) + s_T·[v(T, B) − v(∅, B)]             (the released MOVA behaviour)
+``"text+bridge"``     2      v(∅, ∅) + s_T·[v(T, B) − v(∅, ∅)]             (paper special case s_B = s_T)
+``"dual"``            3      v(∅, ∅) + s_B·[v(∅, B) − v(∅, ∅)] + s_T·[v(T, B) − v(∅, B)]   (paper dual CFG)
 ====================  =====  ==============================================================================
 
 ``Guidance.bridge_scale`` is the guidance weight s_B; it is *not* the denoiser's ``bridge_scale`` argument, which is
@@ -65,7 +65,7 @@ _BRANCHES: dict[str, tuple[Branch, ...]] = {
 
 @dataclass(frozen=True)
 class Guidance:
-    """Classifier-free guidance settings (spec §14).
+    """Classifier-free guidance settings (docs/model.md#guidance).
 
     Args:
         mode: one of ``"none"``, ``"text"`` (default, released MOVA), ``"text+bridge"``, ``"dual"``.
@@ -149,7 +149,7 @@ def guided_velocity(
     parallel: Any = None,
     bridge_strength: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Guided (video, audio) velocities for one denoising step (spec §14).
+    """Guided (video, audio) velocities for one denoising step (docs/model.md#guidance).
 
     Args:
         denoiser: called as ``denoiser(video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps,

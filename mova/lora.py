@@ -3,7 +3,7 @@
 An adapter is a folder (or just its weights file) holding
 
 * ``adapter_model.safetensors`` — keys ``{component}.{module path}.lora_A.weight`` / ``.lora_B.weight``
-  (e.g. ``video_dit.blocks.0.self_attn.q.lora_A.weight``), the released MOVA naming (spec §18.3) without
+  (e.g. ``video_dit.blocks.0.self_attn.q.lora_A.weight``), the released MOVA naming (docs/model.md#lora-recipes) without
   the peft adapter name;
 * ``adapter_config.json`` — ``rank``, ``alpha``, ``dropout``, ``target_modules``, ``components``, ``base_model``.
   Without it, the rank is read from the weights and α = rank (scaling 1).

@@ -2,7 +2,7 @@
 (Ulysses all-to-all) and CFG parallelism, applied to an unchanged model.
 
 Mesh ``(cfg, sp)``: the ``cfg`` dimension splits the guidance branches of a step across ranks; the ``sp``
-dimension splits the tokens of both towers. Under sequence parallelism (spec §17.1, with two fixes):
+dimension splits the tokens of both towers. Under sequence parallelism (docs/model.md#sequence-parallel-inference, with two fixes):
 
 * video and audio tokens (and their RoPE tables, DiT and bridge) are computed for the full sequence, padded
   at the end to a multiple of the degree and cut into equal shards;

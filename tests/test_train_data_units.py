@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-import httpx
+import httpx2
 import numpy as np
 import pytest
 
@@ -309,12 +309,13 @@ def test_merge_row_with_a_provider_and_fallbacks():
 def test_merge_row_through_the_openai_compatible_provider():
     seen = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: httpx2.Request) -> httpx2.Response:
         seen.append(json.loads(request.content))
         reply = 'A woman waves and says, "Hi." The audio shows birdsong.'
-        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": reply}}]})
+        return httpx2.Response(200, json={"choices": [{"message": {"role": "assistant", "content": reply}}]})
 
-    provider = OpenAICompatibleProvider("http://127.0.0.1:9/v1", "merge-model", transport=httpx.MockTransport(handler))
+    client = httpx2.Client(transport=httpx2.MockTransport(handler))  # the openai SDK's transport library
+    provider = OpenAICompatibleProvider("http://127.0.0.1:9/v1", "merge-model", http_client=client)
     row = {"id": "z", "visual_caption": "A woman waves.", "transcript": "Hi", "sound_caption": "Birdsong."}
     out = merge_row(row, CaptionConfig(provider="openai"), provider)
     assert out["caption_source"] == "openai" and out["caption"].endswith("birdsong.")

@@ -162,7 +162,7 @@ def pick_frames(video: np.ndarray, src_fps: float, spec: CacheSpec, start_s: flo
 
 
 def cut_audio(audio: np.ndarray, rate: int, spec: CacheSpec, start_s: float) -> np.ndarray:
-    """The clip's ``int(rate·num_frames/fps)`` samples (spec §12); a small shortfall is zero-padded."""
+    """The clip's ``int(rate·num_frames/fps)`` samples (docs/model.md#audio-latents); a small shortfall is zero-padded."""
     need = int(rate * spec.num_frames / spec.fps)
     first = int(round(start_s * rate))
     out = audio[first:first + need]
@@ -305,7 +305,7 @@ class Encoder:
 
     @torch.no_grad()
     def white_condition(self, spec: CacheSpec) -> torch.Tensor:
-        """The condition y [20, T', h, w] of a pure-white first frame (text-only generation, spec §1)."""
+        """The condition y [20, T', h, w] of a pure-white first frame (text-only generation, docs/model.md#overview)."""
         white = np.full((spec.height, spec.width, 3), 255, dtype=np.uint8)
         return self.pipe.prepare_condition(white, spec.height, spec.width, spec.num_frames).float()[0].cpu()
 

@@ -38,7 +38,7 @@ EXPORTS = ("always", "final", "never")
 EXPORT_DTYPES = ("auto", "bf16", "fp32")
 
 # LoRA targets (suffixes of module paths): q/k/v/o of DiT self-attention, DiT text cross-attention and the
-# bridge's conditioner attention (``ConditionerBlock.inner``) — the low-resource recipe of spec §18.3.
+# bridge's conditioner attention (``ConditionerBlock.inner``) — the low-resource recipe of docs/model.md#lora-recipes.
 DEFAULT_LORA_TARGETS = tuple(f"{attn}.{p}" for attn in ("self_attn", "cross_attn", "inner") for p in "qkvo")
 
 
@@ -77,7 +77,7 @@ class DataConfig:
     Args:
         num_frames: pixel frames per clip, 4k + 1 (193 = 8.04 s at 24 fps).
         fps: video frame rate of the clips.
-        height, width: pixels, multiples of 16 (360p is 352 × 640: 360 is not a multiple of 16, spec §22.3).
+        height, width: pixels, multiples of 16 (360p is 352 × 640: 360 is not a multiple of 16, docs/model.md#quirks-of-the-released-code).
         batch_size: samples per rank per micro-step.
         text_len: T5 tokens the embeddings are zero-padded to (512, as at inference).
         shuffle: reshuffle the samples every epoch (seeded).
@@ -96,7 +96,7 @@ class DataConfig:
 
 @dataclass(kw_only=True)
 class DiffusionConfig:
-    """Flow-matching objective (spec §13.5, §18.1).
+    """Flow-matching objective (docs/model.md#training-timesteps, #training-recipe).
 
     Args:
         shift_video, shift_audio: σ shift of each modality's timestep distribution (σ = s·u / (1 + (s − 1)·u)).

@@ -43,7 +43,7 @@ def is_cache(path: str | os.PathLike) -> bool:
 
 class LatentCache(torch.utils.data.Dataset):
     """Random access to a cache's samples: ``cache[i]`` → {"id", "video", "cond", "audio", "text", "fps"} with text
-    zero-padded to ``text_len`` rows (the zero rows a 512-token T5 output has at inference, spec §10).
+    zero-padded to ``text_len`` rows (the zero rows a 512-token T5 output has at inference, docs/model.md#text-encoding).
 
     Args:
         path: cache folder. text_len: pad text embeddings to this many tokens (default: the cache's).

@@ -1,4 +1,4 @@
-"""The MOVA trainer: staged joint training (paper §18.1), audio pretraining and LoRA fine-tuning on accelerate.
+"""The MOVA trainer: staged joint training (docs/model.md#training-recipe), audio pretraining and LoRA fine-tuning on accelerate.
 
 One optimizer step (``train_step``) runs ``optim.grad_accum`` micro-steps of ``forward_backward``:
 

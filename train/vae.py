@@ -22,8 +22,8 @@ RNG states), the export in the official layout (``video_vae/`` written by diffus
 count, file sizes, latent statistics).
 
 Latent statistics: MOVA's pipeline normalises video latents with ``latents_mean`` / ``latents_std`` from the video
-VAE config (spec §11), so these are measured here (per channel, posterior mode of ``data.stats_clips`` training
-clips) and written into the exported config. Audio latents are used unnormalised (spec §12), so the export folds
+VAE config (docs/model.md#image-conditioning), so these are measured here (per channel, posterior mode of ``data.stats_clips`` training
+clips) and written into the exported config. Audio latents are used unnormalised (docs/model.md#audio-latents), so the export folds
 the same per-channel standardisation into ``quant_conv`` (mean rows) and ``post_quant_conv`` (exactly inverse):
 the exported DAC encodes to zero-mean, unit-variance latents and reconstructs the same waveform.
 """

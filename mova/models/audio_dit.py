@@ -1,4 +1,4 @@
-"""AudioDiT: the audio tower (official class ``WanAudioModel``), spec §4.2, §5.2, §7.
+"""AudioDiT: the audio tower (official class ``WanAudioModel``), docs/model.md#checkpoint-keys, #audio-rope, #audio-dit.
 
 Input is the audio VAE latent [B, 128, N_a] (raw posterior mean, no normalisation); tokens come from a
 Conv1d patchify (kernel = stride = patch_size, 1 for MOVA) and carry plain 1-D interleaved RoPE over the
@@ -41,6 +41,6 @@ class AudioDiT(DiTBackbone):
         return x.reshape(x.shape[0], n, p, c).permute(0, 3, 1, 2).reshape(x.shape[0], c, n * p)
 
     def rope(self, grid: tuple[int], device: torch.device) -> torch.Tensor:
-        """[n, head_dim/2] angles with position = token index (spec §5.2: the 22/22/20 chunking of the
+        """[n, head_dim/2] angles with position = token index (docs/model.md#audio-rope: the 22/22/20 chunking of the
         reference concatenates back to this plain table)."""
         return rope_angles(torch.arange(grid[0], device=device), self.config.head_dim)

@@ -1,4 +1,4 @@
-"""AudioVAE: the continuous DAC audio autoencoder (official class ``DAC``), spec §3.4, §4.4, §12.
+"""AudioVAE: the continuous DAC audio autoencoder (official class ``DAC``), docs/model.md#audio-vae-config, #audio-latents.
 
 48 kHz mono waveform <-> 128-channel latents at 50 Hz (hop = prod(encoder_rates) = 960). Convolutions are
 weight-normalised: with ``use_weight_norm`` the parameters are stored as ``weight_g`` / ``weight_v`` (the
@@ -181,7 +181,7 @@ class AudioVAE(FromConfigMixin, nn.Module):
         return self.quant_conv.weight.dtype
 
     def num_latent_frames(self, num_samples: int) -> int:
-        """(N − 1)//hop + 1: 403 for 386,000 samples at hop 960 (spec §12)."""
+        """(N − 1)//hop + 1: 403 for 386,000 samples at hop 960 (docs/model.md#audio-latents)."""
         return (int(num_samples) - 1) // self.hop + 1
 
     def encode(self, audio: torch.Tensor, sample_posterior: bool = False,

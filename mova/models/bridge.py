@@ -1,5 +1,5 @@
 """DualTowerBridge (official class ``DualTowerConditionalBridge``): bidirectional cross-attention between
-the video and audio towers, with aligned rotate-half RoPE on the physical timeline. Spec §4.3, §8.
+the video and audio towers, with aligned rotate-half RoPE on the physical timeline. docs/model.md#checkpoint-keys, #bridge.
 
 At an interaction layer j both directions read the pre-bridge states (simultaneous update)::
 
@@ -20,7 +20,7 @@ from mova.config import BridgeConfig, FromConfigMixin
 from mova.models.layers import QKNormAttention
 
 # --------------------------------------------------------------------------------------------------------
-# 1. Aligned RoPE (rotate-half convention, spec §8.3)
+# 1. Aligned RoPE (rotate-half convention, docs/model.md#aligned-rope)
 # --------------------------------------------------------------------------------------------------------
 
 

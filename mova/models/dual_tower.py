@@ -1,4 +1,4 @@
-"""DualTowerDenoiser: one denoising forward of both towers and the bridge (spec §9).
+"""DualTowerDenoiser: one denoising forward of both towers and the bridge (docs/model.md#one-denoising-step).
 
 The active video expert (``video_dit`` for t ≥ boundary, ``video_dit_2`` below) supplies every video-side
 module; the audio DiT and the bridge are shared by both experts. For each layer j: the bridge (if it has

@@ -1,8 +1,8 @@
-"""Pieces shared by the video DiT and the audio DiT (spec §5): timestep embedding, RoPE, the DiT block,
+"""Pieces shared by the video DiT and the audio DiT (docs/model.md#dit-block): timestep embedding, RoPE, the DiT block,
 the output head, and :class:`DiTBackbone`, the part of a Wan-style DiT both towers have in common.
 
 Parameter names equal the official checkpoint keys (``self_attn.q``, ``norm3``, ``ffn.0``, ``modulation``,
-``head.head`` ...). Precision follows the reference (spec §5): time embeddings are computed in fp32 and
+``head.head`` ...). Precision follows the reference (docs/model.md#dit-block): time embeddings are computed in fp32 and
 cast to the model dtype; the modulate step ``LN(x)·(1+scale)+shift`` is evaluated in fp32 from
 model-dtype operands and rounded once; gates, residuals and the head run in the model dtype. With fp32
 weights every step is plain fp32.
@@ -25,7 +25,7 @@ from mova.models.attention import attention
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Timestep embedding ``[cos(t·ω_k), sin(t·ω_k)]``, ω_k = 10000^(−k/(dim/2)), cos first (spec §5).
+    """Timestep embedding ``[cos(t·ω_k), sin(t·ω_k)]``, ω_k = 10000^(−k/(dim/2)), cos first (docs/model.md#dit-block).
 
     Args:
         t: [B] timesteps in [0, 1000].
@@ -62,7 +62,7 @@ def modulate(x_norm: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> 
 
 
 # --------------------------------------------------------------------------------------------------------
-# 2. Rotary position embedding of the DiTs (interleaved pairs, spec §5.1, §5.2)
+# 2. Rotary position embedding of the DiTs (interleaved pairs, docs/model.md#video-rope, #audio-rope)
 # --------------------------------------------------------------------------------------------------------
 
 
@@ -96,7 +96,7 @@ def rope_tables(angles: torch.Tensor, dtype: torch.dtype = torch.float32) -> tup
     """cos/sin of RoPE angles [L, D/2], built once per forward and shared by every block.
 
     float32 tables (float64 for a float64 model): the rotation is evaluated at that precision and rounded
-    once to the activation dtype, as the reference's float64 complex product is (spec §5).
+    once to the activation dtype, as the reference's float64 complex product is (docs/model.md#dit-block).
     """
     compute = torch.float64 if dtype == torch.float64 else torch.float32
     return torch.cos(angles).to(compute), torch.sin(angles).to(compute)
@@ -170,7 +170,7 @@ class CrossAttention(QKNormAttention):
 
 
 class DiTBlock(nn.Module):
-    """One Wan DiT layer (spec §5)::
+    """One Wan DiT layer (docs/model.md#dit-block)::
 
         (s1, c1, g1, s2, c2, g2) = modulation + t_mod
         x = x + g1 · SelfAttn(LN1(x)·(1+c1) + s1)

@@ -1,4 +1,4 @@
-"""VideoDiT: one Wan2.2-I2V-A14B expert (official class ``WanModel``), spec §4.1, §5, §6.
+"""VideoDiT: one Wan2.2-I2V-A14B expert (official class ``WanModel``), docs/model.md#checkpoint-keys, #dit-block, #video-dit.
 
 Input is the 36-channel concatenation [noisy latent 16 | mask 4 | first-frame latent 16] of shape
 [B, 36, T', H/8, W/8]; output is the velocity [B, 16, T', H/8, W/8]. Tokens come from a Conv3d patchify

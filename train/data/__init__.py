@@ -1,4 +1,4 @@
-"""MOVA training data (spec §19): long videos -> fixed clips with measured, labelled, filtered manifest rows.
+"""MOVA training data (docs/model.md#data-pipeline): long videos -> fixed clips with measured, labelled, filtered manifest rows.
 
     python -m train.data prepare --input videos/ --out data/clips --config data.yaml
     python -m train.data filter data/clips/clips.jsonl --config stricter.yaml --out data/clips/stage2.jsonl

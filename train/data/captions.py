@@ -1,4 +1,4 @@
-"""Caption merging: visual caption + speech transcript + sound caption -> one training caption (spec §19).
+"""Caption merging: visual caption + speech transcript + sound caption -> one training caption (docs/model.md#data-pipeline).
 
 The paper has three captioners (visual, speech, non-speech audio) and an LLM that merges their outputs under
 rules: coherent, no repetition, speech anchored to the visible speaker. Here the three inputs are manifest
@@ -9,7 +9,7 @@ output is ``caption``.
   the first person the visual caption names ("The woman says, "…"."), or by "a voice off screen" when it
   names nobody; then a final paragraph "The audio shows …" from the sound caption, with sentences that repeat
   earlier ones dropped. The two-paragraph shape mirrors the rewritten prompts the model sees at inference
-  (spec §20), so training captions and inference prompts look alike.
+  (docs/model.md#prompt-rewriting), so training captions and inference prompts look alike.
 - LLM: through :mod:`mova.prompting`'s OpenAI-compatible provider (``MOVA_PROMPT_BASE_URL`` /
   ``MOVA_PROMPT_MODEL``), with the same rules as instructions. A reply that drops the transcript's words, is
   empty, or fails falls back to the rules (logged) unless ``fallback_to_rules`` is off.
@@ -184,7 +184,7 @@ def make_provider(cfg: CaptionConfig, env: Mapping[str, str] | None = None) -> A
 
 
 def llm_merge(provider: Any, visual: str, transcript: str, sound: str) -> str:
-    """One merged caption from ``provider.complete`` (a :class:`mova.prompting.ChatProvider`)."""
+    """One merged caption from ``provider.complete`` (a :class:`mova.prompting.PromptProvider`)."""
     user = (
         f"Visual caption: {visual or '(none)'}\n"
         f"Speech transcript: {transcript or '(none)'}\n"

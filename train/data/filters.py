@@ -10,7 +10,7 @@ BS.1770 loudness, clipping, motion energy, and the audio-visual sync score — t
 cross-correlation (:func:`mova.eval.av_correlation`) and its lag (:func:`mova.eval.av_offset`). Video sharpness is
 the variance of the Laplacian of the luma, brightness the mean luma (0..255), both over frames sampled evenly.
 
-The paper's thresholds are unknown (spec §19); the defaults below are documented choices, and every filter can
+The paper's thresholds are unknown (docs/model.md#data-pipeline); the defaults below are documented choices, and every filter can
 be turned off with ``null``.
 """
 

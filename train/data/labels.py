@@ -1,4 +1,4 @@
-"""Clip-type labels from scene cuts and voice activity: the paper's four clip types (spec §19)."""
+"""Clip-type labels from scene cuts and voice activity: the paper's four clip types (docs/model.md#data-pipeline)."""
 
 from __future__ import annotations
 
