@@ -55,7 +55,7 @@ def test_ui_never_imports_torch():
 def test_progress_adapter_shows_steps_and_eta_and_pickles():
     import pickle
 
-    from ui.widgets import GradioProgress
+    from ui.generate import GradioProgress
 
     calls = []
 

@@ -173,10 +173,10 @@ def test_costly_or_broken_requests_are_refused_before_the_queue(server, values, 
 def test_a_full_gpu_queue_refuses_new_clips_and_starves_nothing_else(server, monkeypatch):
     """While the GPU runs one job and the GPU group's waiting room is full, another generation is refused at once
     and the prompting endpoints still answer at once."""
-    import ui.widgets
+    import ui.generate
 
     url, backend, _ = server
-    monkeypatch.setattr(ui.widgets, "GPU_QUEUE_MAX_WAITING", 3)
+    monkeypatch.setattr(ui.generate, "GPU_QUEUE_MAX_WAITING", 3)
     running, release = threading.Event(), threading.Event()
     original = backend.pipeline
 

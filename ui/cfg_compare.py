@@ -18,22 +18,24 @@ import gradio as gr
 
 from mova.backends import Backend
 from mova.settings import GenerationSettings, ModelInfo
-from ui.widgets import (
+from ui.generate import (
     GPU_CONCURRENCY_ID,
+    form_settings,
+    gpu_validator,
+    optional_inputs,
+    run_job,
+    user_errors,
+    with_api_signature,
+)
+from ui.widgets import (
     UI_MAX_SEED,
     GenerationControls,
     clip_details,
     figures_markdown,
-    form_settings,
-    gpu_validator,
     guidance_title,
-    optional_inputs,
     render_controls,
     render_guidance,
-    run_job,
     show_warnings,
-    user_errors,
-    with_api_signature,
 )
 
 SLOTS = 4

@@ -18,7 +18,7 @@ import gradio as gr
 
 from mova import prompting
 from mova.validation import MAX_IMAGE_PIXELS
-from ui.widgets import image_path, user_errors
+from ui.generate import image_path, user_errors
 
 LANGUAGES = ("English", "Chinese", "Japanese", "Korean", "French", "German", "Spanish")
 ASPECTS = ("16:9", "9:16")

@@ -1,39 +1,30 @@
-"""Pieces shared by the generation tabs: controls built from the model's facts, the request they make, a progress
-adapter, error handling, figures, examples and the session history.
+"""What the tabs are built from: the generation form derived from the settings' declarations (``mova.settings``),
+the clip's figures, the demo-world examples and the session history. The request path a click takes (values →
+settings → backend, errors, progress, cancellation) is ``ui.generate``'s.
 
-Labels of technical controls are the contract words (``num_frames``, ``fps``, ``num_inference_steps``,
+Labels of technical controls are the settings' field names (``num_frames``, ``fps``, ``num_inference_steps``,
 ``text_scale``, ``bridge_scale``, ``seed``...), the same as the CLI flags and the API parameter names. Nothing here
-imports torch: the UI talks to a :class:`mova.backends.Backend` only.
+imports torch.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import logging
 import math
-import os
-import re
-import threading
 import time
-from collections.abc import Callable
-from types import MappingProxyType
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-import anyio
 import gradio as gr
 
-from mova import validation as check
 from mova.outputs import Clip
-from mova.settings import GenerationCancelled, GenerationSettings, ModelInfo, Setting, setting_fields
+from mova.settings import ModelInfo, Setting, setting_fields
 
 logger = logging.getLogger(__name__)
 
-GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model queues under this id
-GPU_QUEUE_MAX_WAITING = 64  # a new generation is refused while this many wait for the GPU
 UI_MAX_SEED = 2**32 - 1  # seeds the browser shows exactly (JS numbers are exact up to 2**53)
 MAX_UPLOAD = "25mb"  # launch(max_file_size=...): first frames larger than this are refused at upload
 GUIDANCE_HELP = MappingProxyType({
@@ -42,204 +33,8 @@ GUIDANCE_HELP = MappingProxyType({
     "text+bridge": "text and bridge dropped together (NFE 2)",
     "dual": "dual CFG: s_B for the bridge, s_T for the text (NFE 3)",
 })
-STAGE_LABELS = MappingProxyType({
-    "denoise": "Denoising",
-    "done": "Decoded video and audio",
-    "encode": "Writing the mp4",
-    "waiting for the GPU": "Waiting for the GPU",
-})
 NO_LORA = "none"
 MODEL_DEFAULT_HINT = "empty: the model's default"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Errors
-# ----------------------------------------------------------------------------------------------------------------
-
-
-_SERVER_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s'\"/,;:()]+)+/([^\s'\"/,;:()]+)")
-
-
-def public_message(text: str) -> str:
-    """``text`` with every absolute server path cut to its file name (``/tmp/gradio/ab12/x.png`` → ``x.png``)."""
-    return _SERVER_PATH.sub(r"\1", text)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn a ValueError into a gr.Error with its text; any other failure into a short message (logged with its
-    traceback on the server). The app keeps serving either way, and no message shows a server path. Works on
-    plain and ``async`` handlers."""
-
-    def translate(exc: Exception) -> gr.Error:
-        if isinstance(exc, GenerationCancelled):
-            return gr.Error("Stopped: the generation was ended before its last step.", title="Stopped",
-                            print_exception=False)
-        if isinstance(exc, ValueError):
-            return gr.Error(public_message(str(exc)), title="Invalid input", print_exception=False)
-        logger.error("%s failed", getattr(fn, "__name__", "handler"), exc_info=exc)
-        return gr.Error(public_message(f"{type(exc).__name__}: {exc}. The app is still running; try again or change "
-                                       "the settings."), title="Failed", print_exception=False)
-
-    if inspect.iscoroutinefunction(fn):
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the boundary between the model and the user
-                raise translate(exc) from None
-
-        return async_wrapper
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the boundary between the model and the user
-            raise translate(exc) from None
-
-    return wrapper
-
-
-def gpu_validator(check: Callable[..., None], names: list[str]) -> Callable:
-    """A Gradio ``validator=`` for a GPU event: runs ``check(**values)`` before the job is queued, so a bad value
-    (from the browser or an API client) is refused at once with a message on the input it names, and refuses a new
-    job while ``GPU_QUEUE_MAX_WAITING`` GPU jobs already wait. ``names``: the event's inputs, in order."""
-    blocks = gr.context.Context.root_block  # the app being built; its queue exists once it is launched
-
-    def validate(**values: Any) -> list[dict[str, Any]]:
-        problem: tuple[str, str] | None = None
-        waiting = waiting_gpu_jobs(blocks)
-        if waiting >= GPU_QUEUE_MAX_WAITING:
-            problem = (names[0], f"the GPU queue is full ({waiting} clips waiting): try again in a few minutes")
-        else:
-            try:
-                check(**values)
-            except ValueError as exc:
-                message = public_message(str(exc))
-                problem = (_field_of(message, names), message)
-            except Exception as exc:  # noqa: BLE001 - never a traceback for the user
-                logger.exception("validation failed")
-                problem = (names[0], public_message(f"{type(exc).__name__}: {exc}"))
-        return [gr.validate(problem is None or name != problem[0], problem[1] if problem and name == problem[0]
-                            else "") for name in names]
-
-    return validate
-
-
-def _field_of(message: str, names: list[str]) -> str:
-    """The input a validation message is about: its first word (``height=65 is …`` → ``height``), else the first."""
-    word = re.match(r"[a-z_]+", message)
-    return word.group(0) if word and word.group(0) in names else names[0]
-
-
-def waiting_gpu_jobs(blocks: gr.Blocks | None) -> int:
-    """Jobs waiting (not yet running) in the app's GPU queue group. Reads Gradio's queue, whose ``max_size``
-    counts every group together (a full GPU queue would refuse arena votes too), so the GPU group gets its own
-    bound here; the queue-bound test in tests/test_app_security.py fails if Gradio renames these attributes."""
-    queue = getattr(blocks, "_queue", None)
-    groups = getattr(queue, "event_queue_per_concurrency_id", None) or {}
-    group = groups.get(GPU_CONCURRENCY_ID)
-    return len(getattr(group, "queue", ())) if group is not None else 0
-
-
-def optional_inputs(inputs: dict[str, Any]) -> tuple[str, ...]:
-    """API parameters whose control starts empty (an unset first frame, a shift left to the model): API callers
-    may omit them (Gradio makes a parameter with an initial value optional by itself)."""
-    return tuple(name for name, component in inputs.items() if getattr(component, "value", None) is None)
-
-
-def with_api_signature(fn: Callable, names: list[str], optional: tuple[str, ...] = ()) -> Callable:
-    """Give a ``(progress, **values)`` handler an explicit keyword signature, so the API page lists each parameter
-    and ``optional`` ones (inputs whose component starts empty) default to ``None`` for API callers."""
-    P = inspect.Parameter
-    params = [P("progress", P.POSITIONAL_OR_KEYWORD, default=gr.Progress())]
-    params += [P(name, P.KEYWORD_ONLY, default=None) if name in optional else P(name, P.KEYWORD_ONLY)
-               for name in names]
-    fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    return fn
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Progress
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class Cancellation:
-    """Whether the user ended a running job: pressed Stop (the event's task is cancelled, :meth:`set`) or closed the
-    tab (Gradio marks the running event no longer alive). Built inside the event handler."""
-
-    def __init__(self) -> None:
-        from gradio.context import LocalContext
-
-        self._set = threading.Event()
-        self._blocks = LocalContext.blocks.get(None)
-        self._event_id = LocalContext.event_id.get(None)
-
-    def set(self) -> None:
-        self._set.set()
-
-    def __call__(self) -> bool:
-        if self._set.is_set():
-            return True
-        events = getattr(getattr(self._blocks, "_queue", None), "event_ids_to_events", None) or {}
-        event = events.get(self._event_id)
-        return event is not None and not getattr(event, "alive", True)
-
-
-class GradioProgress:
-    """The pipeline's ``(stage, done, total)`` callback drawn on a ``gr.Progress`` bar, with the denoising step and
-    an ETA; it raises ``GenerationCancelled`` once ``cancelled()`` is true, which ends the generation at that step.
-    Picklable, as ZeroGPU pickles a GPU task's arguments (the cancellation stays behind: a forked worker cannot
-    see the browser)."""
-
-    def __init__(self, progress: Any, prefix: str = "", cancelled: Callable[[], bool] | None = None) -> None:
-        self.progress = progress
-        self.prefix = prefix
-        self.cancelled = cancelled
-        self._denoise_start: float | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "cancelled": None}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if self.cancelled is not None and self.cancelled():
-            raise GenerationCancelled(f"stopped by the user at {stage} {done}/{total}")
-        label = STAGE_LABELS.get(stage, stage.capitalize())
-        if stage == "denoise":
-            now = time.monotonic()
-            if self._denoise_start is None or done <= 1:
-                self._denoise_start = now
-                rate = None
-            else:
-                rate = (now - self._denoise_start) / max(done - 1, 1)
-            eta = "" if rate is None else f" · ETA {format_seconds(rate * (total - done))}"
-            desc = f"{self.prefix}Denoising step {done}/{total}{eta}"
-        else:
-            desc = f"{self.prefix}{label}"
-        if self.progress is not None:
-            self.progress((done, total), desc=desc, unit="steps" if stage == "denoise" else "")
-
-
-async def run_job(job: Callable[[GradioProgress], Any], progress: Any, prefix: str = "") -> Any:
-    """Run ``job(report)`` in a worker thread and wait for it. When the user presses Stop the wait ends at once and
-    the job's progress callback raises at its next step (the job frees the GPU within one denoising step); when the
-    tab is closed the same happens at the next step."""
-    cancellation = Cancellation()
-    report = GradioProgress(progress, prefix, cancelled=cancellation)
-    try:
-        return await anyio.to_thread.run_sync(job, report, abandon_on_cancel=True)
-    except anyio.get_cancelled_exc_class():
-        cancellation.set()
-        raise
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -386,46 +181,6 @@ def render_guidance(info: ModelInfo, prefix: str, *, mode: str | None = None, te
     guidance.change(lambda m: (gr.Radio(info=GUIDANCE_HELP.get(m, "")), gr.Slider(interactive=m == "dual")),
                     guidance, [guidance, bridge], queue=False, api_visibility="private", show_progress="hidden")
     return guidance, text, bridge
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Values → request
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def image_path(value: Any) -> str | None:
-    """A first-frame value as a path: events run with ``preprocess=False`` (so a non-image upload reaches our own
-    check and its clear message), which gives the uploaded file's FileData dict.
-
-    Only a file in Gradio's upload folder is accepted — one a client uploaded to this app. A FileData (or a plain
-    string) naming any other server path is refused, so the API can neither read server files nor test whether
-    they exist."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, dict):
-        value = value.get("path")
-    if not isinstance(value, str) or not value:
-        raise ValueError("image is invalid: upload the first frame as a file (PNG, JPEG or WebP)")
-    upload_folder = os.path.realpath(gr.utils.get_upload_folder())
-    path = os.path.realpath(value)
-    if os.path.commonpath([path, upload_folder]) != upload_folder or not os.path.isfile(path):
-        raise ValueError("image is invalid: only a file uploaded to this app is accepted; upload the first frame")
-    return path
-
-
-def form_settings(values: dict[str, Any], *, image_required: bool | None = None) -> GenerationSettings:
-    """Settings from form values (API names). ``image_required``: True for IT2VA (an image must be given), False
-    for T2VA (an image is ignored), None when optional (CFG comparison). ``randomize_seed`` (true or false only)
-    clears the seed; the adapter ``"none"`` is no adapter."""
-    values = dict(values)
-    image = image_path(values.pop("image", None))
-    if image_required and image is None:
-        raise ValueError("image is missing: upload a first frame, or use the Text → Video+Audio tab")
-    if check.boolean("randomize_seed", values.pop("randomize_seed", True)):
-        values["seed"] = None
-    if values.get("lora") == NO_LORA:
-        values["lora"] = None
-    return GenerationSettings.from_values({**values, "image": None if image_required is False else image})
 
 
 # ----------------------------------------------------------------------------------------------------------------
