@@ -47,7 +47,6 @@ DEFAULT_NEGATIVE_PROMPT = (
     "残缺的，多余的手指"
 )
 MAX_SEQUENCE_LENGTH = 512
-TRUE_PEAK_DB = -1.0  # the loudness limiter's ceiling, dBTP
 OFFLOAD_MODES = ("none", "model", "sequential")
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
@@ -556,7 +555,7 @@ class MOVAPipeline:
         video = self.decode_video(z_video)
         audio = self.decode_audio(z_audio, n_samples)
         if s.loudness_lufs is not None:
-            audio = media.normalize_loudness(audio, self.audio_sample_rate, s.loudness_lufs, TRUE_PEAK_DB)
+            audio = media.normalize_loudness(audio, self.audio_sample_rate, s.loudness_lufs, s.true_peak_db)
         timings["decode"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         if progress is not None:

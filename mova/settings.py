@@ -103,6 +103,8 @@ class GenerationSettings:
                               high=check.MAX_SEED, group="main")
     loudness_lufs: float | None = _field(-16.0, "integrated loudness target of the audio; empty: as decoded", float,
                                          low=check.LOUDNESS_RANGE[0], high=check.LOUDNESS_RANGE[1], nullable=True)
+    true_peak_db: float = _field(-1.0, "true-peak ceiling of the loudness-normalised audio, dBTP", float, low=-20.0,
+                                 high=0.0)
     lora: str | None = _field(None, "a LoRA adapter the app offers; empty: none", str)
     lora_scale: float = _field(1.0, "strength of the LoRA adapter", float, low=0.0, high=2.0)
     bridge_strength: float = _field(1.0, "cross-modal bridge strength: 1 as trained, 0 runs video and audio "

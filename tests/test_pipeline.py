@@ -74,6 +74,17 @@ def test_loudness_normalisation(pipe):
         assert np.abs(out.audio).max() <= 10 ** (-1.0 / 20) + 1e-6
 
 
+def test_true_peak_ceiling_is_a_setting(pipe):
+    """Loud normalisation drives the peaks into the limiter: its ceiling follows ``true_peak_db``."""
+    peak_db = lambda audio: 20 * np.log10(np.abs(audio).max())  # noqa: E731 (sample peak <= true peak)
+    default = pipe("thunder", seed=3, loudness_lufs=-8.0, **SMALL)
+    capped = pipe("thunder", seed=3, loudness_lufs=-8.0, true_peak_db=-6.0, **SMALL)
+    assert peak_db(capped.audio) <= -6.0 + 0.01 < -3.0 < peak_db(default.audio) <= -1.0 + 0.01
+    assert capped.settings.true_peak_db == -6.0 and default.settings.true_peak_db == -1.0
+    with pytest.raises(ValueError, match=r"true_peak_db=3 is invalid: expected a number in \[-20, 0\]"):
+        pipe("thunder", true_peak_db=3, **SMALL)
+
+
 def test_batched_guidance_equals_sequential_in_pipeline(pipe):
     for guidance in (Guidance("text", 4.0), Guidance("dual", text_scale=3.0, bridge_scale=2.0)):
         a = pipe("a dog barks", seed=3, guidance=guidance, output_type="latent", **SMALL)
