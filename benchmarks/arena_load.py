@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "config": {"clients": args.clients, "votes": args.votes, "models": len(MODELS), "prompts": args.prompts,
                    "clip_seconds": args.clip_seconds, "think_s": args.think_s, "kill_at": args.kill_at,
                    "pool_clips": report.added, "rate_limits": "off (limits are tested in tests/test_arena_attacks.py)",
-                   "code_root": str(code_root)},
+                   "code_root": "." if code_root == ROOT else str(code_root)},
         "result": {
             **counts, "kills": kills, "refused": dict(tally.refused), "wall_s": round(wall, 1),
             "votes_per_s": round(tally.total / wall, 1), "files_under_arena_media": served_files,
