@@ -17,7 +17,8 @@ import pytest
 from scipy import signal
 
 from mova.media import probe, read_mp4, write_mp4
-from train.data import DataConfig, prepare, read_manifest, write_manifest
+from train.data import PrepareConfig, prepare, read_manifest, write_manifest
+from train.yaml_config import from_dict
 from train.data.cli import main as cli_main
 from train.data.manifest import REQUIRED_FIELDS
 from train.demo_world import synth
@@ -127,7 +128,7 @@ def dataset(tmp_path_factory):
     (root / "list.jsonl").write_text("\n".join(lines) + "\n")
     out = root / "out"
     messages = []
-    summary = prepare(root / "list.jsonl", out, DataConfig.from_dict(CONFIG),
+    summary = prepare(root / "list.jsonl", out, from_dict(PrepareConfig, CONFIG),
                       progress=lambda done, total, msg: messages.append((done, total, msg)))
     rows = [json.loads(line) for line in (out / "clips.jsonl").read_text().splitlines()]
     return {"root": root, "out": out, "summary": summary, "rows": rows, "progress": messages}
@@ -248,7 +249,7 @@ def test_manifest_holds_the_kept_clips_for_the_trainer(dataset):
 
 
 def test_missing_audio_can_be_kept_with_a_flag(dataset, tmp_path):
-    cfg = DataConfig.from_dict({**CONFIG, "cut": {**CONFIG["cut"], "missing_audio": "keep"},
+    cfg = from_dict(PrepareConfig, {**CONFIG, "cut": {**CONFIG["cut"], "missing_audio": "keep"},
                                 "filters": {"require_caption": False}})
     summary = prepare(dataset["root"] / "src" / "noaudio.mp4", tmp_path, cfg)
     assert (summary["clips"], summary["kept"]) == (1, 1)
@@ -322,13 +323,13 @@ def test_cli_rejects_a_bad_config(tmp_path, capsys):
     (tmp_path / "m.jsonl").write_text("")
     assert cli_main(["filter", str(tmp_path / "m.jsonl"), "--config", str(tmp_path / "bad.yaml"),
                      "--out", str(tmp_path / "o.jsonl")]) == 2
-    assert "filters.max_silence_ratio: 1.5" in capsys.readouterr().err
+    assert f"{tmp_path / 'bad.yaml'}: filters.max_silence_ratio=1.5 is invalid" in capsys.readouterr().err
 
 
 def test_parallel_run_on_a_folder_matches_the_sequential_one(dataset, tmp_path):
     src = dataset["root"] / "src"
     out = src / "prepared"  # inside the input folder: its own clips must not be read back as inputs
-    summary = prepare(src, out, DataConfig.from_dict(CONFIG), workers=2)
+    summary = prepare(src, out, from_dict(PrepareConfig, CONFIG), workers=2)
     assert summary["inputs"] == 5
     assert summary["videos_dropped_by_reason"] == {
         "corrupt": 1, "no_audio_stream": 1, "too_short": 1, "truncated": 1}
@@ -341,7 +342,7 @@ def test_parallel_run_on_a_folder_matches_the_sequential_one(dataset, tmp_path):
                {k: v for k, v in b.items() if k not in ("source", "caption", "caption_source", "reject_reasons",
                                                         "keep")}
         assert "missing_caption" in a["reject_reasons"]  # no list captions and no sidecar .txt here
-    assert prepare(src, out, DataConfig.from_dict(CONFIG))["inputs"] == 5  # a re-run skips OUT/clips
+    assert prepare(src, out, from_dict(PrepareConfig, CONFIG))["inputs"] == 5  # a re-run skips OUT/clips
 
 
 def test_captions_command_merges_and_rebases(dataset, tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import httpx2
 import numpy as np
@@ -15,9 +16,9 @@ from mova.prompting.openai_compat import OpenAICompatibleProvider
 from train.data import (
     CaptionConfig,
     CropBox,
-    DataConfig,
     FilterConfig,
     LetterboxConfig,
+    PrepareConfig,
     SceneConfig,
     apply_filters,
     clip_type,
@@ -25,7 +26,6 @@ from train.data import (
     detect_scene_cuts,
     detect_speech,
     filter_rows,
-    load_config,
     merge_captions,
     merge_row,
     plan_transform,
@@ -33,6 +33,7 @@ from train.data import (
     validate_row,
     write_manifest,
 )
+from train.yaml_config import from_dict, load_config, to_dict
 from train.data.cut import clip_starts
 from train.data.decode import FrameStream
 from train.data.filters import measure_clip
@@ -46,7 +47,7 @@ SR = 48000
 
 
 def test_config_defaults_follow_the_paper():
-    cfg = DataConfig()
+    cfg = PrepareConfig()
     assert (cfg.cut.num_frames, cfg.cut.fps, cfg.cut.sample_rate) == (193, 24.0, 48000)
     assert cfg.cut.duration_s == pytest.approx(8.0417, abs=1e-3) and cfg.cut.num_samples == 386000
     assert cfg.cut.stride == 193
@@ -56,27 +57,28 @@ def test_config_yaml_round_trip_and_errors_name_the_field(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("cut:\n  num_frames: 49\n  stride_frames: 24\n"
                     "filters:\n  allowed_clip_types: [multi_scene_speech]\n")
-    cfg = load_config(path)
+    cfg = load_config(PrepareConfig, path)
     assert cfg.cut.num_frames == 49 and cfg.cut.stride == 24
     assert cfg.filters.allowed_clip_types == ("multi_scene_speech",)
-    assert DataConfig.from_dict(cfg.to_dict()) == cfg
+    assert from_dict(PrepareConfig, to_dict(cfg)) == cfg
     cases = [
-        ({"filters": {"max_silence_ratio": 1.5}}, "filters.max_silence_ratio: 1.5"),
-        ({"filters": {"bogus": 1}}, "filters.bogus: unknown field"),
-        ({"cut": {"width": 641}}, "cut.width: 641"),
-        ({"cut": {"sample_rate": 44000}}, "cut.sample_rate: 44000"),
-        ({"cut": {"missing_audio": "maybe"}}, "cut.missing_audio: 'maybe'"),
-        ({"vad": {"hop_ms": 50, "frame_ms": 25}}, "vad.hop_ms: 50"),
-        ({"filters": {"min_brightness": 200, "max_brightness": 100}}, "filters.min_brightness: 200"),
-        ({"filters": {"allowed_clip_types": ["talking"]}}, "filters.allowed_clip_types"),
-        ({"letterbox": {"fit": "stretch"}}, "letterbox.fit: 'stretch'"),
-        ({"captions": {"provider": "gpt"}}, "captions.provider: 'gpt'"),
-        ({"scenes": "fast"}, "scenes: 'fast'"),
-        ({"nonsense": {}}, "nonsense: unknown field"),
+        ({"filters": {"max_silence_ratio": 1.5}}, "filters.max_silence_ratio=1.5 is invalid: expected a number >= 0"),
+        ({"filters": {"bogus": 1}}, "filters.bogus=1 is invalid: unknown key; filters has"),
+        ({"cut": {"width": 641}}, "cut.width=641 is invalid: expected an even size"),
+        ({"cut": {"sample_rate": 44000}}, "cut.sample_rate=44000 is invalid: expected one of"),
+        ({"cut": {"missing_audio": "maybe"}}, "cut.missing_audio='maybe' is invalid: expected one of ['drop', 'keep']"),
+        ({"cut": {"fps": "fast"}}, "cut.fps='fast' is invalid: expected a number"),
+        ({"vad": {"hop_ms": 50, "frame_ms": 25}}, "vad.hop_ms=50"),
+        ({"filters": {"min_brightness": 200, "max_brightness": 100}}, "filters.min_brightness=200"),
+        ({"filters": {"allowed_clip_types": ["talking"]}}, "filters.allowed_clip_types=('talking',)"),
+        ({"letterbox": {"fit": "stretch"}}, "letterbox.fit='stretch'"),
+        ({"captions": {"provider": "gpt"}}, "captions.provider='gpt'"),
+        ({"scenes": "fast"}, "scenes='fast' is invalid: expected a mapping"),
+        ({"nonsense": {}}, "nonsense={} is invalid: unknown key; the top level has"),
     ]
     for data, message in cases:
-        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
-            DataConfig.from_dict(data)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            from_dict(PrepareConfig, data)
 
 
 def test_clip_starts():

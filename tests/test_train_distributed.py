@@ -1,4 +1,4 @@
-"""Multi-process training on CPU (gloo, 2 processes started like ``accelerate launch``): FSDP2 — every DiT block
+"""Multi-process training on CPU (gloo, 2 processes started like ``torchrun``): FSDP2 — every DiT block
 and bridge conditioner sharded, then the root — and DDP give the single-process losses, because every rank draws
 the global batch's noise/timesteps from the shared generator and takes its slice. The exports (FSDP2: full state
 dict gathered on rank 0) load strictly and equal the single-process export."""

@@ -44,16 +44,18 @@ def demo_cache(root: str, checkpoint: str) -> Path:
 
 def tiny_config(checkpoint: str | Path, *overrides: str):
     """demo_tiny.yaml on the tiny checkpoint, with overrides."""
-    from train.config import load_config
+    from train.config import TrainConfig
+    from train.yaml_config import load_config
 
     root = Path(__file__).resolve().parent.parent
-    return load_config(root / "train" / "configs" / "demo_tiny.yaml", [f"model.base={checkpoint}", *overrides])
+    return load_config(TrainConfig, root / "train" / "configs" / "demo_tiny.yaml",
+                       [f"model.base={checkpoint}", *overrides])
 
 
 def distributed_worker(rank: int, world: int, port: int, checkpoint: str, cache: str,
                        runs: list[tuple[str, list[str]]], queue) -> None:
     """One rank of CPU (gloo) multi-process runs, started with torch.multiprocessing (spawn): the environment
-    ``accelerate launch`` would set, then the ordinary trainer, once per (out, overrides) in ``runs`` (one process
+    ``torchrun`` would set, then the ordinary trainer, once per (out, overrides) in ``runs`` (one process
     group for all). Rank 0 puts the list of each run's losses on ``queue``."""
     import os
 

@@ -6,10 +6,10 @@
     python -m train vae video|audio --out DIR [--device cuda] [--max-minutes M]   # the demo autoencoders
     python -m train demo-base --video-vae DIR --audio-vae DIR --out DIR   # the demo checkpoint's starting folder
 
-Several GPUs (one process per GPU; FSDP2 by default with more than one process):
+Several GPUs (one process per GPU; FSDP2 by default with more than one process; ``accelerate launch`` works too):
 
-    accelerate launch --num_processes 8 -m train run train/configs/phase1.yaml --data ... --out ...
-    accelerate launch --num_processes 8 -m train cache --manifest ... --model ... --out ...   # rows split over GPUs
+    torchrun --nproc_per_node 8 -m train run train/configs/phase1.yaml --data ... --out ...
+    torchrun --nproc_per_node 8 -m train cache --manifest ... --model ... --out ...   # rows split over GPUs
 """
 
 from __future__ import annotations
@@ -63,30 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["vae"]:  # the demo autoencoders have their own command line (train/vae.py)
-        from train.vae import main as vae_main
+    if argv[:1] == ["vae"]:  # the demo autoencoders have their own command line (train/vae/)
+        from train.vae.loop import main as vae_main
 
         return vae_main(argv[1:])
     if argv[:1] == ["demo-base"]:
         from train.demo import main as demo_main
 
         return demo_main(argv[1:])
+    from train.config import TrainConfig
+    from train.yaml_config import dump_config, load_config
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "run":
-            from train.config import load_config
             from train.trainer import run
 
-            losses = run(load_config(args.config, args.overrides), args.data, args.out, resume=args.resume)
+            cfg = load_config(TrainConfig, args.config, args.overrides)
+            losses = run(cfg, args.data, args.out, resume=args.resume)
             if losses:
                 logger.info("done: %d steps this run, last loss %.4f", len(losses), losses[-1])
         elif args.command == "cache":
             _cache(args)
         else:
-            from train.config import dump_config, load_config
-
-            sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
+            sys.stdout.write(dump_config(load_config(TrainConfig, args.config, args.overrides)))
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
@@ -94,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cache(args: argparse.Namespace) -> None:
-    from accelerate import PartialState
-
     from train.cache import build_cache
-    from train.config import DataConfig, load_config
+    from train.config import ClipConfig, TrainConfig
+    from train.yaml_config import load_config
 
-    data = load_config(args.config).data if args.config else DataConfig()
+    data = load_config(TrainConfig, args.config).data if args.config else ClipConfig()
     if args.part is not None:
         try:
             rank, world = (int(x) for x in args.part.split("/"))
@@ -111,10 +111,11 @@ def _cache(args: argparse.Namespace) -> None:
                               world=world, progress=rank == 0, allow_empty=True)
         print(summary.describe())
         return
-    state = PartialState(cpu=args.device == "cpu")
-    summary = build_cache(args.manifest, args.model, args.out, _spec(args, data), device=args.device or state.device,
-                          rank=state.process_index, world=state.num_processes, progress=state.is_main_process,
-                          barrier=state.wait_for_everyone, allow_empty=state.num_processes > 1)
+    from train.parallel import barrier, init_processes
+
+    device, rank, world = init_processes(cpu=args.device == "cpu")
+    summary = build_cache(args.manifest, args.model, args.out, _spec(args, data), device=args.device or device,
+                          rank=rank, world=world, progress=rank == 0, barrier=barrier, allow_empty=world > 1)
     print(summary.describe())
 
 

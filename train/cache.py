@@ -24,8 +24,8 @@ Output — a folder::
 
 Bad rows (missing fields or files, undecodable video, clips shorter than the target, no audio stream, audio
 too short, non-finite latents) are skipped with a logged reason and counted in the summary; the run never stops
-on one. Several processes (``accelerate launch -m train cache``) split the rows and write their own shards and
-index; :class:`LatentCache` reads every ``index-*.jsonl``.
+on one. Several processes (``torchrun --nproc_per_node N -m train cache``) split the rows and write their own
+shards and index; :class:`LatentCache` reads every ``index-*.jsonl``.
 """
 
 from __future__ import annotations

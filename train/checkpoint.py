@@ -27,6 +27,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from train.parallel import barrier
+
 logger = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
@@ -84,19 +86,19 @@ class Checkpointer:
         path = self.path(step)
         if self.is_main and path.exists():
             shutil.rmtree(path)  # a stale, incomplete save of the same step
-        _barrier()
+        barrier()
         state = {"model": get_model_state_dict(model, options=_state_dict_options()),
                  "optim": get_optimizer_state_dict(model, optimizer, options=_state_dict_options())}
         with _quiet_single_process():
             dcp.save(state, checkpoint_id=str(path / "state"), no_dist=not _distributed())
         (path / "trainer").mkdir(parents=True, exist_ok=True)
         torch.save(trainer_state, path / "trainer" / f"rank-{self.rank:05d}.pt")
-        _barrier()
+        barrier()
         if self.is_main:
             (path / COMPLETE).write_text(f"{step}\n")
             logger.info("saved checkpoint %s", path)
             self.purge()
-        _barrier()
+        barrier()
         return path
 
     def load(self, path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -149,13 +151,6 @@ def _distributed() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if _distributed():
-        dist.barrier()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,12 +1,10 @@
-"""Run configuration of ``python -m train run``: nested dataclasses, read from YAML, validated.
+"""Run configuration of ``python -m train run``: nested dataclasses, read from YAML by ``train.yaml_config``.
 
-A stage config (``train/configs/*.yaml``) is a YAML mapping whose keys are the fields below. A file may start from
-another with ``base: other.yaml`` (path relative to the file) and change a few values; ``--set key.sub=value``
-on the command line overrides any field last (the value is parsed as YAML: ``--set optim.lr.audio_dit=2e-5``,
-``--set model.train=[audio_dit]``). Unknown keys and invalid values raise ``ValueError`` naming the field
-(``diffusion.expert_routing``), the value and what is allowed.
+A stage config (``train/configs/*.yaml``) is a YAML mapping whose keys are the fields below, with ``base:`` chains
+and ``--set key.sub=value`` overrides. Unknown keys and invalid values raise ``ConfigError`` (a ValueError) naming
+the file, the field (``diffusion.expert_routing``), the value and what is allowed.
 
-    cfg = load_config("train/configs/phase1.yaml", overrides=["steps=100", "model.base=ckpt/MOVA-360p"])
+    cfg = load_config(TrainConfig, "train/configs/phase1.yaml", overrides=["steps=100", "model.base=ckpt/MOVA-360p"])
     cfg.diffusion.shift_audio   # 1.0
 
 Values of the paper's recipe are in ``train/configs/``; each unknown the configs had to fill is commented there.
@@ -14,15 +12,10 @@ Values of the paper's recipe are in ``train/configs/``; each unknown the configs
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
+from train.yaml_config import check_choice, check_number, fail, to_dict
 
 # Trainable components of a MOVA checkpoint: the four denoiser parts; the VAEs stay frozen. The text encoder stays
 # frozen in MOVA's recipe (UMT5-XXL); a small one (the demo checkpoint's) may train with the denoiser, full fine-tune
@@ -40,10 +33,6 @@ EXPORT_DTYPES = ("auto", "bf16", "fp32")
 # LoRA targets (suffixes of module paths): q/k/v/o of DiT self-attention, DiT text cross-attention and the
 # bridge's conditioner attention (``ConditionerBlock.inner``) — the low-resource recipe of docs/model.md#lora-recipes.
 DEFAULT_LORA_TARGETS = tuple(f"{attn}.{p}" for attn in ("self_attn", "cross_attn", "inner") for p in "qkvo")
-
-
-def _fail(path: str, value: Any, allowed: str) -> typing.NoReturn:
-    raise ValueError(f"{path}={value!r} is invalid: expected {allowed}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -71,7 +60,7 @@ class ModelConfig:
 
 
 @dataclass(kw_only=True)
-class DataConfig:
+class ClipConfig:
     """Clip geometry (the latent cache is built at exactly this size) and batching.
 
     Args:
@@ -242,7 +231,7 @@ class TrainConfig:
     steps: int = 1000
     max_minutes: float | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: ClipConfig = field(default_factory=ClipConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -254,7 +243,7 @@ class TrainConfig:
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return to_dict(self)
 
     def lr_for(self, component: str) -> float:
         lr = self.optim.lr
@@ -266,262 +255,103 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _choice(path: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        _fail(path, value, f"one of {list(allowed)}")
+def _positive(key: str, value: Any, integer: bool = False, zero_ok: bool = False) -> None:
+    check_number(key, value, lo=0, lo_open=not zero_ok, integer=integer)
 
 
-def _positive(path: str, value: Any, integer: bool = False, zero_ok: bool = False) -> None:
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
-            or value < 0 or (value == 0 and not zero_ok):
-        _fail(path, value, f"a {'non-negative' if zero_ok else 'positive'} {'integer' if integer else 'number'}")
-
-
-def _components(path: str, names: list[str], allowed: tuple[str, ...] = COMPONENTS) -> None:
-    bad = [n for n in names if n not in allowed]
-    if bad or len(set(names)) != len(names):
-        _fail(path, names, f"a list of distinct components from {list(allowed)}")
+def _components(key: str, names: list[str], allowed: tuple[str, ...] = COMPONENTS) -> None:
+    if any(n not in allowed for n in names) or len(set(names)) != len(names):
+        fail(key, names, f"a list of distinct components from {list(allowed)}")
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Check every field; raises ValueError naming the first invalid one."""
-    _choice("mode", cfg.mode, MODES)
+    """Check every field; raises ConfigError naming the first invalid one."""
+    check_choice("mode", cfg.mode, MODES)
     _positive("steps", cfg.steps, integer=True)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        _fail("seed", cfg.seed, "a non-negative integer")
+    _positive("seed", cfg.seed, integer=True, zero_ok=True)
     m, d, f, o, lo, p, c, lg = (cfg.model, cfg.data, cfg.diffusion, cfg.optim, cfg.lora, cfg.parallel,
                                 cfg.checkpoint, cfg.log)
     # model
-    if not isinstance(m.base, str):
-        _fail("model.base", m.base, "a checkpoint folder path")
     _components("model.train", m.train, (*COMPONENTS, TEXT_ENCODER))
     _components("model.reinit", m.reinit)
     if not m.train:
-        _fail("model.train", m.train, "at least one component")
+        fail("model.train", m.train, "at least one component")
     if cfg.mode == "audio_only" and m.train != ["audio_dit"]:
-        _fail("model.train", m.train, "['audio_dit'] with mode=audio_only (only the audio tower runs)")
+        fail("model.train", m.train, "['audio_dit'] with mode=audio_only (only the audio tower runs)")
     if set(m.reinit) - set(m.train):
-        _fail("model.reinit", m.reinit, f"components that also train (model.train={m.train})")
+        fail("model.reinit", m.reinit, f"components that also train (model.train={m.train})")
     if lo.enabled and m.reinit:
-        _fail("model.reinit", m.reinit, "[] with lora.enabled (adapters train on top of pretrained weights)")
+        fail("model.reinit", m.reinit, "[] with lora.enabled (adapters train on top of pretrained weights)")
     if TEXT_ENCODER in m.train:
         if lo.enabled:
-            _fail("model.train", m.train, f"denoiser components only with lora.enabled (adapters go on {list(COMPONENTS)})")
+            fail("model.train", m.train,
+                 f"denoiser components only with lora.enabled (adapters go on {list(COMPONENTS)})")
         if cfg.parallel.strategy not in ("auto", "single") or cfg.parallel.cpu_offload:
-            _fail("parallel.strategy", cfg.parallel.strategy,
-                  f"'single' (or 'auto' on one process) when model.train names {TEXT_ENCODER!r}")
+            fail("parallel.strategy", cfg.parallel.strategy,
+                 f"'single' (or 'auto' on one process) when model.train names {TEXT_ENCODER!r}")
     # data
     _positive("data.num_frames", d.num_frames, integer=True)
     if (d.num_frames - 1) % 4:
-        _fail("data.num_frames", d.num_frames, "4k + 1 (e.g. 9, 97, 121, 193)")
+        fail("data.num_frames", d.num_frames, "4k + 1 (e.g. 9, 97, 121, 193)")
     _positive("data.fps", d.fps)
     for name in ("height", "width"):
-        value = getattr(d, name)
-        _positive(f"data.{name}", value, integer=True)
-        if value % 16:
-            _fail(f"data.{name}", value, "a positive multiple of 16")
+        _positive(f"data.{name}", getattr(d, name), integer=True)
+        if getattr(d, name) % 16:
+            fail(f"data.{name}", getattr(d, name), "a positive multiple of 16")
     _positive("data.batch_size", d.batch_size, integer=True)
     _positive("data.text_len", d.text_len, integer=True)
     # diffusion
     _positive("diffusion.shift_video", f.shift_video)
     _positive("diffusion.shift_audio", f.shift_audio)
-    for name in ("text_dropout", "image_dropout"):
-        value = getattr(f, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            _fail(f"diffusion.{name}", value, "a probability in [0, 1]")
+    check_number("diffusion.text_dropout", f.text_dropout, lo=0, hi=1)
+    check_number("diffusion.image_dropout", f.image_dropout, lo=0, hi=1)
     if cfg.max_minutes is not None:
         _positive("max_minutes", cfg.max_minutes)
     _positive("diffusion.loss_weight_video", f.loss_weight_video, zero_ok=True)
     _positive("diffusion.loss_weight_audio", f.loss_weight_audio, zero_ok=True)
     if f.loss_weight_video == 0 and f.loss_weight_audio == 0:
-        _fail("diffusion.loss_weight_audio", 0, "a positive weight for at least one modality")
-    if f.boundary_ratio is not None and not (isinstance(f.boundary_ratio, (int, float)) and 0 < f.boundary_ratio < 1):
-        _fail("diffusion.boundary_ratio", f.boundary_ratio, "null (the checkpoint's) or a number in (0, 1)")
-    _choice("diffusion.expert_routing", f.expert_routing, EXPERT_ROUTINGS)
+        fail("diffusion.loss_weight_audio", 0, "a positive weight for at least one modality")
+    if f.boundary_ratio is not None and not 0 < f.boundary_ratio < 1:
+        fail("diffusion.boundary_ratio", f.boundary_ratio, "null (the checkpoint's) or a number in (0, 1)")
+    check_choice("diffusion.expert_routing", f.expert_routing, EXPERT_ROUTINGS)
     # optim
-    _choice("optim.optimizer", o.optimizer, OPTIMIZERS)
+    check_choice("optim.optimizer", o.optimizer, OPTIMIZERS)
     if isinstance(o.lr, dict):
         _components("optim.lr", list(o.lr), (*COMPONENTS, TEXT_ENCODER))
         missing = [n for n in m.train if n not in o.lr]
         if missing:
-            _fail("optim.lr", o.lr, f"a learning rate for every trained component (missing {missing})")
+            fail("optim.lr", o.lr, f"a learning rate for every trained component (missing {missing})")
         for name, value in o.lr.items():
             _positive(f"optim.lr.{name}", value)
     else:
         _positive("optim.lr", o.lr)
-    if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
-        _fail("optim.betas", o.betas, "two numbers in [0, 1)")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        fail("optim.betas", o.betas, "two numbers in [0, 1)")
     _positive("optim.weight_decay", o.weight_decay, zero_ok=True)
     _positive("optim.eps", o.eps)
     _positive("optim.warmup_steps", o.warmup_steps, integer=True, zero_ok=True)
-    if not isinstance(o.warmup_start, (int, float)) or not 0 <= o.warmup_start <= 1:
-        _fail("optim.warmup_start", o.warmup_start, "a factor in [0, 1]")
-    if not isinstance(o.min_lr_ratio, (int, float)) or not 0 <= o.min_lr_ratio <= 1:
-        _fail("optim.min_lr_ratio", o.min_lr_ratio, "a factor in [0, 1]")
+    check_number("optim.warmup_start", o.warmup_start, lo=0, hi=1)
+    check_number("optim.min_lr_ratio", o.min_lr_ratio, lo=0, hi=1)
     _positive("optim.grad_accum", o.grad_accum, integer=True)
     _positive("optim.grad_clip", o.grad_clip, zero_ok=True)
     # lora
     _positive("lora.rank", lo.rank, integer=True)
     _positive("lora.alpha", lo.alpha)
-    if not isinstance(lo.dropout, (int, float)) or not 0 <= lo.dropout < 1:
-        _fail("lora.dropout", lo.dropout, "a probability in [0, 1)")
-    if not lo.target_modules or not all(isinstance(t, str) and t for t in lo.target_modules):
-        _fail("lora.target_modules", lo.target_modules, "a non-empty list of module path suffixes")
+    if not 0 <= lo.dropout < 1:
+        fail("lora.dropout", lo.dropout, "a probability in [0, 1)")
+    if not lo.target_modules or not all(lo.target_modules):
+        fail("lora.target_modules", lo.target_modules, "a non-empty list of module path suffixes")
     # parallel
-    _choice("parallel.strategy", p.strategy, STRATEGIES)
-    _choice("parallel.mixed_precision", p.mixed_precision, MIXED_PRECISIONS)
+    check_choice("parallel.strategy", p.strategy, STRATEGIES)
+    check_choice("parallel.mixed_precision", p.mixed_precision, MIXED_PRECISIONS)
     if p.cpu_offload and p.strategy not in ("auto", "fsdp"):
-        _fail("parallel.strategy", p.strategy, "'fsdp' or 'auto' with parallel.cpu_offload (offload is FSDP2's)")
+        fail("parallel.strategy", p.strategy, "'fsdp' or 'auto' with parallel.cpu_offload (offload is FSDP2's)")
     if o.optimizer == "adamw8bit" and p.strategy == "fsdp" and not p.cpu_offload:
-        _fail("optim.optimizer", o.optimizer, "'adamw' with FSDP sharding (bitsandbytes cannot step sharded "
-              "DTensor parameters), or set parallel.cpu_offload (trainable weights then stay unsharded)")
+        fail("optim.optimizer", o.optimizer, "'adamw' with FSDP sharding (bitsandbytes cannot step sharded "
+             "DTensor parameters), or set parallel.cpu_offload (trainable weights then stay unsharded)")
     # checkpoint, log
     _positive("checkpoint.every", c.every, integer=True, zero_ok=True)
     _positive("checkpoint.keep_latest", c.keep_latest, integer=True)
-    _choice("checkpoint.export", c.export, EXPORTS)
-    _choice("checkpoint.export_dtype", c.export_dtype, EXPORT_DTYPES)
+    check_choice("checkpoint.export", c.export, EXPORTS)
+    check_choice("checkpoint.export_dtype", c.export_dtype, EXPORT_DTYPES)
     _positive("log.every", lg.every, integer=True)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# dict / YAML conversion
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def _coerce(path: str, value: Any, hint: Any) -> Any:
-    """Convert a YAML value to the annotated type; ValueError names the field."""
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, path)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(path, value, arg)
-            except ValueError:
-                continue
-        _fail(path, value, " or ".join(_type_name(a) for a in args))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            _fail(path, value, "a list")
-        (item,) = typing.get_args(hint)
-        return [_coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            _fail(path, value, "a mapping")
-        _, item = typing.get_args(hint)
-        return {str(k): _coerce(f"{path}.{k}", v, item) for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            _fail(path, value, "true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(path, value, "an integer")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                _fail(path, value, "a number")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(path, value, "a number")
-        return float(value)
-    if hint is str:
-        if isinstance(value, bool):  # YAML 1.1 reads unquoted yes/no/on/off as booleans
-            _fail(path, value, "a string (quote it: YAML reads unquoted yes/no/on/off as true/false)")
-        if not isinstance(value, str):
-            _fail(path, value, "a string")
-        return value
-    return value
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is dict:
-        return "a mapping"
-    if origin is list:
-        return "a list"
-    return {float: "a number", int: "an integer", str: "a string", bool: "true or false"}.get(hint, str(hint))
-
-
-def _from_dict(cls: type, data: Any, path: str = "") -> Any:
-    prefix = f"{path}." if path else ""
-    if not isinstance(data, dict):
-        _fail(path or cls.__name__, data, "a mapping")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        where = f"in {path}" if path else "at the top level"
-        raise ValueError(f"unknown config key(s) {[prefix + k for k in unknown]}; allowed keys {where}: {names}")
-    kwargs = {k: _coerce(prefix + k, v, hints[k]) for k, v in data.items()}
-    return cls(**kwargs)  # TrainConfig validates the whole tree in __post_init__
-
-
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Build and validate a :class:`TrainConfig` from a (YAML-shaped) dict."""
-    return _from_dict(TrainConfig, data)
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A config file as a dict, with its ``base:`` chain merged in (base first)."""
-    path = Path(path).resolve()
-    if path in _seen:
-        raise ValueError(f"config {path} includes itself through 'base:' ({' -> '.join(map(str, _seen))})")
-    if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a YAML mapping")
-    base = data.pop("base", None)
-    if base is not None:
-        if not isinstance(base, str):
-            raise ValueError(f"{path}: base={base!r} is invalid: expected a path to another config file")
-        data = _deep_merge(read_yaml(path.parent / base, (*_seen, path)), data)
-    return data
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings (values parsed as YAML) to a config dict."""
-    data = dict(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r} is invalid: expected key=value, e.g. optim.grad_accum=4")
-        key, raw = item.split("=", 1)
-        keys = key.strip().split(".")
-        if not all(keys):
-            raise ValueError(f"--set {item!r} is invalid: empty key component")
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        node = data
-        for k in keys[:-1]:
-            child = node.get(k)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[k] = child
-            node = child
-        node[keys[-1]] = value
-    return data
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a stage config (with its ``base:`` chain), apply ``--set`` overrides, validate."""
-    return config_from_dict(apply_overrides(read_yaml(path), overrides or []))
-
-
-def dump_config(cfg: TrainConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

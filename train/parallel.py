@@ -14,15 +14,44 @@ micro-batch (on every rank) to one video expert (see ``DiffusionConfig.expert_ro
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 
 from train.config import ParallelConfig
 
 logger = logging.getLogger(__name__)
+
+
+def init_processes(cpu: bool = False) -> tuple[torch.device, int, int]:
+    """This process's device, rank and the world size, from the variables ``torchrun`` (and ``accelerate launch``)
+    set; with several processes, joins their process group (NCCL on GPUs, gloo on CPUs)."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    cuda = torch.cuda.is_available() and not cpu
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return device, rank, world
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def ensure_process_group(device: torch.device) -> bool:
+    """FSDP2 needs a process group even on one process (e.g. single-GPU CPU offload); True if one was created.
+    A world of one needs no rendezvous: an in-memory store."""
+    if dist.is_initialized():
+        return False
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0, world_size=1)
+    return True
 
 
 def repeated_block_names(model: nn.Module) -> set[str]:
@@ -123,8 +152,6 @@ def parallelize(model: nn.Module, *, mesh=None, cfg: ParallelConfig, param_dtype
 
 def all_reduce_grads(params: list[nn.Parameter]) -> None:
     """Average the gradients of replicated (non-FSDP) parameters over all ranks (missing grads count as 0)."""
-    import torch.distributed as dist
-
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return
     for p in params:

@@ -1,4 +1,5 @@
-"""The MOVA trainer: staged joint training (docs/model.md#training-recipe), audio pretraining and LoRA fine-tuning on accelerate.
+"""The MOVA trainer: staged joint training (docs/model.md#training-recipe), audio pretraining and LoRA fine-tuning on
+torch.distributed (single process, DDP or FSDP2).
 
 One optimizer step (``train_step``) runs ``optim.grad_accum`` micro-steps of ``forward_backward``:
 
@@ -21,7 +22,8 @@ dropout of a single-process run with N× the batch, and its losses match it (tes
 torch/numpy/python RNGs are seeded with ``seed + rank`` (adapter dropout, anything else stochastic).
 
 Single GPU / CPU:   python -m train run train/configs/phase1.yaml --data MANIFEST_OR_CACHE --out runs/phase1
-Several GPUs:       accelerate launch --num_processes 8 -m train run train/configs/phase1.yaml --data ... --out ...
+Several GPUs:       torchrun --nproc_per_node 8 -m train run train/configs/phase1.yaml --data ... --out ...
+                    (torch.distributed throughout; ``accelerate launch`` sets the same variables and works too)
 Resume:             the same command with --resume (latest complete checkpoint under OUT/checkpoints).
 """
 
@@ -30,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import random
 import time
@@ -45,16 +46,18 @@ import torch.nn.functional as F
 from mova.pipeline import encode_tokens
 from train.checkpoint import (Checkpointer, component_keys, component_of, export_pipeline, full_trainable_state,
                               split_components)
-from train.config import TEXT_ENCODER, TrainConfig, dump_config
+from train.config import TEXT_ENCODER, TrainConfig
 from train.latents import LatentCache, ResumableSampler, is_cache
 from train.metrics import MetricsLogger
-from train.parallel import all_reduce_grads, parallelize
+from train.parallel import all_reduce_grads, barrier, ensure_process_group, init_processes, parallelize
+from train.schedule import lr_factor
+from train.yaml_config import dump_config
 
 logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Pieces: the audio-only root, the LR schedule, expert routing
+# Pieces: the audio-only root, expert routing
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -68,15 +71,6 @@ class AudioTower(nn.Module):
 
     def forward(self, audio_latents: torch.Tensor, t_audio: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         return self.audio_dit(audio_latents, t_audio, text_embeds)
-
-
-def lr_factor(step: int, *, total: int, warmup: int, warmup_start: float, min_ratio: float) -> float:
-    """Multiplier of each group's peak lr before optimizer step ``step`` (0-based): linear warmup from
-    ``warmup_start`` to 1 over ``warmup`` steps, then cosine from 1 down to ``min_ratio`` at ``total``."""
-    if step < warmup:
-        return warmup_start + (1.0 - warmup_start) * step / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def expert_mass(shift: float, boundary_ratio: float) -> float:
@@ -110,21 +104,14 @@ class Trainer:
     ``train()`` runs to ``cfg.steps`` and returns the per-step losses of this run."""
 
     def __init__(self, cfg: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, resume: bool = False) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
-
         self.cfg, self.out = cfg, Path(out)
         if not cfg.model.base:
             raise ValueError("model.base is empty: set it to the checkpoint folder the run starts from "
                              "(in the YAML or with --set model.base=PATH)")
 
         # 1. Processes and devices
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-        self.device = self.accelerator.device
-        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
-        self.is_main = self.accelerator.is_main_process
+        self.device, self.rank, self.world = init_processes()
+        self.is_main = self.rank == 0
         p = cfg.parallel
         self.strategy = p.strategy if p.strategy != "auto" else (
             "fsdp" if (self.world > 1 or p.cpu_offload) else "single")
@@ -214,8 +201,8 @@ class Trainer:
         if self.is_main:
             logger.info("caching %s into %s", manifest, cache)
         build_cache(manifest, self.cfg.model.base, cache, spec, device=self.device, rank=self.rank, world=self.world,
-                    progress=self.is_main, barrier=self.accelerator.wait_for_everyone, allow_empty=True)
-        self.accelerator.wait_for_everyone()
+                    progress=self.is_main, barrier=barrier, allow_empty=True)
+        barrier()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return cache
@@ -289,7 +276,7 @@ class Trainer:
         if fsdp:
             from torch.distributed.device_mesh import init_device_mesh
 
-            self._own_process_group = _ensure_process_group(self.device)
+            self._own_process_group = ensure_process_group(self.device)
             mesh = init_device_mesh(self.device.type, (self.world,))
             if self.device.type == "cpu":
                 # FSDP2 on CPU runs its collectives on helper threads; spinning OpenMP workers starve them (measured:
@@ -304,7 +291,10 @@ class Trainer:
                 p.data = p.data.to(self.device)
         self.raw_model = self.model
         if self.strategy == "ddp":
-            self.model = self.accelerator.prepare_model(self.model)
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=True)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim
@@ -520,7 +510,7 @@ class Trainer:
     def _sync(self, last: bool):
         """No gradient all-reduce / reduce-scatter until the last micro-step of an accumulation window."""
         if self.strategy == "ddp" and not last:
-            return self.accelerator.no_sync(self.model)
+            return self.model.no_sync()
         if self.strategy == "fsdp" and hasattr(self.model, "set_requires_gradient_sync"):
             self.model.set_requires_gradient_sync(last)
         return contextlib.nullcontext()
@@ -596,7 +586,7 @@ class Trainer:
             else:
                 states = {k: v for k, v in split_components(state).items() if k in cfg.model.train}
                 export_pipeline(folder, cfg.model.base, states, cfg.checkpoint.export_dtype, extra)
-        self.accelerator.wait_for_everyone()
+        barrier()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -633,17 +623,6 @@ def _reduce_mean(values: torch.Tensor) -> list[float]:
         dist.all_reduce(values)
         values /= dist.get_world_size()
     return values.tolist()
-
-
-def _ensure_process_group(device: torch.device) -> bool:
-    """FSDP2 needs a process group even on one process (e.g. single-GPU CPU offload); True if one was created.
-    A world of one needs no rendezvous: an in-memory store."""
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0, world_size=1)
-    return True
 
 
 def run(cfg: TrainConfig, data: str | os.PathLike, out: str | os.PathLike, resume: bool = False) -> list[float]:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .validation import check_bool, check_choice
+from ..yaml_config import check_bool, check_choice
 
 logger = logging.getLogger(__name__)
 

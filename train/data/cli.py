@@ -22,13 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .captions import CAPTION_INPUTS, CaptionConfig, make_provider, merge_rows
-from .config import DataConfig, load_config
+from ..yaml_config import dump_config, load_config
 from .filters import FilterConfig, filter_rows
 from .manifest import read_manifest, rebase_rows, write_manifest
-from .prepare import prepare
+from .prepare import PrepareConfig, prepare
 
 __all__ = ["main", "run_filter", "run_captions"]
 
@@ -124,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "defaults":
-            print(yaml.safe_dump(DataConfig().to_dict(), sort_keys=False), end="")
+            print(dump_config(PrepareConfig()), end="")
             return 0
-        cfg = load_config(args.config)
+        cfg = load_config(PrepareConfig, args.config) if args.config else PrepareConfig()
         if args.command == "prepare":
             summary = prepare(args.input, args.out, cfg, workers=args.workers, progress=_progress_printer())
         elif args.command == "filter":

@@ -33,7 +33,7 @@ import numpy as np
 
 from .decode import AudioTrack, FrameStream, InputError, SourceInfo, decode_audio, inspect_source, sample_frames
 from .letterbox import CropBox, FrameTransform, LetterboxConfig, detect_letterbox, luma, plan_transform
-from .validation import check_choice, check_number
+from ..yaml_config import check_choice, check_number, fail
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class CutConfig:
             value = getattr(self, name)
             check_number(name, value, lo=16, hi=8192, integer=True)
             if value % 2:
-                raise ValueError(f"{name}: {value!r} is not allowed; H.264 (yuv420p) needs an even size")
+                fail(name, value, "an even size (H.264 yuv420p)")
         check_choice("missing_audio", self.missing_audio, MISSING_AUDIO)
         check_number("min_audio_coverage", self.min_audio_coverage, lo=0, hi=1)
         check_number("truncation_margin_s", self.truncation_margin_s, lo=0)

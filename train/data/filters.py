@@ -36,7 +36,7 @@ from mova.eval import (
 )
 
 from .labels import CLIP_TYPES
-from .validation import check_bool, check_number, check_order
+from ..yaml_config import check_bool, check_number, check_order, fail
 
 __all__ = [
     "MeasureConfig",
@@ -152,14 +152,9 @@ class FilterConfig:
         check_order("min_motion", self.min_motion, "max_motion", self.max_motion)
         check_number("min_av_sync_score", self.min_av_sync_score, lo=-1, hi=1, optional=True)
         check_number("max_av_offset_frames", self.max_av_offset_frames, lo=0, optional=True)
-        if self.allowed_clip_types is not None:
-            if not isinstance(self.allowed_clip_types, tuple) or not all(
-                t in CLIP_TYPES for t in self.allowed_clip_types
-            ):
-                raise ValueError(
-                    f"allowed_clip_types: {self.allowed_clip_types!r} is not allowed; expected null or a list of "
-                    f"{', '.join(CLIP_TYPES)}"
-                )
+        if self.allowed_clip_types is not None and (not isinstance(self.allowed_clip_types, tuple) or not all(
+                t in CLIP_TYPES for t in self.allowed_clip_types)):
+            fail("allowed_clip_types", self.allowed_clip_types, f"null or a list from {list(CLIP_TYPES)}")
         check_number("min_content_short_side", self.min_content_short_side, lo=1, integer=True, optional=True)
         check_bool("require_caption", self.require_caption)
 

@@ -22,7 +22,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .validation import check_bool, check_choice, check_number
+from ..yaml_config import check_bool, check_choice, check_number
 
 logger = logging.getLogger(__name__)
 

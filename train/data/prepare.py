@@ -38,18 +38,19 @@ import numpy as np
 
 from mova.media import write_mp4
 
-from .config import DataConfig
-from .cut import Drop, VideoCutter, Window
+from .captions import CaptionConfig
+from .cut import CutConfig, Drop, VideoCutter, Window
 from .decode import InputError
-from .filters import apply_filters, measure_clip
+from .filters import FilterConfig, MeasureConfig, apply_filters, measure_clip
+from .letterbox import LetterboxConfig
 from .labels import clip_type
 from .manifest import write_manifest
-from .scenes import detect_scene_cuts
-from .vad import detect_speech, speech_duration
+from .scenes import SceneConfig, detect_scene_cuts
+from .vad import VADConfig, detect_speech, speech_duration
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SourceEntry", "VideoResult", "list_inputs", "analyze_clip", "process_video", "prepare", "clip_id"]
+__all__ = ["PrepareConfig", "SourceEntry", "VideoResult", "list_inputs", "analyze_clip", "process_video", "prepare", "clip_id"]
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv")
 CLIPS_DIR = "clips"
@@ -57,6 +58,30 @@ ALL_CLIPS = "clips.jsonl"
 MANIFEST = "manifest.jsonl"
 DROPPED = "dropped.jsonl"
 SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareConfig:
+    """All stages of ``prepare``, one section each (see each section's class for its fields); loaded from YAML by
+    ``train.yaml_config.load_config``, any section or key left out takes its default:
+
+        cut:        {num_frames: 193, fps: 24, stride_frames: null, sample_rate: 48000, width: 1280, height: 720}
+        letterbox:  {threshold: 24, samples: 16, fit: auto, max_crop_fraction: 0.25}
+        scenes:     {min_content: 15, adaptive_ratio: 3, min_hist_distance: 0.2, min_scene_s: 0.5}
+        vad:        {energy_floor_db: -45, max_flatness: 0.3, min_periodicity: 0.6, min_total_speech_s: 1.0}
+        measure:    {silence_threshold_db: -50, bandwidth_rolloff: 0.99, av_max_offset_frames: 12}
+        filters:    {max_silence_ratio: 0.5, min_bandwidth_hz: 4000, min_loudness_lufs: -40, ...}
+        captions:   {provider: auto}
+    """
+
+    cut: CutConfig = field(default_factory=CutConfig)
+    letterbox: LetterboxConfig = field(default_factory=LetterboxConfig)
+    scenes: SceneConfig = field(default_factory=SceneConfig)
+    vad: VADConfig = field(default_factory=VADConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    captions: CaptionConfig = field(default_factory=CaptionConfig)
+
 
 ProgressFn = Callable[[int, int, str], None]  # (done, total, message)
 
@@ -159,7 +184,7 @@ def clip_id(path: Path, clip_index: int) -> str:
 
 
 def analyze_clip(
-    video: np.ndarray, fps: float, audio: np.ndarray | None, sample_rate: int, cfg: DataConfig
+    video: np.ndarray, fps: float, audio: np.ndarray | None, sample_rate: int, cfg: PrepareConfig
 ) -> dict[str, Any]:
     """Labels and measurements of one clip (uint8 RGB ``[T, H, W, 3]``, mono float32 ``[N]`` or None)."""
     cuts = detect_scene_cuts(video, fps, cfg.scenes)
@@ -178,7 +203,7 @@ def analyze_clip(
     return row
 
 
-def _clip_row(entry: SourceEntry, cutter: VideoCutter, window: Window, cfg: DataConfig) -> dict[str, Any]:
+def _clip_row(entry: SourceEntry, cutter: VideoCutter, window: Window, cfg: PrepareConfig) -> dict[str, Any]:
     cut, tf = cfg.cut, cutter.transform
     cid = clip_id(entry.path, window.clip_index)
     row: dict[str, Any] = {
@@ -214,7 +239,7 @@ def _clip_row(entry: SourceEntry, cutter: VideoCutter, window: Window, cfg: Data
     return row
 
 
-def process_video(index: int, entry: SourceEntry, cfg: DataConfig, out_dir: Path) -> VideoResult:
+def process_video(index: int, entry: SourceEntry, cfg: PrepareConfig, out_dir: Path) -> VideoResult:
     """Cut, analyse, filter and write the clips of one source. Never raises: failures become drops."""
     result = VideoResult(index)
     out_dir = Path(out_dir)
@@ -277,7 +302,7 @@ def _summarize(n_inputs: int, results: list[VideoResult], input_drops: list[Drop
 def prepare(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    cfg: DataConfig | None = None,
+    cfg: PrepareConfig | None = None,
     *,
     workers: int = 1,
     progress: ProgressFn | None = None,
@@ -287,7 +312,7 @@ def prepare(
     Raises:
         ValueError: only for a missing ``source`` or a bad ``workers``; per-video problems are drops.
     """
-    cfg = cfg or DataConfig()
+    cfg = cfg or PrepareConfig()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers: {workers!r} is not allowed; expected an integer >= 1")
     start = time.perf_counter()

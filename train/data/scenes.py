@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .validation import check_number
+from ..yaml_config import check_number
 
 __all__ = ["SceneConfig", "frame_scores", "detect_scene_cuts"]
 

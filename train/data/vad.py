@@ -30,7 +30,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 from scipy.signal import resample_poly
 
-from .validation import check_number, check_order
+from ..yaml_config import check_number, check_order
 
 __all__ = ["VADConfig", "frame_features", "detect_speech", "speech_duration"]
 

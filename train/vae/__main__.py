@@ -1,0 +1,3 @@
+from train.vae.loop import main
+
+raise SystemExit(main())
