@@ -230,9 +230,10 @@ def count_stored(data_dir: Path, tally: Tally) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     code_root = Path(args.code_root).resolve()
     sys.path.insert(0, str(code_root))
-    from mova.arena.media import write_synthetic_pool
+    sys.path.insert(1, str(ROOT))  # this checkout: tests/arena_fixtures.py builds the pool
     from mova.arena.pool import import_source
     from mova.arena.service import ArenaService
+    from tests.arena_fixtures import write_synthetic_pool
 
     work = Path(tempfile.mkdtemp(prefix="arena-load-"))
     data_dir = work / "data"

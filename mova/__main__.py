@@ -23,7 +23,7 @@ from mova import configure_logging
 COMMANDS = {
     "inspect": "mova.cli.inspect",
     "generate": "mova.cli.generate",
-    "arena": "mova.arena.cli",
+    "arena": "mova.cli.arena",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

@@ -3,8 +3,8 @@
 A *branch* is one denoiser evaluation ``v(c_T, c_B)``:
 
 * ``c_T`` — the text condition: the prompt (T) or the negative prompt (∅);
-* ``c_B`` — the cross-modal bridge: on (B, denoiser ``bridge_scale`` 1.0) or off (∅, ``bridge_scale`` 0.0, every bridge
-  block an identity so the towers run independently — our reading of docs/model.md#bridge-off).
+* ``c_B`` — the cross-modal bridge: on (B, denoiser ``bridge_strength`` 1.0) or off (∅, ``bridge_strength`` 0.0,
+  every bridge block an identity so the towers run independently — our reading of docs/model.md#bridge-off).
 
 Modes (``s_T = text_scale``, ``s_B = bridge_scale``), applied identically to video and audio, in float32:
 
@@ -17,7 +17,7 @@ mode                  NFE    velocity
 ``"dual"``            3      v(∅, ∅) + s_B·[v(∅, B) − v(∅, ∅)] + s_T·[v(T, B) − v(∅, B)]   (paper dual CFG)
 ====================  =====  ==============================================================================
 
-``Guidance.bridge_scale`` is the guidance weight s_B; it is *not* the denoiser's ``bridge_scale`` argument, which is
+``Guidance.bridge_scale`` is the guidance weight s_B; the denoiser's ``bridge_strength`` argument is something else:
 the per-sample bridge strength (1.0 on / 0.0 off) that selects c_B for a branch.
 
 :func:`guided_velocity` evaluates all branches of a step in **one batched forward** (branches stacked along the batch
@@ -71,7 +71,7 @@ class Guidance:
         mode: one of ``"none"``, ``"text"`` (default, released MOVA), ``"text+bridge"``, ``"dual"``.
         text_scale: s_T ≥ 0 (default 5.0, the released ``cfg_scale``); also the single scale of ``"text+bridge"``.
         bridge_scale: s_B ≥ 0 (default 1.0), used by ``"dual"`` only (paper "w/ dual CFG" rows use 3.5). Not the
-            denoiser's bridge on/off strength.
+            denoiser's ``bridge_strength`` (bridge on/off per branch).
     """
 
     mode: str = "text"
@@ -128,7 +128,7 @@ class Denoiser(Protocol):
         t_video: torch.Tensor,
         t_audio: torch.Tensor,
         video_fps: float,
-        bridge_scale: float | torch.Tensor = 1.0,
+        bridge_strength: float | torch.Tensor = 1.0,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -153,7 +153,8 @@ def guided_velocity(
 
     Args:
         denoiser: called as ``denoiser(video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps,
-            bridge_scale=<float tensor [B']>[, expert=expert])`` → (v_video [B', 16, T', h, w], v_audio [B', C_a, N_a]).
+            bridge_strength=<float tensor [B']>[, expert=expert])`` → (v_video [B', 16, T', h, w],
+            v_audio [B', C_a, N_a]).
         guidance: the :class:`Guidance` settings.
         video_latents: [B, 36, T', h, w] (noisy latent ‖ mask ‖ image latent).
         audio_latents: [B, C_a, N_a].
@@ -166,7 +167,7 @@ def guided_velocity(
         sequential: evaluate the branches one call at a time instead of one batched call (same result, less memory).
         parallel: a ``mova.parallel.ParallelState`` with ``cfg_size`` > 1 spreads the branches over the ranks of
             its cfg group (rank r evaluates branches r, r + cfg, ...) and all-gathers their outputs.
-        bridge_strength: the denoiser ``bridge_scale`` of the branches with the bridge on (1.0); 0.0 runs every
+        bridge_strength: the denoiser ``bridge_strength`` of the branches with the bridge on (1.0); 0.0 runs every
             branch with independent towers (the "no bridge" ablation).
 
     Returns:
@@ -214,7 +215,7 @@ def guided_velocity(
             _repeat(t_video, k),
             _repeat(t_audio, k),
             video_fps,
-            bridge_scale=strength,
+            bridge_strength=strength,
             **extra,
         )
 

@@ -8,11 +8,11 @@ Three pieces live here:
 
 * :class:`FlowMatchPairSchedulerConfig` — the fields of the official ``scheduler/scheduler_config.json``.
 * :class:`PairSchedule` — one immutable inference schedule: an ``[N, 2]`` table of (video t, audio t), the σ grids,
-  the Euler ``step`` and the Wan 2.2 expert switch. Build one per request with
-  :meth:`FlowMatchPairScheduler.make_schedule` when several requests share one scheduler (no shared mutation).
+  the Euler ``step`` and the Wan 2.2 expert switch. Built per request by :meth:`FlowMatchPairScheduler.make_schedule`,
+  so requests sharing one scheduler share no mutable state.
 * :class:`FlowMatchPairScheduler` — owns the config and the 1000-point training grid (used to snap σ exactly
-  like MOVA's ``step_from_to``, docs/model.md#euler-update), the diffusers-style stateful ``set_timesteps`` / ``step`` API, and
-  the training helpers (continuous per-modality timestep sampling, ``add_noise``, ``velocity_target``).
+  like MOVA's ``step_from_to``, docs/model.md#euler-update), ``make_schedule``, and the training helpers
+  (continuous per-modality timestep sampling, ``add_noise``, ``velocity_target``).
 
 Precision (docs/model.md#sigma-grid): every grid is float32 on the CPU — ``torch.linspace`` in float32, then
 ``σ = s·σ̃ / (1 + (s − 1)·σ̃)`` and ``t = 1000·σ`` with each operation rounded to float32 — so the 50-step shift-5 grid
@@ -366,10 +366,9 @@ class FlowMatchPairScheduler:
         config: the :class:`FlowMatchPairSchedulerConfig`.
         train_sigmas / train_timesteps: [num_train_timesteps] float32 CPU training grid at the config shift
             (docs/model.md#sigma-grid), used to snap σ in ``step``.
-        timesteps / sigmas / step_sigmas: of the current schedule after ``set_timesteps`` ([N, 2], [N + 1, 2]).
 
-    The stateful ``set_timesteps`` → ``step`` API mirrors diffusers; code that serves several requests with one
-    scheduler should call :meth:`make_schedule` and keep the returned :class:`PairSchedule` per request.
+    The scheduler holds no inference state: :meth:`make_schedule` returns a :class:`PairSchedule` (timesteps, σ
+    grids, ``step``, expert switch) that the caller keeps per request.
     """
 
     config_name = CONFIG_NAME
@@ -383,7 +382,6 @@ class FlowMatchPairScheduler:
         # Training grid: N = num_train_timesteps at the config shift, cached once (docs/model.md#sigma-grid).
         self.train_sigmas = _build_sigmas(config, config.num_train_timesteps, shift=None, strength=1.0)
         self.train_timesteps = self.train_sigmas * config.num_train_timesteps
-        self._schedule: PairSchedule | None = None
 
     # -- config I/O ----------------------------------------------------------------------------------------------------
 
@@ -446,7 +444,7 @@ class FlowMatchPairScheduler:
         video_strength: float = 1.0,
         audio_strength: float = 1.0,
     ) -> PairSchedule:
-        """Build an N-step (video, audio) schedule without touching the scheduler's state (docs/model.md#sigma-grid, #paired-timesteps).
+        """Build an N-step (video, audio) schedule (docs/model.md#sigma-grid, #paired-timesteps).
 
         Args:
             num_inference_steps: N ≥ 1.
@@ -494,64 +492,6 @@ class FlowMatchPairScheduler:
             step_sigmas=step_sigmas,
             num_train_timesteps=self.config.num_train_timesteps,
         )
-
-    def set_timesteps(
-        self,
-        num_inference_steps: int,
-        *,
-        video_shift: float | None = None,
-        audio_shift: float | None = None,
-        video_strength: float = 1.0,
-        audio_strength: float = 1.0,
-    ) -> PairSchedule:
-        """Stateful form of :meth:`make_schedule`: stores the schedule on the scheduler and returns it."""
-        self._schedule = self.make_schedule(
-            num_inference_steps,
-            video_shift=video_shift,
-            audio_shift=audio_shift,
-            video_strength=video_strength,
-            audio_strength=audio_strength,
-        )
-        return self._schedule
-
-    @property
-    def schedule(self) -> PairSchedule:
-        if self._schedule is None:
-            raise ValueError("no schedule yet: call set_timesteps(num_inference_steps) first")
-        return self._schedule
-
-    @property
-    def timesteps(self) -> torch.Tensor:
-        """[N, 2] float32 (video t, audio t) of the current schedule."""
-        return self.schedule.timesteps
-
-    @property
-    def sigmas(self) -> torch.Tensor:
-        """[N + 1, 2] float32 inference σ grid of the current schedule, final row 0."""
-        return self.schedule.sigmas
-
-    @property
-    def step_sigmas(self) -> torch.Tensor:
-        """[N + 1, 2] float32 σ used by ``step`` (snapped to the training grid), final row 0."""
-        return self.schedule.step_sigmas
-
-    @property
-    def num_inference_steps(self) -> int:
-        return self.schedule.num_inference_steps
-
-    def step(
-        self, model_output: torch.Tensor, step_index: int, sample: torch.Tensor, modality: Modality
-    ) -> torch.Tensor:
-        """Euler step of the current schedule; see :meth:`PairSchedule.step`."""
-        return self.schedule.step(model_output, step_index, sample, modality)
-
-    def expert_for_step(self, step_index: int, boundary_ratio: float = 0.9) -> int:
-        """Video expert (0 high noise, 1 low noise) of step i of the current schedule."""
-        return self.schedule.expert_for_step(step_index, boundary_ratio)
-
-    def high_noise_steps(self, boundary_ratio: float = 0.9) -> int:
-        """Leading steps of the current schedule run by expert 0."""
-        return self.schedule.high_noise_steps(boundary_ratio)
 
     # -- training helpers ----------------------------------------------------------------------------------------------
 

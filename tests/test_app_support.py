@@ -72,8 +72,8 @@ def running_arena(root: Path, **pool):
     import gradio as gr
 
     from mova.arena import ArenaService
-    from mova.arena.media import write_synthetic_pool
     from mova.arena.pool import import_source
+    from tests.arena_fixtures import write_synthetic_pool
     from ui import arena as arena_ui
 
     service = ArenaService(root / "data")

@@ -26,10 +26,10 @@ from scipy.stats import binomtest
 
 from mova.arena import analysis
 from mova.arena.identity import Voter
-from mova.arena.media import write_synthetic_clip
 from mova.arena.pool import import_source
 from mova.arena.service import ArenaService, CountingRules, RateLimit
 from mova.arena.store import RateLimited
+from tests.arena_fixtures import write_synthetic_clip
 
 MODELS = ("zebra-model", "yak-model", "xenon-model", "walrus-model")
 NO_LIMITS = RateLimit(**{f.name: None for f in dataclasses.fields(RateLimit) if f.name != "window_s"})

@@ -10,11 +10,11 @@ import pytest
 
 from mova.arena import analysis
 from mova.arena.identity import Identities, Voter, network_key
-from mova.arena.media import write_synthetic_pool
 from mova.arena.pool import import_source
 from mova.arena.schema import MIGRATIONS, SCHEMA_VERSION
 from mova.arena.service import ArenaService, CountingRules, RateLimit
 from mova.arena.store import ArenaStore, Quota, RateLimited
+from tests.arena_fixtures import write_synthetic_pool
 
 SALT = bytes(range(16))
 

@@ -12,10 +12,10 @@ import pytest
 
 from mova.__main__ import main as mova_main
 from mova.arena import ArenaService
-from mova.arena.generate import ModelSpec, PromptItem, generate_pool, parse_model_spec, read_prompts
-from mova.arena.media import write_synthetic_clip, write_synthetic_pool
+from mova.arena.fill import ModelSpec, PromptItem, generate_pool, parse_model_spec, read_prompts
 from mova.arena.pool import import_source
 from mova.arena.service import CountingRules
+from tests.arena_fixtures import write_synthetic_clip, write_synthetic_pool
 
 
 @pytest.fixture()

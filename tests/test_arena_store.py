@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from mova.arena import AlreadyVoted, ArenaBusy, ArenaError, ArenaService, NotServed, RateLimit, RateLimited
-from mova.arena.media import write_synthetic_pool
 from mova.arena.pool import import_source
 from mova.arena.sampling import choose_pair
 from mova.arena.schema import SCHEMA_VERSION
 from mova.arena.store import ArenaStore, Candidate
+from tests.arena_fixtures import write_synthetic_pool
 
 MODELS = ("zebra-model", "yak-model", "xenon-model", "walrus-model")
 

@@ -96,7 +96,7 @@ def test_blocks_build_twice_without_shared_state(tmp_path):
 
 
 def test_arena_modules_do_not_import_torch():
-    code = ("import sys, mova.arena, mova.arena.cli, mova.arena.pool, mova.arena.generate, ui.arena, ui.leaderboard; "
+    code = ("import sys, mova.arena, mova.cli.arena, mova.arena.pool, mova.arena.fill, ui.arena, ui.leaderboard; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
@@ -141,8 +141,8 @@ def test_arena_events_answer_while_generations_queue(tmp_path):
 
     import gradio as gr
 
-    from mova.arena.media import write_synthetic_pool
     from mova.arena.pool import import_source
+    from tests.arena_fixtures import write_synthetic_pool
     from tests.test_app_support import free_port
 
     service = ArenaService(tmp_path / "data")

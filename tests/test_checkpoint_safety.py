@@ -27,8 +27,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mova import MOVAPipeline
+from mova.checkpoint_report import run as inspect_run
 from mova.config import CheckpointError, WanModelConfig
-from mova.inspect import run as inspect_run
 from mova.loading import load_components
 from mova.scheduler import FlowMatchPairScheduler, FlowMatchPairSchedulerConfig
 

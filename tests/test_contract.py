@@ -23,7 +23,7 @@ def test_every_door_writes_the_same_mp4(tmp_path):
     from mova import GenerationSettings, MOVAPipeline
     from mova.__main__ import main
     from mova.arena import ArenaService
-    from mova.arena.generate import PromptItem, generate_pool, parse_model_spec
+    from mova.arena.fill import PromptItem, generate_pool, parse_model_spec
 
     files: dict[str, Path] = {}
     # 1. Python API
@@ -146,7 +146,7 @@ def test_a_declared_setting_reaches_the_form_the_api_and_the_cli(tiny_checkpoint
     """bridge_strength is declared once (mova.settings): the Advanced box shows it, the API takes it, the CLI has
     the flag, an arena spec accepts it, and the pipeline runs with it."""
     from mova.__main__ import build_parser
-    from mova.arena.generate import parse_model_spec
+    from mova.arena.fill import parse_model_spec
 
     parser = build_parser()
     args = parser.parse_args(["generate", "--prompt", "x", "--out", "x.mp4", "--bridge-strength", "0"])

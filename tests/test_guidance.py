@@ -19,7 +19,8 @@ class ToyDenoiser:
     """Deterministic stand-in for DualTowerDenoiser with the same call contract.
 
     Per sample: a channel mix of the 36-ch video input scaled by t_video, plus a text term; audio likewise. The bridge
-    adds a nonlinear function of the *other* modality scaled by the per-sample ``bridge_scale`` (0 → towers independent).
+    adds a nonlinear function of the *other* modality scaled by the per-sample ``bridge_strength`` (0 → towers
+    independent).
     Every call is recorded (batch size, bridge strengths, expert).
     """
 
@@ -33,14 +34,14 @@ class ToyDenoiser:
         self.w_v2a = torch.randn(C_A, generator=g)
         self.calls: list[dict] = []
 
-    def __call__(self, video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps, bridge_scale=1.0,
+    def __call__(self, video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps, bridge_strength=1.0,
                  expert=None):  # fmt: skip
         b = video_latents.shape[0]
         assert audio_latents.shape[0] == text_embeds.shape[0] == t_video.shape[0] == t_audio.shape[0] == b
-        bs = torch.as_tensor(bridge_scale, dtype=torch.float32)
+        bs = torch.as_tensor(bridge_strength, dtype=torch.float32)
         bs = bs.expand(b) if bs.ndim == 0 else bs
-        self.calls.append({"batch": b, "bridge_scale": bs.tolist(), "expert": expert, "tensor": torch.is_tensor(
-            bridge_scale)})
+        self.calls.append({"batch": b, "bridge_strength": bs.tolist(), "expert": expert, "tensor": torch.is_tensor(
+            bridge_strength)})
         txt = text_embeds.mean(dim=1)  # [B, D]
         v = torch.einsum("oc,bcthw->bothw", self.w_video, video_latents)  # [B, 16, T, h, w]
         v = v * (1 + t_video / 1000).view(b, 1, 1, 1, 1) + (txt @ self.w_text_v).view(b, 16, 1, 1, 1)
@@ -71,7 +72,7 @@ def _reference(den, guidance, video, audio, text, neg, t_v, t_a, expert=None):
     kw = {} if expert is None else {"expert": expert}
 
     def v(prompt: bool, bridge: bool):
-        out = den(video, audio, text if prompt else neg, t_v, t_a, FPS, bridge_scale=1.0 if bridge else 0.0, **kw)
+        out = den(video, audio, text if prompt else neg, t_v, t_a, FPS, bridge_strength=1.0 if bridge else 0.0, **kw)
         return out[0].float(), out[1].float()
 
     s_t, s_b = guidance.text_scale, guidance.bridge_scale
@@ -111,7 +112,7 @@ def test_batched_equals_formula_and_single_call(mode, batch):
         "text+bridge": [0.0, 1.0],
         "dual": [0.0, 1.0, 1.0],
     }[mode]
-    assert call["bridge_scale"] == [s for s in expected_bridge for _ in range(batch)]
+    assert call["bridge_strength"] == [s for s in expected_bridge for _ in range(batch)]
     assert call["expert"] is None
 
     ref_video, ref_audio = _reference(ToyDenoiser(), guidance, video, audio, text, neg, t_v, t_a)
@@ -168,8 +169,8 @@ def test_expert_forwarded_only_when_given():
     guided_velocity(den, Guidance("none"), video, audio, text, None, t_v, t_a, FPS, expert=0)
     assert den.calls[-1]["expert"] == 0
 
-    def no_expert_kwarg(video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps, bridge_scale=1.0):
-        return ToyDenoiser()(video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps, bridge_scale)
+    def no_expert_kwarg(video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps, bridge_strength=1.0):
+        return ToyDenoiser()(video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps, bridge_strength)
 
     guided_velocity(no_expert_kwarg, Guidance("text"), video, audio, text, neg, t_v, t_a, FPS)  # no TypeError
 

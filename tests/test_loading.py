@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from mova.checkpoint_report import run as inspect_run
 from mova.config import tiny_preset
-from mova.inspect import run as inspect_run
 from mova.loading import load_components, load_native, read_model_index, save_native
 from mova.models import AudioDiT, AudioVAE, DualTowerBridge, VideoDiT
 
@@ -65,8 +65,12 @@ def test_plain_weight_dac_checkpoint_loads(tmp_path, tiny_checkpoint):
     z = torch.randn(1, 8, 4)
     with torch.no_grad():
         ref = vae.decode(z)
-        vae.fuse_weight_norm()
-    save_native(vae, tmp_path / "plain")
+    # fold every (weight_g, weight_v) pair into the plain weight it denotes
+    state = {k: v for k, v in vae.state_dict().items() if not k.endswith(("weight_g", "weight_v"))}
+    state |= {f"{n}.weight": m.effective_weight().detach() for n, m in vae.named_modules() if hasattr(m, "weight_v")}
+    folded = AudioVAE(vae.config.replace(use_weight_norm=False))
+    folded.load_state_dict(state)
+    save_native(folded, tmp_path / "plain")
     keys = load_file(tmp_path / "plain" / "diffusion_pytorch_model.safetensors").keys()
     assert any(k.endswith(".weight") and k.startswith("decoder.model.0") for k in keys)
     assert not any(k.endswith("weight_g") for k in keys)

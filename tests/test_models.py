@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -177,14 +180,14 @@ def test_expert_selection_by_boundary(tiny):
         tiny(*inputs(B=2), torch.tensor([950.0, 100.0]), 500.0, 24.0)
 
 
-def test_bridge_scale_zero_makes_towers_independent(tiny):
+def test_bridge_strength_zero_makes_towers_independent(tiny):
     video, audio, text = inputs(B=1)
     video2 = video + torch.randn_like(video)
     with torch.no_grad():
-        _, a1 = tiny(video, audio, text, 500.0, 500.0, 24.0, bridge_scale=0.0)
-        _, a2 = tiny(video2, audio, text, 500.0, 500.0, 24.0, bridge_scale=0.0)
-        _, a3 = tiny(video2, audio, text, 500.0, 500.0, 24.0, bridge_scale=1.0)
-        _, a4 = tiny(video, audio, text, 500.0, 500.0, 24.0, bridge_scale=1.0)
+        _, a1 = tiny(video, audio, text, 500.0, 500.0, 24.0, bridge_strength=0.0)
+        _, a2 = tiny(video2, audio, text, 500.0, 500.0, 24.0, bridge_strength=0.0)
+        _, a3 = tiny(video2, audio, text, 500.0, 500.0, 24.0, bridge_strength=1.0)
+        _, a4 = tiny(video, audio, text, 500.0, 500.0, 24.0, bridge_strength=1.0)
     assert torch.equal(a1, a2)  # bit-identical: no path from video to audio
     assert not torch.allclose(a3, a4)  # with the bridge on, the video does reach the audio
     # and bridge off equals the audio tower alone
@@ -193,12 +196,12 @@ def test_bridge_scale_zero_makes_towers_independent(tiny):
     torch.testing.assert_close(a1, alone, rtol=1e-5, atol=1e-5)
 
 
-def test_per_sample_bridge_scale_matches_separate_calls(tiny):
+def test_per_sample_bridge_strength_matches_separate_calls(tiny):
     video, audio, text = inputs(B=2)
     with torch.no_grad():
-        bv, ba = tiny(video, audio, text, 500.0, 400.0, 24.0, bridge_scale=torch.tensor([1.0, 0.0]))
-        v0, a0 = tiny(video[:1], audio[:1], text[:1], 500.0, 400.0, 24.0, bridge_scale=1.0)
-        v1, a1 = tiny(video[1:], audio[1:], text[1:], 500.0, 400.0, 24.0, bridge_scale=0.0)
+        bv, ba = tiny(video, audio, text, 500.0, 400.0, 24.0, bridge_strength=torch.tensor([1.0, 0.0]))
+        v0, a0 = tiny(video[:1], audio[:1], text[:1], 500.0, 400.0, 24.0, bridge_strength=1.0)
+        v1, a1 = tiny(video[1:], audio[1:], text[1:], 500.0, 400.0, 24.0, bridge_strength=0.0)
     torch.testing.assert_close(bv, torch.cat([v0, v1]), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(ba, torch.cat([a0, a1]), rtol=1e-5, atol=1e-5)
 
@@ -403,27 +406,126 @@ def test_audio_vae_lengths_and_weight_norm_forms(tmp_path):
         y = vae.decode(z)
     assert y.shape == (2, 1, 960 * 6)
     assert y.abs().max() <= 1.0
-    # fold the weight norm: same function, plain `weight` keys
-    fused = AudioVAE(p.audio_vae).eval()
-    fused.load_state_dict(vae.state_dict())
-    fused.fuse_weight_norm()
-    assert not any(k.endswith("weight_g") for k in fused.state_dict())
-    with torch.no_grad():
-        torch.testing.assert_close(fused.decode(z), y, rtol=1e-5, atol=1e-6)
 
 
-def test_block_streamer_leaves_results_unchanged(tiny):
+def _stream_twice(model, streamer, resident, log, *args):
+    """Two forwards of ``model`` under ``streamer``, then ``remove()``. Appends to ``log`` ("run", block, the blocks
+    resident while it runs) before each streamed block computes and ("release", block) after it; returns (the
+    outputs, the block names in the order the streamer recorded)."""
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def run(block, _):
+        log.append(("run", names[id(block)], frozenset(names[k] for k, b in streamer.blocks.items() if resident(b))))
+
+    def done(block, _, __):
+        log.append(("still resident" if resident(block) else "release", names[id(block)]))
+
+    handles = [h for b in streamer.blocks.values()  # registered after the streamer's hooks: they see its work
+               for h in (b.register_forward_pre_hook(run), b.register_forward_hook(done))]
+    try:
+        with torch.no_grad():
+            outs = [model(*args) for _ in range(2)]
+    finally:
+        streamer.remove()
+        for h in handles:
+            h.remove()
+    return outs, [names[k] for k in streamer.order]
+
+
+def _expected(order, prefetch, calls=False):
+    """The log of one forward over the blocks ``order``; with ``calls``, also the stream calls of the streamer."""
+    out = []
+    for i, block in enumerate(order):
+        nxt = order[i + 1] if prefetch and i + 1 < len(order) else None
+        if calls:
+            out += [("copy", block)] if not prefetch or i == 0 else []  # else prefetched while order[i-1] ran
+            out += [("wait", block), ("keep",)] + ([("copy", nxt)] if nxt else [])
+        out += [("run", block, frozenset({block, nxt} - {None})), ("release", block)]
+    return out
+
+
+def _streamed_blocks(model):
+    return [*model.experts, model.audio_dit, model.bridge]
+
+
+def test_block_streamer_without_side_stream_loads_each_block_when_it_runs(tiny):
+    """The synchronous path (no side stream: a CPU device, or ``prefetch=False``): the execution order is recorded,
+    each block is resident only while it runs, nothing is prefetched, the results are bit-identical. On CPU it
+    copies and pins nothing; the prefetch schedule and the real copies are the two tests below."""
     from mova.offload import BlockStreamer
 
-    video, audio, text = inputs(B=1)
+    args = (*inputs(B=1), 500.0, 400.0, 24.0)
     with torch.no_grad():
-        ref = tiny(video, audio, text, 500.0, 400.0, 24.0)
-        streamer = BlockStreamer([*tiny.experts, tiny.audio_dit, tiny.bridge], torch.device("cpu"))
-        try:
-            first = tiny(video, audio, text, 500.0, 400.0, 24.0)
-            second = tiny(video, audio, text, 500.0, 400.0, 24.0)
-        finally:
-            streamer.remove()
-    assert all(torch.equal(a, b) for a, b in zip(ref, first)) and all(torch.equal(a, b) for a, b in zip(ref, second))
-    # 3 video + 2 audio blocks + 2×2 bridge conditioners, recorded in execution order
-    assert len(streamer.order) == 9
+        ref = tiny(*args)
+    streamer = BlockStreamer(_streamed_blocks(tiny), torch.device("cpu"))
+    assert streamer.stream is None
+    log: list[tuple] = []
+    outs, order = _stream_twice(tiny, streamer, lambda b: streamer.ready[id(b)] is not None, log, *args)
+    assert all(torch.equal(a, b) for out in outs for a, b in zip(ref, out))
+    assert len(order) == 9  # 3 video + 2 audio blocks + 2×2 bridge conditioners
+    assert log == _expected(order, prefetch=False) * 2
+
+
+def test_block_streamer_prefetch_schedule_with_a_fake_stream(tiny, monkeypatch):
+    """The prefetch logic on CPU, with torch.cuda's stream API replaced by fakes that log each call. First forward:
+    the order is recorded and each block is copied (on the side stream) when it runs. Second forward: block i
+    waits for its copy, marks its weights in use on the compute stream, starts the copy of block i+1 on the side
+    stream, runs with only blocks i and i+1 resident, then is released. Real copies and pinning: the CUDA test."""
+    from mova.offload import BlockStreamer
+
+    log: list[tuple] = []
+    side = object()
+    block_of = {}  # event -> the block whose copy it marks (read from the streamer's table at the wait)
+
+    class Event:
+        def record(self, stream):
+            assert stream is side
+            log.append(("copy", self))
+
+    def wait_event(event):
+        block_of[event] = names[next(k for k, e in streamer.ready.items() if e is event)]
+        log.append(("wait", block_of[event]))
+
+    compute = SimpleNamespace(wait_event=wait_event)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: compute)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: log.append(("keep",)), raising=False)
+    names = {id(m): n for n, m in tiny.named_modules()}
+    args = (*inputs(B=1), 500.0, 400.0, 24.0)
+    with torch.no_grad():
+        ref = tiny(*args)
+    streamer = BlockStreamer(_streamed_blocks(tiny), torch.device("cpu"))
+    streamer.stream = side
+    outs, order = _stream_twice(tiny, streamer, lambda b: streamer.ready[id(b)] is not None, log, *args)
+    assert all(torch.equal(a, b) for out in outs for a, b in zip(ref, out))
+    calls = [("copy", block_of[e[1]]) if e[0] == "copy" else e for e in log]
+    calls = [e for i, e in enumerate(calls) if not (e == ("keep",) and calls[i - 1] == e)]  # one per block
+    assert calls == _expected(order, prefetch=False, calls=True) + _expected(order, prefetch=True, calls=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the prefetch path needs a CUDA device and side stream")
+def test_block_streamer_prefetches_on_cuda(tiny):
+    """The real prefetch path: block weights live in pinned host memory; in the second forward block i+1 is on the
+    GPU (copied on the side stream) while block i runs, no other block is; results match the all-GPU model."""
+    from mova.offload import BlockStreamer
+
+    device = torch.device("cuda")
+    args = (*(x.to(device) for x in inputs(B=1)), 500.0, 400.0, 24.0)
+    with torch.no_grad():
+        ref = copy.deepcopy(tiny).to(device)(*args)
+    model = copy.deepcopy(tiny)
+    streamer = BlockStreamer(_streamed_blocks(model), device)
+    assert isinstance(streamer.stream, torch.cuda.Stream)
+    assert all(host.is_pinned() for pairs in streamer.host.values() for _, host in pairs)
+    log: list[tuple] = []
+
+    def on_gpu(block):
+        return all(p.device.type == "cuda" for p in block.parameters())
+
+    outs, order = _stream_twice(model, streamer, on_gpu, log, *args)
+    assert log == _expected(order, prefetch=False) + _expected(order, prefetch=True)
+    for out in outs:
+        for a, b in zip(ref, out):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert all(p.device.type == "cpu" for b in streamer.blocks.values() for p in b.parameters())

@@ -63,14 +63,16 @@ def test_50_step_sigmas_bit_exact(sched):
     assert torch.equal(s.timesteps[:, 0], expected * 1000)
 
 
-def test_set_timesteps_is_stateful_and_matches_make_schedule():
+def test_make_schedule_returns_a_fresh_schedule_per_call():
+    """The pipeline builds one schedule per request from a shared scheduler: a call in between changes nothing."""
     sc = FlowMatchPairScheduler()
-    with pytest.raises(ValueError, match="set_timesteps"):
-        _ = sc.timesteps
-    returned = sc.set_timesteps(50)
-    assert isinstance(returned, PairSchedule)
-    assert torch.equal(sc.timesteps, sc.make_schedule(50).timesteps)
-    assert sc.num_inference_steps == 50 and len(returned) == 50
+    first = sc.make_schedule(50)
+    other = sc.make_schedule(7, video_shift=2.0, audio_strength=0.5)
+    again = sc.make_schedule(50)
+    assert isinstance(first, PairSchedule) and first is not again
+    assert len(first) == first.num_inference_steps == 50 and len(other) == 7
+    for name in ("timesteps", "sigmas", "step_sigmas"):
+        assert torch.equal(getattr(first, name), getattr(again, name)), name
 
 
 def test_expert_split(sched):

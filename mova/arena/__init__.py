@@ -6,13 +6,13 @@ Layout (one job per module; none of them imports torch or gradio):
 - ``identity``    who votes: pseudonymous session, address and signed-cookie ids
 - ``store``       SQLite store (WAL, versioned schema, every write one transaction, retry on busy)
 - ``pool``        importing clips from a manifest or a folder of generation results
-- ``generate``    filling the pool with the local pipeline (imports ``mova`` lazily)
+- ``fill``        filling the pool with the local pipeline (imports ``mova`` lazily)
 - ``sampling``    choosing the next pair (fewer votes favoured, sides shuffled)
-- ``media``       metadata-free clip copies, fresh padded copies per serve, synthetic clips
+- ``clips``       metadata-free clip copies, fresh padded copies per serve, stale-copy cleanup
 - ``service``     ``ArenaService``: the one object the UI talks to (limits, counting rules, serving)
 - ``ratings``     pure functions: Elo, Bradley–Terry, bootstrap CIs, ranks, win/tie/loss
 - ``analysis``    cleaning and filtering vote rows, the leaderboard table
-- ``cli``         ``python -m mova arena import | generate | export | ratings``
+(the command line, ``python -m mova arena import | generate | export | ratings``, is ``mova.cli.arena``)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Lazy, so that `python -m mova` (which imports `mova.arena.cli` to build its parser) does not pay
+# Lazy, so that `python -m mova` (which imports `mova.cli.arena` to build its parser) does not pay
 # for pandas and scipy unless an arena command runs.
 _LAZY = {
     "ArenaService": "mova.arena.service",

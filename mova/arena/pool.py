@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mova.arena.media import VIDEO_SUFFIXES
+from mova.arena.clips import VIDEO_SUFFIXES
 from mova.arena.paths import resolve_in_pool
 from mova.arena.service import ArenaService
 from mova.arena.store import RESERVED_MODEL_NAMES, ClipRow

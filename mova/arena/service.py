@@ -32,7 +32,7 @@ import pandas as pd
 
 from mova.arena import analysis, sampling
 from mova.arena.identity import Identities, Voter, VoterIds
-from mova.arena.media import MIN_PADDING, anonymous_copy, padded_copy, remove_stale
+from mova.arena.clips import MIN_PADDING, anonymous_copy, padded_copy, remove_stale
 from mova.arena.paths import arena_dir, resolve_in_pool
 from mova.outputs import resolve_data_dir
 from mova.arena.store import CHOICES, ArenaError, ArenaStore, PoolClip, Quota

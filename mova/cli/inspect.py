@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mova.inspect import run
+    from mova.checkpoint_report import run
 
     text, ok = run(args.target, as_json=args.json)
     print(text)

@@ -23,7 +23,7 @@ import enum
 import importlib.util
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -157,6 +157,3 @@ def attention(
         attn_mask = kv_mask[:, None, None, :].to(device=q.device, dtype=torch.bool)
     _log_once(device_type, f"PyTorch SDPA ({backend.value})")
     return _sdpa(q, k, v, backend, attn_mask)
-
-
-AttentionFn = Callable[..., torch.Tensor]

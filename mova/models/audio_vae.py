@@ -208,14 +208,3 @@ class AudioVAE(FromConfigMixin, nn.Module):
         if latents.ndim != 3 or latents.shape[1] != self.config.latent_dim:
             raise ValueError(f"audio latents must be [B, {self.config.latent_dim}, n], got {list(latents.shape)}")
         return self.decoder(self.post_quant_conv(latents.to(self.dtype)))
-
-    @torch.no_grad()
-    def fuse_weight_norm(self) -> None:
-        """Replace every (weight_g, weight_v) pair by the plain weight it denotes (faster inference)."""
-        for module in self.modules():
-            if isinstance(module, WNConv1d) and module.weight_norm:
-                weight = module.effective_weight().detach()
-                del module.weight_g, module.weight_v
-                module.weight = nn.Parameter(weight, requires_grad=False)
-                module.weight_norm = False
-        self.config = self.config.replace(use_weight_norm=False)

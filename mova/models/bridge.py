@@ -5,7 +5,7 @@ At an interaction layer j both directions read the pre-bridge states (simultaneo
 
     v' = v + s · A2V_j(v, a)        a' = a + s · V2A_j(a, v)
 
-where ``s`` is the bridge strength (``bridge_scale``; 0 makes the towers independent, which is how the
+where ``s`` is the bridge strength (the denoiser's ``bridge_strength``; 0 makes the towers independent, which is how the
 "bridge off" branch of dual CFG is realised), times the learned ``condition_scale`` when the config has
 ``trainable_condition_scale``.
 """
@@ -206,18 +206,18 @@ class DualTowerBridge(FromConfigMixin, nn.Module):
     def forward(
         self, j: int, video: torch.Tensor, audio: torch.Tensor,
         video_rope: tuple[torch.Tensor, torch.Tensor] | None, audio_rope: tuple[torch.Tensor, torch.Tensor] | None,
-        scale: float | torch.Tensor = 1.0, video_grid: tuple[int, int, int] | None = None,
+        strength: float | torch.Tensor = 1.0, video_grid: tuple[int, int, int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One interaction layer. video: [B, L_v, visual_hidden_dim], audio: [B, L_a, audio_hidden_dim];
-        scale: float or [B] per-sample strength. Returns the updated (video, audio)."""
+        strength: float or [B] per-sample bridge strength. Returns the updated (video, audio)."""
         key = str(j)
         a2v = self.audio_to_video_conditioners[key](video, audio, video_rope, audio_rope, video_grid)
         v2a = self.video_to_audio_conditioners[key](audio, video, audio_rope, video_rope, video_grid)
-        if isinstance(scale, torch.Tensor):
-            scale = scale.to(device=video.device, dtype=video.dtype).reshape(-1, 1, 1)
+        if isinstance(strength, torch.Tensor):
+            strength = strength.to(device=video.device, dtype=video.dtype).reshape(-1, 1, 1)
         if self.config.trainable_condition_scale:
-            scale = self.condition_scale.to(video.dtype) * scale
-        return video + a2v * scale, audio + v2a * scale
+            strength = self.condition_scale.to(video.dtype) * strength
+        return video + a2v * strength, audio + v2a * strength
 
     @torch.no_grad()
     def init_weights(self) -> None:

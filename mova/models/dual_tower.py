@@ -103,7 +103,7 @@ class DualTowerDenoiser(nn.Module):
         t_video: float | torch.Tensor,
         t_audio: float | torch.Tensor,
         video_fps: float,
-        bridge_scale: float | torch.Tensor = 1.0,
+        bridge_strength: float | torch.Tensor = 1.0,
         expert: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward of both towers.
@@ -114,7 +114,8 @@ class DualTowerDenoiser(nn.Module):
             text_embeds: [B, L_text, text_dim] (L_text = 512, text_dim = 4096 for MOVA).
             t_video, t_audio: timesteps in [0, 1000], scalar or [B].
             video_fps: pixel frame rate of the clip (aligned RoPE).
-            bridge_scale: strength of the bridge, scalar or [B] per sample (0 = towers independent).
+            bridge_strength: strength of the bridge, scalar or [B] per sample (0 = towers independent; not the
+                guidance weight ``Guidance.bridge_scale``).
             expert: force the video expert (0 or 1); default chooses by ``t_video``.
         Returns:
             (video velocity [B, 16, T', H/8, W/8], audio velocity [B, C_a, N_a]), in the model dtype.
@@ -153,9 +154,9 @@ class DualTowerDenoiser(nn.Module):
         rope_v = rope_tables(vdit.rope(grid_v, device), x_v.dtype)  # (cos, sin), shared by all blocks
         rope_a = rope_tables(adit.rope(grid_a, device), x_a.dtype)
         bridge_rope_v, bridge_rope_a = bridge.rope(video_fps, grid_v, grid_a[0], device, x_v.dtype)
-        scale = bridge_scale
-        if isinstance(scale, torch.Tensor) or scale != 1.0:
-            scale = _as_batch(bridge_scale, B, device, "bridge_scale")
+        strength = bridge_strength
+        if isinstance(strength, torch.Tensor) or strength != 1.0:
+            strength = _as_batch(bridge_strength, B, device, "bridge_strength")
         sp = self.parallel if (self.parallel is not None and self.parallel.sp_size > 1) else None
         if sp is not None:  # sequence parallel: every rank keeps one shard of each stream (mova.parallel)
             from mova.parallel import shard_seq
@@ -172,7 +173,7 @@ class DualTowerDenoiser(nn.Module):
         # 4. Layers: bridge j, video block j, audio block j; then the remaining layers of either tower
         for j in range(max(len(vdit.blocks), len(adit.blocks))):
             if bridge.has_layer(j):
-                x_v, x_a = bridge(j, x_v, x_a, bridge_rope_v, bridge_rope_a, scale, grid_v)
+                x_v, x_a = bridge(j, x_v, x_a, bridge_rope_v, bridge_rope_a, strength, grid_v)
             if j < len(vdit.blocks):
                 x_v = vdit.blocks[j](x_v, ctx_v, t_mod_v, rope_v)
             if j < len(adit.blocks):

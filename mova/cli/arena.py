@@ -73,7 +73,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from mova.arena.generate import generate_pool, parse_model_spec, read_prompts
+    from mova.arena.fill import generate_pool, parse_model_spec, read_prompts
 
     models = [parse_model_spec(text) for text in args.model]
     reports = generate_pool(
