@@ -48,6 +48,7 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 MAX_SEQUENCE_LENGTH = 512
 OFFLOAD_MODES = ("none", "model", "sequential")
+ENCODER_COMPONENTS = ("text_encoder", "tokenizer", "video_vae", "audio_vae")
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
@@ -138,18 +139,20 @@ class MOVAPipeline:
         self.tokenizer = components["tokenizer"]
         self.video_vae = components["video_vae"]
         self.audio_vae = components["audio_vae"]
-        self.scheduler = components["scheduler"]
+        self.scheduler = components.get("scheduler")
         self.boundary_ratio = float(self.model_index.get("boundary_ratio", 0.9))
-        self.denoiser = DualTowerDenoiser(
-            components["video_dit"], components["audio_dit"], components["dual_tower_bridge"],
-            components.get("video_dit_2"), self.boundary_ratio, self.scheduler.config.num_train_timesteps,
-        ).eval()
+        self.denoiser = None  # an encoders-only pipeline (from_pretrained(encoders_only=True)) has none
+        if "video_dit" in components:
+            self.denoiser = DualTowerDenoiser(
+                components["video_dit"], components["audio_dit"], components["dual_tower_bridge"],
+                components.get("video_dit_2"), self.boundary_ratio, self.scheduler.config.num_train_timesteps,
+            ).eval()
         vae_cfg = self.video_vae.config
         self.vae_scale_spatial = int(vae_cfg.get("scale_factor_spatial", 8))
         self.vae_scale_temporal = int(vae_cfg.get("scale_factor_temporal", 4))
         self.latents_mean = torch.tensor(vae_cfg["latents_mean"], dtype=torch.float32)
         self.latents_std = torch.tensor(vae_cfg["latents_std"], dtype=torch.float32)
-        self.patch = tuple(components["video_dit"].config.patch_size)
+        self.patch = tuple(components["video_dit"].config.patch_size) if self.denoiser is not None else (1, 2, 2)
         self.loras: dict[str, Path] = {}  # adapters offered by name (register_lora)
         self._lora, self._lora_name = None, None  # the adapter in the denoiser now
         self.parallel = None
@@ -161,8 +164,13 @@ class MOVAPipeline:
 
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike = "demo", device: str | torch.device | None = None,
-                        dtype: torch.dtype | str | None = None, offload: str = "none") -> "MOVAPipeline":
+                        dtype: torch.dtype | str | None = None, offload: str = "none",
+                        encoders_only: bool = False) -> "MOVAPipeline":
         """Load a checkpoint folder (official layout) or ``"demo"`` (the shipped demo checkpoint).
+
+        ``encoders_only``: load the text encoder, tokenizer and both VAEs and no denoiser (tens of GB at full size):
+        a pipeline whose ``encode_prompt``, ``encode_video`` and ``prepare_conditions`` are the inference code, for
+        the training cache; it cannot generate.
 
         Args:
             device: default CUDA when available, else CPU.
@@ -184,7 +192,8 @@ class MOVAPipeline:
         if name == "demo" and not (folder / "model_index.json").is_file():
             raise ValueError(f"the demo checkpoint is not present at {folder}; pass a checkpoint folder instead")
         load_device = "cpu" if offload != "none" else device
-        components = load_components(folder, device=load_device, dtype=dtype)
+        components = load_components(folder, device=load_device, dtype=dtype,
+                                     names=ENCODER_COMPONENTS if encoders_only else None)
         for module in components.values():
             if isinstance(module, torch.nn.Module):
                 module.requires_grad_(False)
@@ -512,6 +521,8 @@ class MOVAPipeline:
         """
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        if self.denoiser is None:
+            raise ValueError("this pipeline was loaded with encoders_only=True: it encodes, it cannot generate")
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type={output_type!r} is invalid: expected 'np' or 'latent'")
         # 1. Settings: validated, the model's defaults filled in, its limits checked; a seed drawn

@@ -235,3 +235,16 @@ def test_checkpoint_default_text_scale(tiny_checkpoint, tmp_path, monkeypatch):
         assert main(["generate", "--model", str(folder), "--prompt", "x", "--out", str(tmp_path / "a.mp4"),
                      "--steps", "1", "--seed", "1", *extra]) == 0
     assert seen == [2.0, 4.0]
+
+
+def test_an_encoders_only_pipeline_encodes_like_the_full_one(tiny_checkpoint, pipe):
+    """The training cache's pipeline: the same encoders and inference code, no denoiser loaded."""
+    encoders = MOVAPipeline.from_pretrained(tiny_checkpoint, device="cpu", encoders_only=True)
+    assert encoders.denoiser is None and "video_dit" not in encoders.components
+    torch.testing.assert_close(encoders.encode_prompt(["waves on rocks"]), pipe.encode_prompt(["waves on rocks"]),
+                               rtol=0, atol=0)
+    frame = np.full((40, 50, 3), 120, np.uint8)
+    torch.testing.assert_close(encoders.prepare_condition(frame, 64, 64, 9), pipe.prepare_condition(frame, 64, 64, 9),
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="encoders_only=True"):
+        encoders("waves", **SMALL)

@@ -237,44 +237,15 @@ def load_row_media(row: dict[str, Any], root: Path, spec: CacheSpec, sample_rate
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _encoder_pipeline(model: str | os.PathLike, device: str | torch.device | None, dtype: torch.dtype | None):
-    """A :class:`~mova.pipeline.MOVAPipeline` holding only the encoders (text encoder, tokenizer, video and audio
-    VAEs): its ``encode_prompt`` and ``prepare_condition`` are the inference code, and the DiTs (tens of GB at full
-    size) are never loaded."""
-    from mova.loading import load_components
-    from mova.pipeline import MOVAPipeline
-
-    class EncoderPipeline(MOVAPipeline):
-        def __init__(self, components: dict[str, Any], device: torch.device, dtype: torch.dtype) -> None:
-            # the encoder attributes of MOVAPipeline.__init__, without the denoiser
-            self.components, self.model_index = components, components.get("model_index", {})
-            self.device, self.dtype, self.offload, self.name = device, dtype, "none", str(model)
-            self.text_encoder, self.tokenizer = components["text_encoder"], components["tokenizer"]
-            self.video_vae, self.audio_vae = components["video_vae"], components["audio_vae"]
-            vae_cfg = self.video_vae.config
-            self.vae_scale_spatial = int(vae_cfg.get("scale_factor_spatial", 8))
-            self.vae_scale_temporal = int(vae_cfg.get("scale_factor_temporal", 4))
-            self.latents_mean = torch.tensor(vae_cfg["latents_mean"], dtype=torch.float32)
-            self.latents_std = torch.tensor(vae_cfg["latents_std"], dtype=torch.float32)
-            self.interrupt = False
-
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    components = load_components(model, device=device, dtype=dtype,
-                                 names=["text_encoder", "tokenizer", "video_vae", "audio_vae"])
-    for module in components.values():
-        if isinstance(module, torch.nn.Module):
-            module.requires_grad_(False)
-    return EncoderPipeline(components, device, dtype)
-
-
 class Encoder:
     """The frozen encoders of a checkpoint, through the pipeline's own methods, so preprocessing and normalisation
     are exactly those of inference."""
 
     def __init__(self, model: str | os.PathLike, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None) -> None:
-        self.pipe = _encoder_pipeline(model, device, dtype)
+        from mova.pipeline import MOVAPipeline
+
+        self.pipe = MOVAPipeline.from_pretrained(model, device=device, dtype=dtype, encoders_only=True)
         self.sample_rate = self.pipe.audio_vae.sample_rate
 
     @torch.no_grad()
