@@ -160,9 +160,10 @@ def generic_control(name: str, default: Any, spec: Setting, info: ModelInfo, pre
     if spec.kind is str:
         return gr.Textbox(default or "", label=name, info=spec.help, placeholder=hint, elem_id=elem_id)
     if name in ("video_shift", "audio_shift") and info.default_shift:
-        hint = f"empty: the scheduler's ({info.default_shift:g})"
-    return gr.Number(default, label=name, info=spec.help, minimum=spec.low, maximum=spec.high,
-                     precision=0 if spec.kind is int else None, placeholder=hint, elem_id=elem_id)
+        default = info.default_shift  # the scheduler's, shown (an empty number box reads as 0)
+    bounds = {} if default is None else dict(minimum=spec.low, maximum=spec.high)
+    return gr.Number(default, label=name, info=spec.help, precision=0 if spec.kind is int else None, placeholder=hint,
+                     elem_id=elem_id, **bounds)
 
 
 def render_guidance(info: ModelInfo, prefix: str, *, mode: str | None = None, text_scale: float | None = None,
