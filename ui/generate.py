@@ -150,7 +150,7 @@ def waiting_gpu_jobs(blocks: gr.Blocks | None) -> int:
 
 
 def optional_inputs(inputs: dict[str, Any]) -> tuple[str, ...]:
-    """API parameters whose control starts empty (an unset first frame, a shift left to the model): API callers
+    """API parameters whose control starts empty (an unset first frame, a setting left to the model): API callers
     may omit them (Gradio makes a parameter with an initial value optional by itself)."""
     return tuple(name for name, component in inputs.items() if getattr(component, "value", None) is None)
 
