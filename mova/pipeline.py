@@ -331,7 +331,8 @@ class MOVAPipeline:
         max_pixels = int(index.get("max_pixels", max(h * w for h, w in presets)))
         max_duration = float(index.get("max_duration_s", min(check.MAX_DURATION_S, 2.0 * frames / fps)))
         max_work = float(index.get("max_work", max_pixels * max_frames * WORK_STEPS * WORK_NFE))
-        shift = getattr(getattr(self.scheduler, "config", None), "shift", None)
+        config = getattr(self.scheduler, "config", None)  # no single shift when it is exponential (e^mu)
+        shift = None if getattr(config, "exponential_shift", False) else getattr(config, "shift", None)
         source = self.name or str(index.get("_name_or_path", "model"))
         return ModelInfo(
             name=source if source == "demo" else os.path.basename(os.path.normpath(source)) or source,

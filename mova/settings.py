@@ -243,7 +243,7 @@ class ModelInfo:
     default_num_inference_steps: int
     default_guidance: Guidance = Guidance()
     default_negative_prompt: str = ""
-    default_shift: float | None = None  # the scheduler config's shift (both modalities)
+    default_shift: float | None = None  # the scheduler config's shift (both modalities); None when exponential
     size_multiple: int = check.SIZE_MULTIPLE
     frame_multiple: int = check.FRAME_MULTIPLE
     sample_rate: int = 48000
@@ -270,13 +270,18 @@ class ModelInfo:
     def has_lora(self) -> bool:
         return bool(self.lora_adapters)
 
+    def model_defaults(self) -> dict[str, Any]:
+        """The model's value of each setting declared ``model_default`` (``None`` where the model has no single
+        value: the shifts of a scheduler with exponential shifting). The negative prompt is left out: it stays
+        ``None`` in the settings, since the model's may be empty text (see :meth:`negative_prompt`)."""
+        return dict(height=self.default_height, width=self.default_width, num_frames=self.default_num_frames,
+                    fps=self.default_fps, num_inference_steps=self.default_num_inference_steps,
+                    text_scale=self.default_guidance.text_scale, video_shift=self.default_shift,
+                    audio_shift=self.default_shift)
+
     def resolve(self, settings: GenerationSettings) -> GenerationSettings:
-        """``settings`` with the model's defaults filled in (size, frames, fps, steps, s_T). The negative prompt
-        stays ``None`` for the model's (which may be empty text, as the demo model's): see :meth:`negative_prompt`."""
-        defaults = dict(height=self.default_height, width=self.default_width, num_frames=self.default_num_frames,
-                        fps=self.default_fps, num_inference_steps=self.default_num_inference_steps,
-                        text_scale=self.default_guidance.text_scale)
-        changes = {k: v for k, v in defaults.items() if getattr(settings, k) is None}
+        """``settings`` with the model's defaults (:meth:`model_defaults`) filled in where they are unset."""
+        changes = {k: v for k, v in self.model_defaults().items() if v is not None and getattr(settings, k) is None}
         return settings.replace(**changes) if changes else settings
 
     def negative_prompt(self, settings: GenerationSettings) -> str:

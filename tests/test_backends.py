@@ -414,3 +414,15 @@ def test_model_index_may_set_the_cost_ceilings(tiny_checkpoint, tmp_path):
     (folder / "model_index.json").write_text(json.dumps({**index, "max_pixels": "big"}))
     with pytest.raises(ValueError, match=r"model_index.json.*max_pixels='big' is invalid"):
         MOVAPipeline.from_pretrained(folder, device="cpu")
+
+
+def test_model_defaults_fill_unset_settings_and_shifts_only_when_the_model_has_one():
+    settings = GenerationSettings(prompt="rain", height=64)
+    fixed = info_for(((64, 64),), frames=9, steps=2, fps=12.0)
+    fixed = ModelInfo(**{**fixed.__dict__, "default_shift": 3.0})
+    resolved = fixed.resolve(settings)
+    assert (resolved.num_frames, resolved.fps, resolved.num_inference_steps) == (9, 12.0, 2)
+    assert (resolved.video_shift, resolved.audio_shift, resolved.negative_prompt) == (3.0, 3.0, None)
+    exponential = info_for(((64, 64),), frames=9, steps=2, fps=12.0)  # default_shift None: no single value
+    assert exponential.resolve(settings).video_shift is None
+    assert exponential.resolve(settings.replace(video_shift=2.0)).video_shift == 2.0

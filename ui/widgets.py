@@ -152,15 +152,15 @@ def render_controls(info: ModelInfo, prefix: str, *, with_image: bool, image_req
 def generic_control(name: str, default: Any, spec: Setting, info: ModelInfo, prefix: str) -> Any:
     """The control of a setting from its declaration alone: a textbox, a dropdown, a checkbox or a number box."""
     elem_id = f"{prefix}-{name.replace('_', '-')}"
-    hint = MODEL_DEFAULT_HINT if spec.model_default else None
+    hint = None
+    if spec.model_default:  # shown when the model has one (an empty Gradio number box reads as 0)
+        default, hint = info.model_defaults().get(name, default), MODEL_DEFAULT_HINT
     if spec.choices:
         return gr.Dropdown(list(spec.choices), value=default, label=name, info=spec.help, elem_id=elem_id)
     if spec.kind is bool:
         return gr.Checkbox(bool(default), label=name, info=spec.help, elem_id=elem_id)
     if spec.kind is str:
         return gr.Textbox(default or "", label=name, info=spec.help, placeholder=hint, elem_id=elem_id)
-    if name in ("video_shift", "audio_shift") and info.default_shift:
-        default = info.default_shift  # the scheduler's, shown (an empty number box reads as 0)
     bounds = {} if default is None else dict(minimum=spec.low, maximum=spec.high)
     return gr.Number(default, label=name, info=spec.help, precision=0 if spec.kind is int else None, placeholder=hint,
                      elem_id=elem_id, **bounds)
