@@ -124,12 +124,9 @@ async def call(client, base: str, api: str, data: list, session: str) -> list:
         text = (await client.get(f"{base}/gradio_api/call/{api}/{event_id}")).text
     except (httpx.TransportError, httpx.HTTPStatusError, KeyError, ValueError) as exc:
         raise Outage(repr(exc)) from exc
-    kind, payload = None, None
-    for line in text.splitlines():
-        if line.startswith("event: "):
-            kind = line[len("event: "):]
-        elif line.startswith("data: ") and kind in ("complete", "error"):
-            payload = json.loads(line[len("data: "):])
+    from tests.arena_fixtures import event_stream_result  # importable once run() has put this checkout on the path
+
+    kind, payload = event_stream_result(text)
     if kind == "complete":
         return payload
     if kind == "error":

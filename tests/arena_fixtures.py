@@ -3,6 +3,7 @@
 - ``write_synthetic_clip``: a small H.264 + AAC mp4 (colour field, moving bar, a tone).
 - ``write_synthetic_pool``: one such clip per model and prompt, plus the ``manifest.jsonl`` that
   ``python -m mova arena import`` reads.
+- ``event_stream_result``: the outcome of a raw ``/gradio_api/call/<api>/<event_id>`` event stream.
 """
 
 from __future__ import annotations
@@ -102,3 +103,14 @@ def write_synthetic_pool(
     manifest = pool / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return manifest
+
+
+def event_stream_result(text: str) -> tuple[str | None, object]:
+    """(``"complete"``, ``"error"`` or ``None``, the decoded data of that event) of a Gradio call's event stream."""
+    kind, payload = None, None
+    for line in text.splitlines():
+        if line.startswith("event: "):
+            kind = line[len("event: "):]
+        elif line.startswith("data: ") and kind in ("complete", "error"):
+            payload = json.loads(line[len("data: "):])
+    return (kind if kind in ("complete", "error") else None), payload

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from gradio_client import Client
 from mova.arena import ArenaService
 from mova.arena.identity import Voter
 from tests.test_app_support import ARENA_MODELS as MODELS
+from tests.arena_fixtures import event_stream_result
 from tests.test_app_support import running_arena
 from ui import arena as arena_ui
 from ui import leaderboard as leaderboard_ui
@@ -31,12 +31,7 @@ def call(base: str, api_name: str, data: list, session: str) -> tuple[str, list]
     """Raw HTTP API call; returns (the whole SSE text as sent, the decoded output list)."""
     event = httpx.post(f"{base}/gradio_api/call/{api_name}", json={"data": data, "session_hash": session}).json()
     text = httpx.get(f"{base}/gradio_api/call/{api_name}/{event['event_id']}", timeout=30).text
-    kind, payload = None, None
-    for line in text.splitlines():
-        if line.startswith("event: "):
-            kind = line[len("event: "):]
-        elif line.startswith("data: ") and kind in ("complete", "error"):
-            payload = json.loads(line[len("data: "):])
+    kind, payload = event_stream_result(text)
     if kind == "error":
         raise RuntimeError(f"{api_name} failed: {payload}")
     return text, payload
