@@ -209,6 +209,19 @@ def test_local_backend_offers_and_swaps_lora_adapters(tiny_checkpoint, tiny_lora
         LocalBackend(pipeline=backend.pipeline, data_dir=tmp_path / "data", loras={"gone": tmp_path / "nope"})
 
 
+def test_model_names_are_folders_or_hub_repo_ids(tmp_path, monkeypatch):
+    from mova.backends import hub_repo_id, load_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    assert hub_repo_id("OpenMOSS-Team/MOVA-360p") == "OpenMOSS-Team/MOVA-360p"
+    (tmp_path / "ckpt" / "mova").mkdir(parents=True)
+    for name in ("demo", "ckpt/mova", "./org/name", "/ckpt/MOVA-360p", "~/org/name", "a/b/c", "org/", "org--x/"):
+        assert hub_repo_id(name) is None, name  # an existing folder, a path, or not of the org/name form
+    assert hub_repo_id("org/na..me") is None  # huggingface_hub refuses ".." in a repo id
+    with pytest.raises(ValueError, match="revision='v1' is invalid for the folder"):
+        load_pipeline(tmp_path / "ckpt" / "mova", revision="v1")
+
+
 def test_missing_model_says_what_to_pass(tmp_path):
     with pytest.raises(ModelUnavailableError, match="--model"):
         resolve_model_folder(tmp_path / "nope")
@@ -376,9 +389,11 @@ def test_importing_app_loads_nothing():
 def test_app_args_and_env(tmp_path, monkeypatch):
     import app
 
-    args = app.parse_args([], env={"MOVA_MODEL": "/ckpt", "MOVA_DATA_DIR": str(tmp_path)})
-    assert (args.model, args.data_dir, args.offload, args.host, args.port) == ("/ckpt", str(tmp_path), "none",
-                                                                               "127.0.0.1", 7860)
+    args = app.parse_args([], env={"MOVA_MODEL": "/ckpt", "MOVA_REVISION": "v1"})
+    assert (args.model, args.revision, args.data_dir, args.offload, args.host, args.port, args.mcp) == (
+        "/ckpt", "v1", None, "none", "127.0.0.1", 7860, False)
+    assert app.parse_args(["--mcp"], env={}).mcp and not app.parse_args(["--no-mcp"], env={"SPACE_ID": "a/b"}).mcp
+    assert app.parse_args([], env={"SPACE_ID": "someone/mova-studio"}).mcp  # on by default on a Space
     args = app.parse_args(["--model", "demo", "--offload", "model", "--port", "7861", "--share",
                            "--lora", "/adapters/style", "--lora", "ink=/adapters/ink-v2"], env={})
     assert (args.model, args.offload, args.port, args.share, args.data_dir) == ("demo", "model", 7861, True, None)
@@ -395,8 +410,6 @@ def test_app_on_a_space_uses_the_zerogpu_backend(tiny_checkpoint, tmp_path, monk
     backend = app.build_backend(args)
     assert isinstance(backend, ZeroGPUBackend) and backend.model_info().device == "cpu"  # inert: not on ZeroGPU
     assert backend.data_dir == (tmp_path / "data").resolve()
-    expected = str(app.SPACES_DATA_DIR) if app.SPACES_DATA_DIR.is_dir() else None
-    assert app.parse_args([], env={"SPACE_ID": "someone/mova-studio"}).data_dir == expected
 
 
 def test_model_index_may_set_the_cost_ceilings(tiny_checkpoint, tmp_path):

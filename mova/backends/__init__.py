@@ -18,7 +18,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mova.backends.base import Backend, ModelUnavailableError, ProgressFn, resolve_model_folder
+from mova.backends.base import (
+    Backend,
+    ModelUnavailableError,
+    ProgressFn,
+    hub_repo_id,
+    load_pipeline,
+    resolve_model_folder,
+)
 
 _LAZY = {
     "LocalBackend": "mova.backends.local",
@@ -37,6 +44,8 @@ __all__ = [
     "ModelUnavailableError",
     "ProgressFn",
     "ZeroGPUBackend",
+    "hub_repo_id",
+    "load_pipeline",
     "resolve_model_folder",
 ]
 

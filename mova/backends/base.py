@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,11 +21,12 @@ from mova.settings import GenerationSettings, ModelInfo
 from mova.validation import MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mova.pipeline import GenerationResult
+    from mova.pipeline import GenerationResult, MOVAPipeline
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Backend", "ModelUnavailableError", "ProgressFn", "resolve_model_folder"]
+__all__ = ["Backend", "ModelUnavailableError", "ProgressFn", "hub_repo_id", "load_pipeline",
+           "resolve_model_folder"]
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total), the pipeline's callback type
 
@@ -113,5 +115,65 @@ def resolve_model_folder(model: str | os.PathLike) -> Path:
         what = "does not exist" if not folder.exists() else "has no model_index.json"
         raise ModelUnavailableError(
             f"model folder {str(folder)!r} {what}. Pass a MOVA checkpoint folder (official layout, with "
-            "model_index.json) with --model DIR or MOVA_MODEL=DIR, or --model demo for the shipped demo checkpoint.")
+            "model_index.json) or a Hub repo id (org/name) with --model or MOVA_MODEL, or --model demo for the "
+            "shipped demo checkpoint.")
     return folder
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def hub_repo_id(model: str | os.PathLike) -> str | None:
+    """``model`` as a Hugging Face Hub repo id (``org/name``), or ``None`` when it names a local folder: anything
+    that exists on disk, starts like a path (``/``, ``.``, ``~``) or is not of the ``org/name`` form."""
+    name = os.fspath(model)
+    if name == "demo" or not _REPO_ID.match(name) or Path(name).expanduser().exists():
+        return None
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def load_pipeline(model: str | os.PathLike = "demo", *, revision: str | None = None, **kwargs) -> MOVAPipeline:
+    """``MOVAPipeline.from_pretrained`` for what a user named: ``"demo"``, a checkpoint folder, or a Hub repo id
+    (``org/name``, at ``revision``; resolved through the Hugging Face cache by ``huggingface_hub``, so
+    ``HF_HUB_OFFLINE=1`` uses only cached files). ``kwargs``: device, dtype, offload.
+
+    Raises:
+        ModelUnavailableError: a missing folder or demo checkpoint, or a repo the Hub (or, offline, the cache)
+            cannot give, with what to pass instead.
+        ValueError: ``revision`` for a folder (a revision names a Hub commit, branch or tag).
+    """
+    from mova.pipeline import MOVAPipeline
+
+    repo_id = hub_repo_id(model)
+    if repo_id is None:
+        if revision:
+            raise ValueError(f"revision={revision!r} is invalid for the folder {os.fspath(model)!r}: a revision "
+                             "names a commit, branch or tag of a Hub repo id (org/name)")
+        folder = resolve_model_folder(model)
+        logger.info("loading %s (%s)", folder, _placement(kwargs))
+        return MOVAPipeline.from_pretrained("demo" if os.fspath(model) == "demo" else folder, **kwargs)
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    logger.info("loading Hub model %s@%s (%s; cache %s%s)", repo_id, revision or "main", _placement(kwargs),
+                constants.HF_HUB_CACHE, ", offline" if constants.HF_HUB_OFFLINE else "")
+    extra = {"revision": revision} if revision else {}
+    try:
+        return MOVAPipeline.from_pretrained(repo_id, **extra, **kwargs)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError) as exc:
+        offline = " (HF_HUB_OFFLINE is set: only the cache is read)" if constants.HF_HUB_OFFLINE else ""
+        raise ModelUnavailableError(
+            f"the Hub model {repo_id!r} (revision {revision or 'main'}) could not be fetched{offline}: "
+            f"{type(exc).__name__}: {exc}. Check the repo id, download it into the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}), or pass a checkpoint folder with --model DIR.") from exc
+
+
+def _placement(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in kwargs.items() if v is not None) or "default placement"

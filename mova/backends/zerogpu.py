@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mova.backends.base import Backend, ProgressFn, resolve_model_folder
+from mova.backends.base import Backend, ProgressFn, load_pipeline
 from mova.settings import GenerationSettings, ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -132,7 +132,9 @@ class ZeroGPUBackend(Backend):
     """Generate inside ``spaces.GPU(duration=DurationModel)``; the model is loaded when the backend is built.
 
     Args:
-        model: ``"demo"`` or a checkpoint folder. Ignored when ``pipeline`` is given.
+        model: ``"demo"``, a checkpoint folder or a Hub repo id (``org/name``; on a Space, preloaded into the
+            Hugging Face cache by the README's ``preload_from_hub``). Ignored when ``pipeline`` is given.
+        revision: the Hub commit, branch or tag of a repo id (default: ``main``).
         device: default ``"cuda"`` on ZeroGPU (``spaces`` makes that work before a GPU is attached), else the
             pipeline's default (CUDA when available, else CPU), so the same Space code runs on other hardware.
         durations: the duration model (default :meth:`DurationModel.from_env`).
@@ -142,7 +144,8 @@ class ZeroGPUBackend(Backend):
 
     name = "zerogpu"
 
-    def __init__(self, model: str | os.PathLike = "demo", *, device: str | None = None, data_dir: Any = None,
+    def __init__(self, model: str | os.PathLike = "demo", *, revision: str | None = None, device: str | None = None,
+                 data_dir: Any = None,
                  durations: DurationModel | None = None, loras: Any = None,
                  pipeline: MOVAPipeline | None = None) -> None:
         import spaces  # before torch touches CUDA (ZeroGPU patches torch on import)
@@ -153,10 +156,7 @@ class ZeroGPUBackend(Backend):
         super().__init__(data_dir=data_dir)
         self.durations = durations or DurationModel.from_env()
         if pipeline is None:
-            from mova.pipeline import MOVAPipeline
-
-            folder = resolve_model_folder(model)
-            pipeline = MOVAPipeline.from_pretrained(folder if os.fspath(model) != "demo" else "demo", device=device)
+            pipeline = load_pipeline(model, revision=revision, device=device)
         self.pipeline = pipeline
         for name, path in (loras or {}).items():  # loaded in the GPU worker when asked for, like any other backend
             pipeline.register_lora(name, path)
