@@ -30,7 +30,7 @@ import gradio as gr
 
 from mova import validation
 from mova.backends import Backend
-from mova.settings import GenerationCancelled, GenerationSettings, ModelInfo
+from mova.settings import GenerationCancelled, GenerationSettings, ModelInfo, setting_fields
 from ui.widgets import (
     NO_LORA,
     GenerationControls,
@@ -53,6 +53,14 @@ STAGE_LABELS = MappingProxyType({
 
 TITLES = MappingProxyType({"it2va": "Image+Text → Video+Audio", "t2va": "Text → Video+Audio"})
 API_NAMES = MappingProxyType({"it2va": "generate_i2va", "t2va": "generate_t2va"})
+API_SUMMARIES = MappingProxyType({
+    "it2va": "Generate a video with synchronised audio (speech, sound effects, music) from a first frame and a text "
+             "prompt with MOVA (IT2VA). Settings left empty take the model's defaults.",
+    "t2va": "Generate a video with synchronised audio (speech, sound effects, music) from a text prompt alone with "
+            "MOVA (T2VA: MOVA's white first frame). Settings left empty take the model's defaults.",
+})
+API_RETURNS = "the mp4 (H.264 video + AAC audio), the seed used, the clip's figures (Markdown: NFE, time, " \
+              "audio-visual offset, loudness) and its details (JSON)"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,6 +161,38 @@ def optional_inputs(inputs: dict[str, Any]) -> tuple[str, ...]:
     """API parameters whose control starts empty (an unset first frame, a setting left to the model): API callers
     may omit them (Gradio makes a parameter with an initial value optional by itself)."""
     return tuple(name for name, component in inputs.items() if getattr(component, "value", None) is None)
+
+
+UI_PARAMETER_HELP = MappingProxyType({
+    "image": "the first frame: an image file (PNG, JPEG or WebP) uploaded to this app",
+    "randomize_seed": "true: draw a new seed (the one used is returned); false: use seed",
+})
+
+
+def api_docstring(summary: str, names: list[str], returns: str, help_text: dict[str, str] | None = None) -> str:
+    """A Google-style docstring for an API handler: ``summary``, one ``Args`` line per parameter (the settings'
+    help, the UI parameters' help, ``help_text``), ``returns``. Gradio reads it for the API page and the MCP tool's
+    description and parameter descriptions (``gradio.utils.get_function_description``)."""
+    declared = {name: spec.help for name, _, spec in setting_fields()}
+    known = {**declared, **UI_PARAMETER_HELP, **(help_text or {})}
+    args = [f"    {name}: {known.get(name, '')}".rstrip() for name in names]
+    return "\n".join([summary, "", "Args:", *args, "", "Returns:", f"    {returns}"])
+
+
+def mcp_tool(fn: Callable, name: str, doc: str) -> Callable:
+    """Name and describe a handler as an MCP tool: Gradio's MCP server names a tool after the function and takes its
+    description from the docstring."""
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return fn
+
+
+def not_an_mcp_tool(fn: Callable) -> Callable:
+    """Keep a public API event out of the MCP server's tool list (arena votes are for people). Gradio 6.31 has no
+    per-event switch: its ``list_tools`` skips a function whose ``_mcp_type`` is not ``"tool"``, the attribute its
+    ``gr.mcp`` decorators set; tests/test_space.py checks the tool list, so a change there shows."""
+    fn._mcp_type = "none"  # type: ignore[attr-defined]
+    return fn
 
 
 def with_api_signature(fn: Callable, names: list[str], optional: tuple[str, ...] = ()) -> Callable:
@@ -339,6 +379,7 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
 
     inputs = controls.inputs()
     with_api_signature(generate, list(inputs), optional=optional_inputs(inputs))
+    mcp_tool(generate, API_NAMES[kind], api_docstring(API_SUMMARIES[kind], list(inputs), API_RETURNS))
     # preprocess=False: the first frame arrives as its uploaded file, so a non-image gets our clear message.
     done = button.click(
         generate, inputs_kwargs=inputs, outputs=[video, controls.seed, figures, details], api_name=API_NAMES[kind],
