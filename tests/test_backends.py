@@ -13,7 +13,8 @@ from PIL import Image
 
 from mova.backends import ModelUnavailableError, resolve_model_folder
 from mova.settings import GenerationSettings, ModelInfo
-from mova.backends.zerogpu import DurationModel, ZeroGPUBackend, fit_defaults
+from mova.backends.durations import DeclaredCosts, DurationModel, MeasuredClip, fit_defaults
+from mova.backends.zerogpu import ZeroGPUBackend
 from mova.guidance import Guidance
 from tests.test_app_support import FAST, app_checkpoint, streams, write_png
 
@@ -256,7 +257,8 @@ def test_duration_grows_with_steps_frames_resolution_and_nfe():
 
 
 def test_duration_matches_the_measured_step_times():
-    d = DurationModel(slice_factor=1.0, margin=1.0, overhead_s=0.0, decode_s_per_mpixel_frame=0.0)
+    d = DurationModel(declared=DeclaredCosts(text_and_encode_s=0.0, decode_s_per_mpixel_frame=0.0), slice_factor=1.0,
+                      margin=1.0)
     # benchmarks/results/step_time_{360p,720p}_h200.json: text CFG (NFE 2), 193 frames, one step
     assert d.estimate(352, 640, 193, 1, 2) == pytest.approx(11.12, rel=0.02)
     assert d.estimate(720, 1280, 193, 1, 2) == pytest.approx(112.5, rel=0.02)

@@ -30,12 +30,13 @@ from mova.backends.base import (
 _LAZY = {
     "LocalBackend": "mova.backends.local",
     "ZeroGPUBackend": "mova.backends.zerogpu",
-    "DurationModel": "mova.backends.zerogpu",
+    "DurationModel": "mova.backends.durations",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from mova.backends.local import LocalBackend
-    from mova.backends.zerogpu import DurationModel, ZeroGPUBackend
+    from mova.backends.durations import DurationModel
+    from mova.backends.zerogpu import ZeroGPUBackend
 
 __all__ = [
     "Backend",
