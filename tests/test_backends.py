@@ -441,3 +441,29 @@ def test_model_defaults_fill_unset_settings_and_shifts_only_when_the_model_has_o
     exponential = info_for(((64, 64),), frames=9, steps=2, fps=12.0)  # default_shift None: no single value
     assert exponential.resolve(settings).video_shift is None
     assert exponential.resolve(settings.replace(video_shift=2.0)).video_shift == 2.0
+
+
+def test_the_cost_of_a_request_is_estimated_before_it_runs(local, tmp_path):
+    from mova.backends.local import LocalBackend
+    from ui.generate import cost_markdown
+
+    backend = LocalBackend(pipeline=local.pipeline, data_dir=tmp_path / "data")
+    settings = GenerationSettings(prompt="rain", seed=1, **FAST)  # the app checkpoint's default request
+    first = backend.estimate(settings)
+    assert first.seconds is None and first.work_ratio == pytest.approx(1.0) and first.limit_s is None
+    assert cost_markdown(first).startswith("**Cost:** 1× the work of the default clip (no clip has been timed")
+    clip = backend.generate(settings)
+    again = backend.estimate(settings)
+    stages = sum(clip.timings[k] for k in ("text", "condition", "denoise", "decode"))
+    assert again.seconds == pytest.approx(stages, rel=1e-3)  # the same request: the latest clip's stage times
+    longer = backend.estimate(settings.replace(num_inference_steps=4, guidance="dual"))
+    assert longer.work_ratio == pytest.approx(2 * 3 / 2) and longer.seconds > again.seconds
+    with pytest.raises(ValueError, match="height=72 is invalid"):
+        backend.estimate(settings.replace(height=72))  # the model's limits apply to estimates too
+
+    zero = ZeroGPUBackend(pipeline=local.pipeline, data_dir=tmp_path / "data", durations=DurationModel(max_s=10))
+    costly = zero.estimate(settings)  # the declared fixed costs alone exceed 10 s
+    assert costly.limit_s == 10 and costly.seconds == pytest.approx(zero.durations.estimate_settings(
+        zero.model_info().resolve(settings))) and costly.seconds > 10
+    text = cost_markdown(costly)
+    assert "more than the 0:10 a ZeroGPU task may take" in text and "declared costs" in text

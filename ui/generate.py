@@ -29,7 +29,8 @@ import anyio
 import gradio as gr
 
 from mova import validation
-from mova.backends import Backend
+from mova.backends import Backend, CostEstimate
+from mova.backends.base import COST_PROMPT
 from mova.settings import GenerationCancelled, GenerationSettings, ModelInfo, setting_fields
 from ui.widgets import (
     NO_LORA,
@@ -286,6 +287,36 @@ def format_seconds(seconds: float) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Cost before Generate
+# ----------------------------------------------------------------------------------------------------------------
+
+COST_INPUTS = ("height", "width", "num_frames", "fps", "num_inference_steps", "guidance")  # what the cost reads
+
+
+def cost_markdown(estimate: CostEstimate) -> str:
+    """The line under the Generate button: the estimated time (against ZeroGPU's limit on a Space), the work
+    relative to the default clip, and how the estimate was made."""
+    work = f"{estimate.work_ratio:.2g}× the work of the default clip"
+    if estimate.seconds is None:
+        return f"**Cost:** {work} ({estimate.basis})."
+    if estimate.limit_s is None:
+        return f"**Estimated time:** ≈ {format_seconds(estimate.seconds)} · {work} ({estimate.basis})."
+    head = f"**Estimated GPU time:** ≈ {format_seconds(estimate.seconds)}"
+    if estimate.seconds > estimate.limit_s:
+        return (f"{head}, more than the {format_seconds(estimate.limit_s)} a ZeroGPU task may take: lower "
+                f"num_inference_steps, num_frames or the resolution · {work} ({estimate.basis}).")
+    return f"{head} of the {format_seconds(estimate.limit_s)} a ZeroGPU task may take · {work} ({estimate.basis})."
+
+
+def cost_text(backend: Backend, values: dict[str, Any]) -> str:
+    """:func:`cost_markdown` for form values (API names; the prompt plays no part), or why there is none yet."""
+    try:
+        return cost_markdown(backend.estimate(GenerationSettings.from_values({**values, "prompt": COST_PROMPT})))
+    except ValueError as exc:
+        return f"**Cost:** not estimated: {public_message(str(exc))}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Form values → settings
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -339,6 +370,7 @@ class GenerateTab:
     figures: gr.Markdown
     details: gr.JSON
     done: Any  # the generate event's dependency, for chaining (session history)
+    cost: gr.Markdown  # the estimated cost of the current settings, under the button
 
 
 def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
@@ -352,6 +384,9 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
             with gr.Row():
                 button = gr.Button("Generate", variant="primary", elem_id=f"{kind}-generate", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id=f"{kind}-stop", scale=1)
+            cost_names = [name for name in COST_INPUTS if name in controls.by_name]
+            cost = gr.Markdown(cost_text(backend, {name: controls.by_name[name].value for name in cost_names}),
+                               elem_id=f"{kind}-cost")
         with gr.Column(scale=1, min_width=320):
             video = gr.Video(label="video", interactive=False, buttons=["download"], elem_id=f"{kind}-video")
             figures = gr.Markdown(label="figures", elem_id=f"{kind}-figures")
@@ -387,7 +422,16 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
         concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
     )
     stop.click(None, cancels=[done], api_visibility="private", queue=False)
-    return GenerateTab(kind, controls, button, video, figures, details, done)
+
+    def update_cost(*values: Any) -> str:
+        return cost_text(backend, dict(zip(cost_names, values)))
+
+    # Updated as the settings change, and after each clip (a local estimate is scaled from the latest clip).
+    cost_inputs = [controls.by_name[name] for name in cost_names]
+    cost_events = dict(api_visibility="private", queue=False, show_progress="hidden")
+    gr.on([component.change for component in cost_inputs], update_cost, cost_inputs, cost, **cost_events)
+    done.then(update_cost, cost_inputs, cost, **cost_events)
+    return GenerateTab(kind, controls, button, video, figures, details, done, cost)
 
 
 def build(backend: Backend, *, with_image: bool) -> gr.Blocks:

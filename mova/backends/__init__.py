@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mova.backends.base import (
     Backend,
+    CostEstimate,
     ModelUnavailableError,
     ProgressFn,
     hub_repo_id,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Backend",
+    "CostEstimate",
     "DurationModel",
     "LocalBackend",
     "ModelUnavailableError",

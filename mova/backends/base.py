@@ -12,10 +12,12 @@ import logging
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mova import outputs
+from mova.backends.durations import DurationModel
 from mova.outputs import Clip, OutputsPolicy, resolve_data_dir
 from mova.settings import GenerationSettings, ModelInfo
 from mova.validation import MAX_IMAGE_PIXELS
@@ -25,10 +27,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Backend", "ModelUnavailableError", "ProgressFn", "hub_repo_id", "load_pipeline",
+__all__ = ["Backend", "CostEstimate", "ModelUnavailableError", "ProgressFn", "hub_repo_id", "load_pipeline",
            "resolve_model_folder"]
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total), the pipeline's callback type
+COST_PROMPT = "cost estimate"  # settings built only to estimate a cost carry this prompt (the cost ignores it)
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a request will cost before it runs. ``seconds``: the estimate (``None`` while there is no basis for
+    one); ``basis``: how it was made, in words for the user; ``limit_s``: the most one request may take (ZeroGPU's
+    task limit; ``None`` for no limit); ``work_ratio``: height × width × num_frames × steps × NFE relative to the
+    model's default request."""
+
+    seconds: float | None
+    basis: str
+    limit_s: float | None = None
+    work_ratio: float = 1.0
 
 
 class ModelUnavailableError(RuntimeError):
@@ -49,6 +65,7 @@ class Backend(abc.ABC):
         self.data_dir = resolve_data_dir(data_dir)
         self.outputs_policy = OutputsPolicy.from_env()
         outputs.sweep(self.outputs_dir)
+        self._last_clip: DurationModel | None = None  # stage times of the latest clip here, for estimates
 
     @abc.abstractmethod
     def model_info(self) -> ModelInfo:
@@ -80,6 +97,7 @@ class Backend(abc.ABC):
         if not isinstance(settings, GenerationSettings):
             raise ValueError(f"settings must be a GenerationSettings, got {type(settings).__name__}")
         result = self._run(settings, progress)
+        self._last_clip = DurationModel.from_result(result.settings, result.timings)
         if progress is not None:
             progress("encode", 0, 1)
         clip = outputs.save_clip(result, self.outputs_dir)
@@ -89,6 +107,27 @@ class Backend(abc.ABC):
         logger.info("%s %s seed=%d nfe=%d in %.1f s -> %s", self.name, result.settings.kind, clip.seed, clip.nfe,
                     clip.timings["wall"], clip.video_path)
         return clip
+
+    def estimate(self, settings: GenerationSettings) -> CostEstimate:
+        """What ``settings`` (resolved with the model's defaults here) will cost: on this machine, the latest clip's
+        stage times scaled to the request (:meth:`DurationModel.from_result`); before any clip, only the work
+        relative to the default request. Raises ValueError for settings the model refuses."""
+        resolved = self.model_info().check(settings)
+        ratio = self.work_ratio(resolved)
+        measured = self._last_clip
+        if measured is None:
+            return CostEstimate(None, "no clip has been timed on this machine yet", work_ratio=ratio)
+        return CostEstimate(measured.estimate_settings(resolved), "scaled from the latest clip on this machine",
+                            work_ratio=ratio)
+
+    def work_ratio(self, resolved: GenerationSettings) -> float:
+        """height × width × num_frames × steps × NFE of ``resolved`` over the model's default request's."""
+        default = self.model_info().resolve(GenerationSettings(prompt=COST_PROMPT))
+
+        def work(s: GenerationSettings) -> float:
+            return float(s.height * s.width * s.num_frames * s.nfe)
+
+        return work(resolved) / work(default)
 
     @abc.abstractmethod
     def _run(self, settings: GenerationSettings, progress: ProgressFn | None) -> GenerationResult:

@@ -146,6 +146,20 @@ class DurationModel:
         return cls(measured=clips, source=str(path), **overrides)
 
     @classmethod
+    def from_result(cls, settings: GenerationSettings, timings: dict[str, float]) -> DurationModel:
+        """A model of this machine from one generated clip: its resolved ``settings`` and the pipeline's
+        ``timings`` (text, condition, denoise, decode; the decode is VAE and DAC together), with nothing added
+        (slice factor and margin 1, no task start)."""
+        clip = MeasuredClip(
+            height=settings.height, width=settings.width, num_frames=settings.num_frames, fps=float(settings.fps),
+            nfe=settings.guidance_config.nfe, video_tokens=cls().tokens(settings.height, settings.width,
+                                                                          settings.num_frames),
+            text_s=timings["text"], encode_s=timings["condition"],
+            step_s=timings["denoise"] / max(settings.num_inference_steps, 1), vae_decode_s=timings["decode"],
+            dac_decode_s=0.0)
+        return cls(measured=(clip,), source="the latest clip", slice_factor=1.0, margin=1.0, task_start_s=0.0)
+
+    @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> DurationModel:
         """:meth:`load` with ``$MOVA_ZEROGPU_FIGURES`` (a results file) and ``$MOVA_ZEROGPU_MAX_DURATION``
         (seconds > 0)."""

@@ -25,7 +25,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from mova.backends.base import Backend, ProgressFn, load_pipeline
+from mova.backends.base import Backend, CostEstimate, ProgressFn, load_pipeline
 from mova.backends.durations import DurationModel, fit_defaults
 from mova.settings import GenerationSettings, ModelInfo
 
@@ -83,6 +83,14 @@ class ZeroGPUBackend(Backend):
                 f"ZeroGPU task may take: lower num_inference_steps (now {resolved.num_inference_steps}), num_frames "
                 f"(now {resolved.num_frames}) or the resolution (now {resolved.height}×{resolved.width})")
         return resolved
+
+    def estimate(self, settings: GenerationSettings) -> CostEstimate:
+        """The GPU seconds the duration model gives ``settings`` (margin included) against ZeroGPU's task limit."""
+        resolved = self.model_info().check(settings)
+        basis = ("stage times measured on an H200" if self.durations.measured else "declared costs") + \
+            f", ×{self.durations.slice_factor:g} for a ZeroGPU slice"
+        return CostEstimate(self.durations.estimate_settings(resolved), basis, limit_s=self.durations.max_s,
+                            work_ratio=self.work_ratio(resolved))
 
     def _run(self, settings: GenerationSettings, progress: ProgressFn | None) -> GenerationResult:
         return self._gpu_call(self._info.resolve(settings), progress)  # resolved: the duration model reads sizes
