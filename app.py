@@ -8,7 +8,8 @@ default ``/data`` on a Space that has it, else ``./data``). Flags win over the e
 through the Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``; ``HF_HUB_OFFLINE=1`` reads only the cache).
 
 ``--mcp`` also serves the app's API endpoints as MCP tools (``/gradio_api/mcp/``, Gradio's MCP server; needs
-``gradio[mcp]``); it is off by default locally and on by default on a Space (``--no-mcp`` turns it off).
+``gradio[mcp]``); it is off by default locally and on by default on a Space (``--no-mcp`` turns it off; a Space,
+which passes no flags, sets ``MOVA_MCP=0`` or ``1``).
 
 On a Hugging Face Space (``SPACE_ID`` is set) the app uses :class:`~mova.backends.ZeroGPUBackend` (inert, i.e. a
 plain local run, on Space hardware other than ZeroGPU): Spaces run
@@ -72,6 +73,12 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
                         help="under torchrun: spread the guidance branches over WORLD_SIZE / sp ranks")
     args = parser.parse_args(argv)
     args.loras = dict(_lora_entry(entry) for entry in args.lora)
+    if args.mcp is None and env.get("MOVA_MCP", "") != "":
+        words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                 "off": False}
+        if env["MOVA_MCP"].strip().lower() not in words:
+            parser.error(f"MOVA_MCP={env['MOVA_MCP']!r} is invalid: expected 1 or 0 (true or false)")
+        args.mcp = words[env["MOVA_MCP"].strip().lower()]
     args.mcp_explicit = args.mcp is not None
     if args.mcp is None:
         args.mcp = on_spaces(env)

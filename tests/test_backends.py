@@ -396,6 +396,10 @@ def test_app_args_and_env(tmp_path, monkeypatch):
         "/ckpt", "v1", None, "none", "127.0.0.1", 7860, False)
     assert app.parse_args(["--mcp"], env={}).mcp and not app.parse_args(["--no-mcp"], env={"SPACE_ID": "a/b"}).mcp
     assert app.parse_args([], env={"SPACE_ID": "someone/mova-studio"}).mcp  # on by default on a Space
+    assert not app.parse_args([], env={"SPACE_ID": "someone/mova-studio", "MOVA_MCP": "0"}).mcp
+    assert app.parse_args([], env={"MOVA_MCP": "true"}).mcp
+    with pytest.raises(SystemExit):
+        app.parse_args([], env={"MOVA_MCP": "maybe"})
     args = app.parse_args(["--model", "demo", "--offload", "model", "--port", "7861", "--share",
                            "--lora", "/adapters/style", "--lora", "ink=/adapters/ink-v2"], env={})
     assert (args.model, args.offload, args.port, args.share, args.data_dir) == ("demo", "model", 7861, True, None)
