@@ -14,6 +14,9 @@ ZeroGPU conventions (https://huggingface.co/docs/hub/spaces-zerogpu):
   costs without it), clamped to the Space's limit. A request estimated above the limit is refused before it is
   scheduled, with what to lower.
 
+* On ZeroGPU the denoiser's repeated blocks are compiled ahead of time at start-up for the default request
+  (``mova.backends.aot``, one ``spaces.GPU`` task), and run eager for other shapes or where AoT cannot run.
+
 With ``SPACES_ZERO_GPU`` unset ``spaces.GPU`` returns the function unchanged, so this backend also runs (slowly,
 without the GPU scheduler) anywhere, which is how it is tested.
 """
@@ -44,6 +47,9 @@ class ZeroGPUBackend(Backend):
         device: default ``"cuda"`` on ZeroGPU (``spaces`` makes that work before a GPU is attached), else the
             pipeline's default (CUDA when available, else CPU), so the same Space code runs on other hardware.
         durations: the duration model (default :meth:`DurationModel.from_env`).
+        aot: compile the denoiser's repeated blocks ahead of time for the default request (``mova.backends.aot``;
+            default: on ZeroGPU); where it cannot run the pipeline stays eager and the reason is logged and kept in
+            ``self.aot``.
         loras: LoRA adapters offered by name (``MOVAPipeline.register_lora``).
         pipeline: an already loaded pipeline (tests).
     """
@@ -52,7 +58,7 @@ class ZeroGPUBackend(Backend):
 
     def __init__(self, model: str | os.PathLike = "demo", *, revision: str | None = None, device: str | None = None,
                  data_dir: Any = None,
-                 durations: DurationModel | None = None, loras: Any = None,
+                 durations: DurationModel | None = None, loras: Any = None, aot: bool | None = None,
                  pipeline: MOVAPipeline | None = None) -> None:
         import spaces  # before torch touches CUDA (ZeroGPU patches torch on import)
         from spaces.config import Config
@@ -68,6 +74,13 @@ class ZeroGPUBackend(Backend):
             pipeline.register_lora(name, path)
         info = dataclasses.replace(pipeline.model_info(), backend=self.name)
         self._info = fit_defaults(info, self.durations)
+        self.aot = None
+        if Config.zero_gpu if aot is None else aot:
+            from mova.backends import aot as aot_compile
+
+            gpu_task = spaces.GPU(duration=aot_compile.COMPILE_TASK_S) if Config.zero_gpu else None
+            default = self._info.resolve(GenerationSettings(prompt="ahead-of-time compile", seed=0))
+            self.aot = aot_compile.prepare(pipeline, default, gpu_task=gpu_task)
         # Inert (returns the bound method itself) unless SPACES_ZERO_GPU is set.
         self._gpu_call = spaces.GPU(duration=self.durations)(self._gpu_generate)
 
