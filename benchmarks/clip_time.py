@@ -8,6 +8,7 @@ it). The ZeroGPU duration model (``mova/backends/durations.py``) reads the JSON 
     # one H200: a short untimed warm-up clip, then the timed clip; --append adds a run to the file
     python benchmarks/clip_time.py --preset mova-360p --steps 10 --out benchmarks/results/clip_time_h200.json
     python benchmarks/clip_time.py --preset mova-360p --num-frames 97 --steps 20 --out ... --append
+    python benchmarks/clip_time.py --preset mova-360p --num-frames 97 --steps 4 --aot --out R.json   # the AoT path
     python benchmarks/clip_time.py --preset tiny --device cpu --steps 2 --out /tmp/clip_time_tiny.json
 
 Stages (``stages_s``, each bracketed by a device synchronisation): ``text`` (the text encoder, prompt and negative
@@ -185,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offload", default="none", choices=("none", "model", "sequential"))
     parser.add_argument("--one-expert", action="store_true", help="leave out video_dit_2 (less memory)")
     parser.add_argument("--compile", action="store_true", help="regional torch.compile of the repeated blocks")
+    parser.add_argument("--aot", action="store_true",
+                        help="ahead-of-time compile the repeated blocks for this request (mova.backends.aot, the "
+                             "spaces package's AoT helpers) before the clips")
     parser.add_argument("--max-sequence-length", type=int, default=None, help="text tokens (default 512; tiny 32)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--append", action="store_true", help="add the run to an existing results file")
@@ -226,11 +230,21 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps, "guidance": args.guidance, "nfe": settings.guidance_config.nfe,
         "video_tokens": (height // 16) * (width // 16) * ((num_frames - 1) // 4 + 1),
         "max_sequence_length": max_len, "dtype": str(dtype).replace("torch.", ""), "offload": args.offload,
-        "experts": 1 if args.one_expert else 2, "compiled": args.compile, "warmup_steps": args.warmup_steps,
+        "experts": 1 if args.one_expert else 2, "compiled": args.compile, "aot": None,
+        "warmup_steps": args.warmup_steps,
         "build_s": round(build_s, 2), "weights_gb": None if weights_gb is None else round(weights_gb, 2),
         "estimate_before": estimate_before(settings, args.out if args.append else None),
     }
     try:
+        if args.aot:
+            import dataclasses
+
+            from mova.backends import aot
+
+            t1 = time.perf_counter()
+            report = aot.prepare(pipe, settings)
+            record["aot"] = {**dataclasses.asdict(report), "compile_s": round(time.perf_counter() - t1, 2)}
+            print(f"AoT: {record['aot']}", flush=True)
         if args.warmup_steps > 0:
             pipe(settings.replace(num_inference_steps=args.warmup_steps))
         record.update(run_clip(pipe, settings, device), status="ok")
