@@ -97,9 +97,10 @@ def build_pipeline(preset_name: str, device: torch.device, dtype: torch.dtype, o
     components["tokenizer"] = make_tokenizer(tokenizer_dir)
     components["scheduler"] = FlowMatchPairScheduler.from_config(preset.scheduler)
     h, w = preset.resolutions[0]
-    components["model_index"] = {"boundary_ratio": preset.boundary_ratio, "max_sequence_length": max_sequence_length,
-                                 "default_height": h, "default_width": w, "default_num_frames": preset.default_num_frames,
-                                 "default_fps": preset.default_fps, "resolutions": [list(r) for r in preset.resolutions]}
+    components["model_index"] = {
+        "boundary_ratio": preset.boundary_ratio, "max_sequence_length": max_sequence_length, "default_height": h,
+        "default_width": w, "default_num_frames": preset.default_num_frames, "default_fps": preset.default_fps,
+        "resolutions": [list(r) for r in preset.resolutions]}
     return MOVAPipeline(components, device, dtype, offload, name=preset_name)
 
 
@@ -166,7 +167,8 @@ def run_clip(pipe: MOVAPipeline, settings: GenerationSettings, device: torch.dev
     steps = timer.step_times()
     return {"stages_s": {k: round(v, 4) for k, v in stages.items()},
             "step_times_s": [round(t, 4) for t in steps], "step_s": round(statistics.median(steps), 4),
-            "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2) if device.type == "cuda" else None,
+            "peak_memory_gb": (round(torch.cuda.max_memory_allocated(device) / 1e9, 2) if device.type == "cuda"
+                               else None),
             "finite": bool(result.video.size and (result.audio == result.audio).all()),
             "video_shape": list(result.video.shape), "audio_samples": int(result.audio.shape[0])}
 
