@@ -1,8 +1,15 @@
-"""MOVA Studio app: ``python app.py [--model DIR|demo] [--offload none|model|sequential] [--device DEV]
-[--host 127.0.0.1] [--port 7860] [--share] [--data-dir DIR] [--lora [NAME=]DIR ...] [--no-arena]``.
+"""MOVA Studio app: ``python app.py [--model DIR|ORG/NAME|demo] [--revision REV] [--offload none|model|sequential]
+[--device DEV] [--host 127.0.0.1] [--port 7860] [--share] [--data-dir DIR] [--lora [NAME=]DIR ...] [--no-arena]
+[--mcp|--no-mcp]``.
 
-Environment: ``MOVA_MODEL`` (default model, else ``demo``), ``MOVA_DATA_DIR`` (outputs, examples and the arena
-database; default ``./data``). Flags win over the environment.
+Environment: ``MOVA_MODEL`` (a checkpoint folder or a Hub repo id ``org/name``; default ``demo``), ``MOVA_REVISION``
+(the Hub commit, branch or tag; default ``main``), ``MOVA_DATA_DIR`` (outputs, examples and the arena database;
+default ``/data`` on a Space that has it, else ``./data``). Flags win over the environment. A Hub repo id is read
+through the Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``; ``HF_HUB_OFFLINE=1`` reads only the cache).
+
+``--mcp`` also serves the app's API endpoints as MCP tools (``/gradio_api/mcp/``, Gradio's MCP server; needs
+``gradio[mcp]``); it is off by default locally and on by default on a Space (``--no-mcp`` turns it off; a Space,
+which passes no flags, sets ``MOVA_MCP=0`` or ``1``).
 
 On a Hugging Face Space (``SPACE_ID`` is set) the app uses :class:`~mova.backends.ZeroGPUBackend` (inert, i.e. a
 plain local run, on Space hardware other than ZeroGPU): Spaces run
@@ -14,6 +21,7 @@ process, before the GPU functions are called — the "load at import" that ZeroG
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -23,22 +31,32 @@ from typing import Any, Sequence
 logger = logging.getLogger("mova.app")
 
 OFFLOAD_MODES = ("none", "model", "sequential")
-SPACES_DATA_DIR = Path("/data")  # Hugging Face persistent storage
 
 
 def on_spaces(env: dict[str, str] | None = None) -> bool:
-    return bool((os.environ if env is None else env).get("SPACE_ID"))
+    from mova.outputs import on_spaces as running_on_a_space
+
+    return running_on_a_space(env)
+
+
+def mcp_available() -> bool:
+    """Whether Gradio's MCP server can start here (the ``mcp`` package of ``gradio[mcp]`` is installed)."""
+    return importlib.util.find_spec("mcp") is not None
 
 
 def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = None) -> argparse.Namespace:
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(prog="python app.py", description="MOVA Studio: video + audio generation UI")
     parser.add_argument("--model", default=env.get("MOVA_MODEL") or "demo",
-                        help="checkpoint folder (official layout) or 'demo' (default: $MOVA_MODEL or demo)")
+                        help="checkpoint folder (official layout), Hub repo id org/name, or 'demo' "
+                             "(default: $MOVA_MODEL or demo)")
+    parser.add_argument("--revision", default=env.get("MOVA_REVISION") or None,
+                        help="Hub commit, branch or tag of a repo id (default: $MOVA_REVISION or main)")
     parser.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
                         help="GPU memory mode: none, model (one component on the GPU at a time), sequential")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a LAN)")
+    parser.add_argument("--host", default="0.0.0.0" if on_spaces(env) else "127.0.0.1",
+                        help="address to listen on (0.0.0.0 for a LAN; default 0.0.0.0 on a Space, else 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--data-dir", default=None,
@@ -46,17 +64,24 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
     parser.add_argument("--lora", action="append", default=[], metavar="[NAME=]DIR",
                         help="a LoRA adapter the UI offers (repeatable; NAME defaults to the folder name)")
     parser.add_argument("--no-arena", dest="arena", action="store_false", help="leave out the arena pages")
+    parser.add_argument("--mcp", action=argparse.BooleanOptionalAction, default=None,
+                        help="serve the API endpoints as MCP tools at /gradio_api/mcp/ (default: on on a Space, "
+                             "off elsewhere)")
     parser.add_argument("--sp", type=int, default=1,
                         help="sequence-parallel degree under torchrun (--nproc-per-node = sp × cfg degree)")
     parser.add_argument("--cfg-parallel", dest="cfg_parallel", action="store_true",
                         help="under torchrun: spread the guidance branches over WORLD_SIZE / sp ranks")
     args = parser.parse_args(argv)
     args.loras = dict(_lora_entry(entry) for entry in args.lora)
-    if args.data_dir is None:
-        if env.get("MOVA_DATA_DIR"):
-            args.data_dir = env["MOVA_DATA_DIR"]
-        elif on_spaces(env) and SPACES_DATA_DIR.is_dir():
-            args.data_dir = str(SPACES_DATA_DIR)
+    if args.mcp is None and env.get("MOVA_MCP", "") != "":
+        words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                 "off": False}
+        if env["MOVA_MCP"].strip().lower() not in words:
+            parser.error(f"MOVA_MCP={env['MOVA_MCP']!r} is invalid: expected 1 or 0 (true or false)")
+        args.mcp = words[env["MOVA_MCP"].strip().lower()]
+    args.mcp_explicit = args.mcp is not None
+    if args.mcp is None:
+        args.mcp = on_spaces(env)
     return args
 
 
@@ -77,16 +102,17 @@ def build_backend(args: argparse.Namespace) -> Any:
 
         from mova.backends.zerogpu import ZeroGPUBackend
 
-        return ZeroGPUBackend(args.model, device=args.device, data_dir=args.data_dir, loras=args.loras)
+        return ZeroGPUBackend(args.model, revision=args.revision, device=args.device, data_dir=args.data_dir,
+                              loras=args.loras)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from mova.backends.distributed import DistributedBackend
 
-        return DistributedBackend(args.model, sp=args.sp, cfg_parallel=args.cfg_parallel, data_dir=args.data_dir,
-                                  loras=args.loras)
+        return DistributedBackend(args.model, revision=args.revision, sp=args.sp, cfg_parallel=args.cfg_parallel,
+                                  data_dir=args.data_dir, loras=args.loras)
     from mova.backends.local import LocalBackend
 
-    return LocalBackend(args.model, device=args.device, offload=args.offload, data_dir=args.data_dir,
-                        loras=args.loras)
+    return LocalBackend(args.model, revision=args.revision, device=args.device, offload=args.offload,
+                        data_dir=args.data_dir, loras=args.loras)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,13 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if args.mcp and not mcp_available():
+        if args.mcp_explicit:
+            print("MOVA Studio cannot start: --mcp needs Gradio's MCP extra: pip install -r requirements.txt "
+                  "(or pip install 'gradio[mcp]')", file=sys.stderr)
+            return 2
+        logger.warning("the mcp package is not installed: the app runs without its MCP server")
+        args.mcp = False
     from mova.backends import ModelUnavailableError
 
     try:
         backend = build_backend(args)
     except (ModelUnavailableError, ValueError) as exc:
-        print(f"MOVA Studio cannot start: {exc}\nUsage: python app.py --model DIR|demo (or MOVA_MODEL=DIR)",
-              file=sys.stderr)
+        print(f"MOVA Studio cannot start: {exc}\nUsage: python app.py --model DIR|ORG/NAME|demo "
+              "(or MOVA_MODEL=DIR|ORG/NAME)", file=sys.stderr)
         return 2
     if getattr(backend, "is_main", True) is False:  # torchrun ranks > 0 follow rank 0's requests
         backend.follow()
@@ -113,9 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ui import build_app, launch_options
 
     app = build_app(backend, arena)
-    host = "0.0.0.0" if on_spaces() else args.host
     try:
-        app.launch(server_name=host, server_port=args.port, share=args.share, **launch_options(backend, arena))
+        app.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=args.mcp,
+                   **launch_options(backend, arena))
     finally:
         backend.close()
     return 0

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 WEIGHT_COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge", "audio_vae", "video_vae",
                      "text_encoder")
 
@@ -30,8 +30,17 @@ def checkpoint_patterns(high_noise_expert: bool = True) -> list[str]:
 
 
 def is_repo_id(name: str) -> bool:
-    """``org/name`` that is not an existing local path."""
-    return bool(REPO_ID.match(name)) and not Path(name).expanduser().exists()
+    """``org/name`` that is not an existing local path and that the Hub accepts as a repo id."""
+    if not REPO_ID.match(name) or Path(name).expanduser().exists():
+        return False
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike, *, revision: str | None = None,

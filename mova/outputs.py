@@ -35,17 +35,28 @@ logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "MOVA_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
+SPACES_DATA_DIR = Path("/data")  # where a Space mounts its persistent storage (or a storage bucket volume)
 DEFAULT_MAX_GB = 20.0
 DEFAULT_MAX_DAYS = 30.0
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp(\.\w+)?$")  # ours and mova.media's temporaries
 _SUFFIXES = (".mp4", ".json", ".first_frame.png")
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+def on_spaces(env: dict[str, str] | None = None) -> bool:
+    """Whether this process runs on a Hugging Face Space (Spaces set ``SPACE_ID`` to ``owner/name``)."""
+    return bool((os.environ if env is None else env).get("SPACE_ID"))
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Path:
     """Where the app keeps what survives (clips, examples, the arena): ``data_dir`` if given, else
-    ``$MOVA_DATA_DIR``, else ``./data``. Read at call time (never at import time), so tests and apps can set the
-    variable late."""
-    chosen = data_dir if data_dir not in (None, "") else os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    ``$MOVA_DATA_DIR``, else on a Space the persistent volume at ``/data`` when one is mounted there (a writable
+    folder), else ``./data``. Read at call time (never at import time), so tests and apps can set the variables
+    late; the app, the backends, the arena and the CLI all call this, so they agree."""
+    env = os.environ if env is None else env
+    chosen = data_dir if data_dir not in (None, "") else env.get(DATA_DIR_ENV)
+    if not chosen:
+        spaces_volume = on_spaces(env) and SPACES_DATA_DIR.is_dir() and os.access(SPACES_DATA_DIR, os.W_OK)
+        chosen = SPACES_DATA_DIR if spaces_volume else DEFAULT_DATA_DIR
     return Path(chosen).expanduser().resolve()
 
 

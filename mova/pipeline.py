@@ -33,7 +33,6 @@ from mova import media
 from mova.acceleration import fp8_unavailable, precision_context
 from mova import validation as check
 from mova.guidance import Guidance, guided_velocity
-from mova.hub import DEMO_DIR
 from mova.loading import load_components, read_model_index
 from mova.models import DualTowerDenoiser
 from mova.settings import WORK_NFE, WORK_STEPS, GenerationCancelled, GenerationSettings, ModelInfo

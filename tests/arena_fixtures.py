@@ -114,3 +114,16 @@ def event_stream_result(text: str) -> tuple[str | None, object]:
         elif line.startswith("data: ") and kind in ("complete", "error"):
             payload = json.loads(line[len("data: "):])
     return (kind if kind in ("complete", "error") else None), payload
+
+
+def session_call(base: str, api_name: str, data: list, session: str) -> tuple[str, list]:
+    """A raw HTTP API call of the app at ``base`` as browser session ``session``; returns (the whole SSE text as
+    sent, the decoded output list). An error event raises RuntimeError with its message."""
+    import httpx
+
+    event = httpx.post(f"{base}/gradio_api/call/{api_name}", json={"data": data, "session_hash": session}).json()
+    text = httpx.get(f"{base}/gradio_api/call/{api_name}/{event['event_id']}", timeout=30).text
+    kind, payload = event_stream_result(text)
+    if kind == "error":
+        raise RuntimeError(f"{api_name} failed: {payload}")
+    return text, payload

@@ -7,16 +7,21 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def make_hf_cache(source: Path, cache: Path, repo_id: str, revision: str = "main") -> Path:
-    """Copy ``source`` into ``cache`` as the snapshot of ``repo_id`` at ``revision``; returns the snapshot folder."""
+def make_hf_cache(source: Path, cache: Path, repo_id: str, revision: str = "main",
+                  files: Iterable[str] | None = None) -> Path:
+    """Copy ``source`` (or only its ``files``, paths relative to it) into ``cache`` as the snapshot of ``repo_id`` at
+    ``revision``; returns the snapshot folder."""
     repo = cache / ("models--" + repo_id.replace("/", "--"))
     commit = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
     snapshot = repo / "snapshots" / commit
     (repo / "blobs").mkdir(parents=True, exist_ok=True)
-    for file in sorted(p for p in Path(source).rglob("*") if p.is_file()):
+    chosen = sorted(p for p in Path(source).rglob("*") if p.is_file()) if files is None else \
+        [Path(source) / f for f in sorted(files)]
+    for file in chosen:
         rel = file.relative_to(source)
         digest = hashlib.sha256(file.read_bytes()).hexdigest()
         blob = repo / "blobs" / digest

@@ -95,6 +95,21 @@ def test_app_in_browser(browser_context, app_url):
     page.wait_for_function("() => document.querySelector('#t2va-figures').innerText.includes('NFE')")
     page.screenshot(path=str(ARTIFACTS / "app-t2va.png"), full_page=True)
 
+    # 1b. The cost line under the button: estimated from the clip just made, updated as a setting changes
+    page.wait_for_function("() => document.querySelector('#t2va-cost').innerText.includes('Estimated time')",
+                           timeout=TIMEOUT_MS)
+    before = page.inner_text("#t2va-cost")
+    assert "1× the work of the default clip" in before, before
+    steps = "#t2va-steps input[type=number]"
+    default_steps = page.input_value(steps)
+    page.fill(steps, str(2 * int(default_steps)))
+    page.press(steps, "Tab")
+    page.wait_for_function("(b) => document.querySelector('#t2va-cost').innerText !== b", arg=before,
+                           timeout=TIMEOUT_MS)
+    assert "2× the work of the default clip" in page.inner_text("#t2va-cost")  # twice the default steps
+    page.fill(steps, default_steps)
+    page.press(steps, "Tab")
+
     # 2. Image+Text → Video+Audio, uploading the first frame
     open_tab(page, "Image+Text → Video+Audio")
     page.set_input_files("#it2va-image input[type=file]", str(write_png(root / "first-frame.png")))

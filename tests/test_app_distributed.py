@@ -6,27 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 
 from gradio_client import Client
 
-from tests.test_app_support import FAST, app_checkpoint, free_port, streams
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"app exited early with code {proc.returncode}: {proc.stdout.read()[-3000:]}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(1.0)
-    raise AssertionError("app did not come up")
+from tests.test_app_support import FAST, ROOT, app_checkpoint, free_port, streams, wait_for
 
 
 def test_app_under_torchrun_serves_and_shuts_down(tiny_checkpoint, tmp_path):

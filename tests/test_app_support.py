@@ -1,5 +1,6 @@
-"""Helpers shared by the app and arena tests (no tests here): a tiny checkpoint set up for the app, a running app,
-a running arena page on a synthetic pool, Debian's Chromium driven by Playwright.
+"""Helpers shared by the app and arena tests (no tests here): a tiny checkpoint set up for the app, a running app
+(in this process, or ``python app.py`` as a subprocess), a running arena page on a synthetic pool, Debian's Chromium
+driven by Playwright.
 
 The tiny checkpoint's ``model_index.json`` gets the app-facing keys (``resolutions``, ``default_height`` …) so the
 UI's defaults are already the fast CPU settings: 64×64, 9 frames at 12 fps, 2 steps.
@@ -10,8 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +28,8 @@ APP_DEFAULTS = {"default_height": 64, "default_width": 64, "default_num_frames":
                 "default_fps": 12.0, "default_num_inference_steps": 2}
 FAST = dict(height=64, width=64, num_frames=9, fps=12, num_inference_steps=2)
 ARENA_MODELS = ("zebra-model", "yak-model", "xenon-model")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"  # screenshots
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -63,6 +70,43 @@ def running_app(checkpoint: Path, data_dir: Path, *, arena: bool = True):
         yield f"http://127.0.0.1:{port}", backend
     finally:
         app.close()
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    """Wait until ``url`` answers, failing with the process's output if it exits first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"app exited early with code {proc.returncode}: {proc.stdout.read()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(1.0)
+    raise AssertionError("app did not come up")
+
+
+@contextmanager
+def app_process(args: list[str], env: dict[str, str] | None = None, *, timeout: float = 240.0):
+    """Yield (url, process) for ``python app.py --port P ARGS`` started with ``env`` added to this environment
+    (offline: ``HF_HUB_OFFLINE=1``); stopped with Ctrl-C (SIGINT) afterwards, killed if it does not stop."""
+    port = free_port()
+    cmd = [sys.executable, "app.py", "--port", str(port), *args]
+    full_env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(url, proc, timeout)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @contextmanager

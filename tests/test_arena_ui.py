@@ -13,7 +13,7 @@ from gradio_client import Client
 from mova.arena import ArenaService
 from mova.arena.identity import Voter
 from tests.test_app_support import ARENA_MODELS as MODELS
-from tests.arena_fixtures import event_stream_result
+from tests.arena_fixtures import session_call as call
 from tests.test_app_support import running_arena
 from ui import arena as arena_ui
 from ui import leaderboard as leaderboard_ui
@@ -25,16 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def server(tmp_path_factory):
     with running_arena(tmp_path_factory.mktemp("arena-ui"), prompts=2, categories=("speech", "music")) as running:
         yield running
-
-
-def call(base: str, api_name: str, data: list, session: str) -> tuple[str, list]:
-    """Raw HTTP API call; returns (the whole SSE text as sent, the decoded output list)."""
-    event = httpx.post(f"{base}/gradio_api/call/{api_name}", json={"data": data, "session_hash": session}).json()
-    text = httpx.get(f"{base}/gradio_api/call/{api_name}/{event['event_id']}", timeout=30).text
-    kind, payload = event_stream_result(text)
-    if kind == "error":
-        raise RuntimeError(f"{api_name} failed: {payload}")
-    return text, payload
 
 
 def test_pages_and_api_hide_names_until_the_vote(server):

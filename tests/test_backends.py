@@ -13,7 +13,8 @@ from PIL import Image
 
 from mova.backends import ModelUnavailableError, resolve_model_folder
 from mova.settings import GenerationSettings, ModelInfo
-from mova.backends.zerogpu import DurationModel, ZeroGPUBackend, fit_defaults
+from mova.backends.durations import DeclaredCosts, DurationModel, MeasuredClip, fit_defaults
+from mova.backends.zerogpu import ZeroGPUBackend
 from mova.guidance import Guidance
 from tests.test_app_support import FAST, app_checkpoint, streams, write_png
 
@@ -209,6 +210,20 @@ def test_local_backend_offers_and_swaps_lora_adapters(tiny_checkpoint, tiny_lora
         LocalBackend(pipeline=backend.pipeline, data_dir=tmp_path / "data", loras={"gone": tmp_path / "nope"})
 
 
+def test_model_names_are_folders_or_hub_repo_ids(tmp_path, monkeypatch):
+    from mova.backends import load_pipeline
+    from mova.hub import is_repo_id
+
+    monkeypatch.chdir(tmp_path)
+    assert is_repo_id("OpenMOSS-Team/MOVA-360p")
+    (tmp_path / "ckpt" / "mova").mkdir(parents=True)
+    for name in ("demo", "ckpt/mova", "./org/name", "/ckpt/MOVA-360p", "~/org/name", "a/b/c", "org/", "org--x/"):
+        assert not is_repo_id(name), name  # an existing folder, a path, or not of the org/name form
+    assert not is_repo_id("org/na..me")  # huggingface_hub refuses ".." in a repo id
+    with pytest.raises(ModelUnavailableError, match="revision=.v1. is for Hub repo ids"):
+        load_pipeline(tmp_path / "ckpt" / "mova", revision="v1")
+
+
 def test_missing_model_says_what_to_pass(tmp_path):
     with pytest.raises(ModelUnavailableError, match="--model"):
         resolve_model_folder(tmp_path / "nope")
@@ -243,7 +258,8 @@ def test_duration_grows_with_steps_frames_resolution_and_nfe():
 
 
 def test_duration_matches_the_measured_step_times():
-    d = DurationModel(slice_factor=1.0, margin=1.0, overhead_s=0.0, decode_s_per_mpixel_frame=0.0)
+    d = DurationModel(declared=DeclaredCosts(text_and_encode_s=0.0, decode_s_per_mpixel_frame=0.0), slice_factor=1.0,
+                      margin=1.0)
     # benchmarks/results/step_time_{360p,720p}_h200.json: text CFG (NFE 2), 193 frames, one step
     assert d.estimate(352, 640, 193, 1, 2) == pytest.approx(11.12, rel=0.02)
     assert d.estimate(720, 1280, 193, 1, 2) == pytest.approx(112.5, rel=0.02)
@@ -376,9 +392,15 @@ def test_importing_app_loads_nothing():
 def test_app_args_and_env(tmp_path, monkeypatch):
     import app
 
-    args = app.parse_args([], env={"MOVA_MODEL": "/ckpt", "MOVA_DATA_DIR": str(tmp_path)})
-    assert (args.model, args.data_dir, args.offload, args.host, args.port) == ("/ckpt", str(tmp_path), "none",
-                                                                               "127.0.0.1", 7860)
+    args = app.parse_args([], env={"MOVA_MODEL": "/ckpt", "MOVA_REVISION": "v1"})
+    assert (args.model, args.revision, args.data_dir, args.offload, args.host, args.port, args.mcp) == (
+        "/ckpt", "v1", None, "none", "127.0.0.1", 7860, False)
+    assert app.parse_args(["--mcp"], env={}).mcp and not app.parse_args(["--no-mcp"], env={"SPACE_ID": "a/b"}).mcp
+    assert app.parse_args([], env={"SPACE_ID": "someone/mova-studio"}).mcp  # on by default on a Space
+    assert not app.parse_args([], env={"SPACE_ID": "someone/mova-studio", "MOVA_MCP": "0"}).mcp
+    assert app.parse_args([], env={"MOVA_MCP": "true"}).mcp
+    with pytest.raises(SystemExit):
+        app.parse_args([], env={"MOVA_MCP": "maybe"})
     args = app.parse_args(["--model", "demo", "--offload", "model", "--port", "7861", "--share",
                            "--lora", "/adapters/style", "--lora", "ink=/adapters/ink-v2"], env={})
     assert (args.model, args.offload, args.port, args.share, args.data_dir) == ("demo", "model", 7861, True, None)
@@ -395,8 +417,6 @@ def test_app_on_a_space_uses_the_zerogpu_backend(tiny_checkpoint, tmp_path, monk
     backend = app.build_backend(args)
     assert isinstance(backend, ZeroGPUBackend) and backend.model_info().device == "cpu"  # inert: not on ZeroGPU
     assert backend.data_dir == (tmp_path / "data").resolve()
-    expected = str(app.SPACES_DATA_DIR) if app.SPACES_DATA_DIR.is_dir() else None
-    assert app.parse_args([], env={"SPACE_ID": "someone/mova-studio"}).data_dir == expected
 
 
 def test_model_index_may_set_the_cost_ceilings(tiny_checkpoint, tmp_path):
@@ -426,3 +446,29 @@ def test_model_defaults_fill_unset_settings_and_shifts_only_when_the_model_has_o
     exponential = info_for(((64, 64),), frames=9, steps=2, fps=12.0)  # default_shift None: no single value
     assert exponential.resolve(settings).video_shift is None
     assert exponential.resolve(settings.replace(video_shift=2.0)).video_shift == 2.0
+
+
+def test_the_cost_of_a_request_is_estimated_before_it_runs(local, tmp_path):
+    from mova.backends.local import LocalBackend
+    from ui.generate import cost_markdown
+
+    backend = LocalBackend(pipeline=local.pipeline, data_dir=tmp_path / "data")
+    settings = GenerationSettings(prompt="rain", seed=1, **FAST)  # the app checkpoint's default request
+    first = backend.estimate(settings)
+    assert first.seconds is None and first.work_ratio == pytest.approx(1.0) and first.limit_s is None
+    assert cost_markdown(first).startswith("**Cost:** 1× the work of the default clip (no clip has been timed")
+    clip = backend.generate(settings)
+    again = backend.estimate(settings)
+    stages = sum(clip.timings[k] for k in ("text", "condition", "denoise", "decode"))
+    assert again.seconds == pytest.approx(stages, rel=1e-3)  # the same request: the latest clip's stage times
+    longer = backend.estimate(settings.replace(num_inference_steps=4, guidance="dual"))
+    assert longer.work_ratio == pytest.approx(2 * 3 / 2) and longer.seconds > again.seconds
+    with pytest.raises(ValueError, match="height=72 is invalid"):
+        backend.estimate(settings.replace(height=72))  # the model's limits apply to estimates too
+
+    zero = ZeroGPUBackend(pipeline=local.pipeline, data_dir=tmp_path / "data", durations=DurationModel(max_s=10))
+    costly = zero.estimate(settings)  # the declared fixed costs alone exceed 10 s
+    assert costly.limit_s == 10 and costly.seconds == pytest.approx(zero.durations.estimate_settings(
+        zero.model_info().resolve(settings))) and costly.seconds > 10
+    text = cost_markdown(costly)
+    assert "more than the 0:10 a ZeroGPU task may take" in text and "declared costs" in text

@@ -4,7 +4,6 @@ checkpoints, within its size budget, and a 2-second clip from text alone and fro
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

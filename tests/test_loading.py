@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mova.checkpoint_report import run as inspect_run
-from mova.config import tiny_preset
 from mova.loading import load_components, load_native, read_model_index, save_native
 from mova.models import AudioDiT, AudioVAE, DualTowerBridge, VideoDiT
 

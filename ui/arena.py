@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from mova.arena.identity import COOKIE_NAME, Voter  # light: no database, no media
+from ui.generate import not_an_mcp_tool
 
 if TYPE_CHECKING:
     from mova.arena.service import ArenaService
@@ -137,6 +138,8 @@ def build(service: ArenaService) -> gr.Blocks:
             return cast_choice
 
         vote_outputs = [status, *vote_buttons.values()]
+        not_an_mcp_tool(show_next)  # battles and votes are for people, not agents
+        not_an_mcp_tool(cast)
         demo.load(on_load, None, [category, cookie, *battle_outputs], api_visibility="private", **arena_queue).then(
             None, [cookie], None, js=SET_COOKIE_JS, api_visibility="private", queue=False)
         gr.on([next_button.click, category.input], show_next, [category], battle_outputs, api_name="next_battle",

@@ -20,8 +20,10 @@ from mova.backends import Backend
 from mova.settings import GenerationSettings, ModelInfo
 from ui.generate import (
     GPU_CONCURRENCY_ID,
+    api_docstring,
     form_settings,
     gpu_validator,
+    mcp_tool,
     optional_inputs,
     run_job,
     user_errors,
@@ -171,6 +173,16 @@ def render(backend: Backend, info: ModelInfo | None = None) -> CompareTab:
         return out
 
     with_api_signature(compare, list(inputs), optional=optional_inputs(inputs))
+    slot_help = {}
+    for k in range(1, len(slots) + 1):
+        slot_help.update({f"enabled_{k}": f"generate with setting {k}", f"guidance_{k}": f"setting {k}'s guidance",
+                          f"text_scale_{k}": f"setting {k}'s text_scale",
+                          f"bridge_scale_{k}": f"setting {k}'s bridge_scale"})
+    mcp_tool(compare, "compare", api_docstring(
+        "Generate one prompt with one seed under 2 to 4 guidance settings (CFG modes and scales) side by side, to "
+        "compare how guidance changes the video and its synchronised audio.", list(inputs),
+        "one mp4 and its figures per setting (None and a note for a setting that is off), a summary table, the "
+        "seed used and every clip's details (JSON)", slot_help))
     outputs = [*(s.video for s in slots), *(s.figures for s in slots), table, controls.seed, details]
     done = button.click(
         compare, inputs_kwargs=inputs, outputs=outputs, api_name="compare", preprocess=False,

@@ -29,8 +29,9 @@ import anyio
 import gradio as gr
 
 from mova import validation
-from mova.backends import Backend
-from mova.settings import GenerationCancelled, GenerationSettings, ModelInfo
+from mova.backends import Backend, CostEstimate
+from mova.backends.base import COST_PROMPT
+from mova.settings import GenerationCancelled, GenerationSettings, ModelInfo, setting_fields
 from ui.widgets import (
     NO_LORA,
     GenerationControls,
@@ -53,6 +54,14 @@ STAGE_LABELS = MappingProxyType({
 
 TITLES = MappingProxyType({"it2va": "Image+Text → Video+Audio", "t2va": "Text → Video+Audio"})
 API_NAMES = MappingProxyType({"it2va": "generate_i2va", "t2va": "generate_t2va"})
+API_SUMMARIES = MappingProxyType({
+    "it2va": "Generate a video with synchronised audio (speech, sound effects, music) from a first frame and a text "
+             "prompt with MOVA (IT2VA). Settings left empty take the model's defaults.",
+    "t2va": "Generate a video with synchronised audio (speech, sound effects, music) from a text prompt alone with "
+            "MOVA (T2VA: MOVA's white first frame). Settings left empty take the model's defaults.",
+})
+API_RETURNS = "the mp4 (H.264 video + AAC audio), the seed used, the clip's figures (Markdown: NFE, time, " \
+              "audio-visual offset, loudness) and its details (JSON)"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,6 +164,38 @@ def optional_inputs(inputs: dict[str, Any]) -> tuple[str, ...]:
     return tuple(name for name, component in inputs.items() if getattr(component, "value", None) is None)
 
 
+UI_PARAMETER_HELP = MappingProxyType({
+    "image": "the first frame: an image file (PNG, JPEG or WebP) uploaded to this app",
+    "randomize_seed": "true: draw a new seed (the one used is returned); false: use seed",
+})
+
+
+def api_docstring(summary: str, names: list[str], returns: str, help_text: dict[str, str] | None = None) -> str:
+    """A Google-style docstring for an API handler: ``summary``, one ``Args`` line per parameter (the settings'
+    help, the UI parameters' help, ``help_text``), ``returns``. Gradio reads it for the API page and the MCP tool's
+    description and parameter descriptions (``gradio.utils.get_function_description``)."""
+    declared = {name: spec.help for name, _, spec in setting_fields()}
+    known = {**declared, **UI_PARAMETER_HELP, **(help_text or {})}
+    args = [f"    {name}: {known.get(name, '')}".rstrip() for name in names]
+    return "\n".join([summary, "", "Args:", *args, "", "Returns:", f"    {returns}"])
+
+
+def mcp_tool(fn: Callable, name: str, doc: str) -> Callable:
+    """Name and describe a handler as an MCP tool: Gradio's MCP server names a tool after the function and takes its
+    description from the docstring."""
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    return fn
+
+
+def not_an_mcp_tool(fn: Callable) -> Callable:
+    """Keep a public API event out of the MCP server's tool list (arena votes are for people). Gradio 6.31 has no
+    per-event switch: its ``list_tools`` skips a function whose ``_mcp_type`` is not ``"tool"``, the attribute its
+    ``gr.mcp`` decorators set; tests/test_space.py checks the tool list, so a change there shows."""
+    fn._mcp_type = "none"  # type: ignore[attr-defined]
+    return fn
+
+
 def with_api_signature(fn: Callable, names: list[str], optional: tuple[str, ...] = ()) -> Callable:
     """Give a ``(progress, **values)`` handler an explicit keyword signature, so the API page lists each parameter
     and ``optional`` ones (inputs whose component starts empty) default to ``None`` for API callers."""
@@ -246,6 +287,36 @@ def format_seconds(seconds: float) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Cost before Generate
+# ----------------------------------------------------------------------------------------------------------------
+
+COST_INPUTS = ("height", "width", "num_frames", "fps", "num_inference_steps", "guidance")  # what the cost reads
+
+
+def cost_markdown(estimate: CostEstimate) -> str:
+    """The line under the Generate button: the estimated time (against ZeroGPU's limit on a Space), the work
+    relative to the default clip, and how the estimate was made."""
+    work = f"{estimate.work_ratio:.2g}× the work of the default clip"
+    if estimate.seconds is None:
+        return f"**Cost:** {work} ({estimate.basis})."
+    if estimate.limit_s is None:
+        return f"**Estimated time:** ≈ {format_seconds(estimate.seconds)} · {work} ({estimate.basis})."
+    head = f"**Estimated GPU time:** ≈ {format_seconds(estimate.seconds)}"
+    if estimate.seconds > estimate.limit_s:
+        return (f"{head}, more than the {format_seconds(estimate.limit_s)} a ZeroGPU task may take: lower "
+                f"num_inference_steps, num_frames or the resolution · {work} ({estimate.basis}).")
+    return f"{head} of the {format_seconds(estimate.limit_s)} a ZeroGPU task may take · {work} ({estimate.basis})."
+
+
+def cost_text(backend: Backend, values: dict[str, Any]) -> str:
+    """:func:`cost_markdown` for form values (API names; the prompt plays no part), or why there is none yet."""
+    try:
+        return cost_markdown(backend.estimate(GenerationSettings.from_values({**values, "prompt": COST_PROMPT})))
+    except ValueError as exc:
+        return f"**Cost:** not estimated: {public_message(str(exc))}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Form values → settings
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -299,6 +370,7 @@ class GenerateTab:
     figures: gr.Markdown
     details: gr.JSON
     done: Any  # the generate event's dependency, for chaining (session history)
+    cost: gr.Markdown  # the estimated cost of the current settings, under the button
 
 
 def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
@@ -312,6 +384,9 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
             with gr.Row():
                 button = gr.Button("Generate", variant="primary", elem_id=f"{kind}-generate", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id=f"{kind}-stop", scale=1)
+            cost_names = [name for name in COST_INPUTS if name in controls.by_name]
+            cost = gr.Markdown(cost_text(backend, {name: controls.by_name[name].value for name in cost_names}),
+                               elem_id=f"{kind}-cost")
         with gr.Column(scale=1, min_width=320):
             video = gr.Video(label="video", interactive=False, buttons=["download"], elem_id=f"{kind}-video")
             figures = gr.Markdown(label="figures", elem_id=f"{kind}-figures")
@@ -339,6 +414,7 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
 
     inputs = controls.inputs()
     with_api_signature(generate, list(inputs), optional=optional_inputs(inputs))
+    mcp_tool(generate, API_NAMES[kind], api_docstring(API_SUMMARIES[kind], list(inputs), API_RETURNS))
     # preprocess=False: the first frame arrives as its uploaded file, so a non-image gets our clear message.
     done = button.click(
         generate, inputs_kwargs=inputs, outputs=[video, controls.seed, figures, details], api_name=API_NAMES[kind],
@@ -346,7 +422,16 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
         concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
     )
     stop.click(None, cancels=[done], api_visibility="private", queue=False)
-    return GenerateTab(kind, controls, button, video, figures, details, done)
+
+    def update_cost(*values: Any) -> str:
+        return cost_text(backend, dict(zip(cost_names, values)))
+
+    # Updated as the settings change, and after each clip (a local estimate is scaled from the latest clip).
+    cost_inputs = [controls.by_name[name] for name in cost_names]
+    cost_events = dict(api_visibility="private", queue=False, show_progress="hidden")
+    gr.on([component.change for component in cost_inputs], update_cost, cost_inputs, cost, **cost_events)
+    done.then(update_cost, cost_inputs, cost, **cost_events)
+    return GenerateTab(kind, controls, button, video, figures, details, done, cost)
 
 
 def build(backend: Backend, *, with_image: bool) -> gr.Blocks:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from ui.generate import not_an_mcp_tool
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -144,6 +146,7 @@ def build(service: ArenaService, *, rounds: int = 200, seed: int = 0) -> gr.Bloc
             return {category: gr.Dropdown(choices=choices), **show(category_value, method_value)}
 
         outputs = [summary, table, plot, matrix]
+        not_an_mcp_tool(show)  # the arena's pages stay out of the MCP server
         queue = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": CONCURRENCY_LIMIT}
         demo.load(on_load, [category, method], [category, *outputs], api_visibility="private", **queue)
         gr.on([refresh.click, category.input, method.input], show, [category, method], outputs,

@@ -76,6 +76,15 @@ def render(provider: Any = None) -> PromptingTab:
 
     @user_errors
     def describe(image: Any) -> tuple[str, str]:
+        """Describe a first frame in MOVA's caption style (the scene, the people, what could sound), as the start
+        of a generation prompt.
+
+        Args:
+            image: the first frame: an image file (PNG, JPEG or WebP) uploaded to this app
+
+        Returns:
+            the description and notes on how it was made (which provider, warnings)
+        """
         path = image_path(image)
         if path is None:
             raise ValueError("image is missing: upload a first frame to describe")
@@ -87,12 +96,32 @@ def render(provider: Any = None) -> PromptingTab:
 
     @user_errors
     def rewrite(prompt: str, description: str | None, language: str | None) -> tuple[str, str]:
+        """Rewrite a short prompt in MOVA's training-caption style: quoted dialogue kept verbatim, and a final
+        "The audio shows..." paragraph naming the sounds.
+
+        Args:
+            prompt: what should happen and be heard in the clip
+            description: optional description of the first frame (from describe)
+            language: the language of the rewritten prompt (default English)
+
+        Returns:
+            the rewritten prompt and notes on how it was made (which provider, the rules enforced, warnings)
+        """
         english = (language or "").strip().lower() in ("", "english", "en")
         result = prompting.rewrite(prompt, description or None, None if english else language, provider=provider)
         return result.text, notes_markdown(result.provider, result.rules_enforced, result.warnings, result.fell_back)
 
     @user_errors
     def first_frame_prompt(prompt: str, aspect: str) -> tuple[str, str]:
+        """Write a text-to-image prompt for a first frame that fits a video prompt, for an image model.
+
+        Args:
+            prompt: the video prompt
+            aspect: the frame's aspect ratio, 16:9 or 9:16
+
+        Returns:
+            the image prompt and notes on how it was made
+        """
         result = prompting.make_first_frame_prompt(prompt, aspect, provider=provider)
         return result.text, notes_markdown(result.provider, result.rules_enforced, result.warnings, result.fell_back)
 

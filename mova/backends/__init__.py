@@ -18,25 +18,35 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mova.backends.base import Backend, ModelUnavailableError, ProgressFn, resolve_model_folder
+from mova.backends.base import (
+    Backend,
+    CostEstimate,
+    ModelUnavailableError,
+    ProgressFn,
+    load_pipeline,
+    resolve_model_folder,
+)
 
 _LAZY = {
     "LocalBackend": "mova.backends.local",
     "ZeroGPUBackend": "mova.backends.zerogpu",
-    "DurationModel": "mova.backends.zerogpu",
+    "DurationModel": "mova.backends.durations",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from mova.backends.local import LocalBackend
-    from mova.backends.zerogpu import DurationModel, ZeroGPUBackend
+    from mova.backends.durations import DurationModel
+    from mova.backends.zerogpu import ZeroGPUBackend
 
 __all__ = [
     "Backend",
+    "CostEstimate",
     "DurationModel",
     "LocalBackend",
     "ModelUnavailableError",
     "ProgressFn",
     "ZeroGPUBackend",
+    "load_pipeline",
     "resolve_model_folder",
 ]
 

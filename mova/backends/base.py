@@ -11,22 +11,39 @@ import abc
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mova import outputs
+from mova.backends.durations import DurationModel
 from mova.outputs import Clip, OutputsPolicy, resolve_data_dir
 from mova.settings import GenerationSettings, ModelInfo
 from mova.validation import MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mova.pipeline import GenerationResult
+    from mova.pipeline import GenerationResult, MOVAPipeline
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Backend", "ModelUnavailableError", "ProgressFn", "resolve_model_folder"]
+__all__ = ["Backend", "CostEstimate", "ModelUnavailableError", "ProgressFn", "load_pipeline",
+           "resolve_model_folder"]
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total), the pipeline's callback type
+COST_PROMPT = "cost estimate"  # settings built only to estimate a cost carry this prompt (the cost ignores it)
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a request will cost before it runs. ``seconds``: the estimate (``None`` while there is no basis for
+    one); ``basis``: how it was made, in words for the user; ``limit_s``: the most one request may take (ZeroGPU's
+    task limit; ``None`` for no limit); ``work_ratio``: height × width × num_frames × steps × NFE relative to the
+    model's default request."""
+
+    seconds: float | None
+    basis: str
+    limit_s: float | None = None
+    work_ratio: float = 1.0
 
 
 class ModelUnavailableError(RuntimeError):
@@ -47,6 +64,7 @@ class Backend(abc.ABC):
         self.data_dir = resolve_data_dir(data_dir)
         self.outputs_policy = OutputsPolicy.from_env()
         outputs.sweep(self.outputs_dir)
+        self._last_clip: DurationModel | None = None  # stage times of the latest clip here, for estimates
 
     @abc.abstractmethod
     def model_info(self) -> ModelInfo:
@@ -78,6 +96,7 @@ class Backend(abc.ABC):
         if not isinstance(settings, GenerationSettings):
             raise ValueError(f"settings must be a GenerationSettings, got {type(settings).__name__}")
         result = self._run(settings, progress)
+        self._last_clip = DurationModel.from_result(result.settings, result.timings)
         if progress is not None:
             progress("encode", 0, 1)
         clip = outputs.save_clip(result, self.outputs_dir)
@@ -88,6 +107,27 @@ class Backend(abc.ABC):
                     clip.timings["wall"], clip.video_path)
         return clip
 
+    def estimate(self, settings: GenerationSettings) -> CostEstimate:
+        """What ``settings`` (resolved with the model's defaults here) will cost: on this machine, the latest clip's
+        stage times scaled to the request (:meth:`DurationModel.from_result`); before any clip, only the work
+        relative to the default request. Raises ValueError for settings the model refuses."""
+        resolved = self.model_info().check(settings)
+        ratio = self.work_ratio(resolved)
+        measured = self._last_clip
+        if measured is None:
+            return CostEstimate(None, "no clip has been timed on this machine yet", work_ratio=ratio)
+        return CostEstimate(measured.estimate_settings(resolved), "scaled from the latest clip on this machine",
+                            work_ratio=ratio)
+
+    def work_ratio(self, resolved: GenerationSettings) -> float:
+        """height × width × num_frames × steps × NFE of ``resolved`` over the model's default request's."""
+        default = self.model_info().resolve(GenerationSettings(prompt=COST_PROMPT))
+
+        def work(s: GenerationSettings) -> float:
+            return float(s.height * s.width * s.num_frames * s.nfe)
+
+        return work(resolved) / work(default)
+
     @abc.abstractmethod
     def _run(self, settings: GenerationSettings, progress: ProgressFn | None) -> GenerationResult:
         """One pipeline call for checked settings."""
@@ -96,13 +136,14 @@ class Backend(abc.ABC):
         """Release the model (tests, reloads)."""
 
 
-def resolve_model_folder(model: str | os.PathLike) -> Path:
-    """The local folder of ``"demo"``, a checkpoint folder or a Hub repo id (``mova.hub``; fetched into the HF cache).
-    ModelUnavailableError when there is none or it holds no ``model_index.json``, with what to pass instead."""
+def resolve_model_folder(model: str | os.PathLike, revision: str | None = None) -> Path:
+    """The local folder of ``"demo"``, a checkpoint folder or a Hub repo id (``mova.hub``; fetched into the HF cache,
+    only the cache with ``HF_HUB_OFFLINE=1``). ModelUnavailableError when there is none or it holds no
+    ``model_index.json``, with what to pass instead."""
     from mova.hub import resolve_checkpoint
 
     try:
-        folder = resolve_checkpoint(model)
+        folder = resolve_checkpoint(model, revision=revision)
     except ValueError as exc:
         raise ModelUnavailableError(f"{exc}. Pass a MOVA checkpoint folder or Hub repo id with --model or MOVA_MODEL, "
                                     "or --model demo for the shipped demo checkpoint.") from None
@@ -113,3 +154,23 @@ def resolve_model_folder(model: str | os.PathLike) -> Path:
             "model_index.json) or a Hub repo id (org/name) with --model or MOVA_MODEL, or --model demo for the "
             "shipped demo checkpoint.")
     return folder
+
+
+def load_pipeline(model: str | os.PathLike = "demo", *, revision: str | None = None, dtype: Any = None,
+                  **kwargs: Any) -> MOVAPipeline:
+    """``MOVAPipeline.from_pretrained`` for what a user named: ``"demo"``, a checkpoint folder, or a Hub repo id at
+    ``revision``, after :func:`resolve_model_folder` has made sure it exists (``kwargs``: device, offload).
+
+    Raises:
+        ModelUnavailableError: a missing folder or demo checkpoint, or a repo the Hub (or, offline, the cache)
+            cannot give, with what to pass instead.
+    """
+    from mova.pipeline import MOVAPipeline
+
+    folder = resolve_model_folder(model, revision)
+    logger.info("loading %s from %s (%s)", os.fspath(model), folder, _placement({"dtype": dtype, **kwargs}))
+    return MOVAPipeline.from_pretrained(model, revision=revision, torch_dtype=dtype, **kwargs)
+
+
+def _placement(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in kwargs.items() if v is not None) or "default placement"

@@ -29,20 +29,21 @@ _STOP = ("stop", None)
 
 
 class DistributedBackend(LocalBackend):
-    """Args: ``model``, ``data_dir``, ``loras`` as :class:`LocalBackend`; ``sp`` sequence-parallel degree;
+    """Args: ``model``, ``revision``, ``data_dir``, ``loras`` as :class:`LocalBackend`; ``sp`` sequence-parallel degree;
     ``cfg_parallel`` spreads guidance branches over ``WORLD_SIZE / sp`` ranks."""
 
     name = "distributed"
 
-    def __init__(self, model: str | os.PathLike = "demo", *, sp: int = 1, cfg_parallel: bool = False,
-                 dtype: Any = None, data_dir: str | os.PathLike | None = None, loras: Any = None) -> None:
+    def __init__(self, model: str | os.PathLike = "demo", *, revision: str | None = None, sp: int = 1,
+                 cfg_parallel: bool = False, dtype: Any = None, data_dir: str | os.PathLike | None = None,
+                 loras: Any = None) -> None:
         from mova.parallel import init_parallel
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         cfg = world // sp if cfg_parallel else 1
         self.state = init_parallel(sp=sp, cfg=cfg)
-        super().__init__(model, device=str(self.state.device), dtype=dtype, offload="none", data_dir=data_dir,
-                         loras=loras)
+        super().__init__(model, revision=revision, device=str(self.state.device), dtype=dtype, offload="none",
+                         data_dir=data_dir, loras=loras)
         self.pipeline.enable_parallel(self.state)
         self._closed = False
 

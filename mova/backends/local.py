@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mova.backends.base import Backend, ProgressFn, resolve_model_folder
+from mova.backends.base import Backend, ProgressFn, load_pipeline
 from mova.settings import GenerationSettings, ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,7 +27,9 @@ class LocalBackend(Backend):
     """Generate with a :class:`~mova.pipeline.MOVAPipeline` in this process.
 
     Args:
-        model: ``"demo"`` or a checkpoint folder (official layout). Ignored when ``pipeline`` is given.
+        model: ``"demo"``, a checkpoint folder (official layout) or a Hub repo id (``org/name``, through the
+            Hugging Face cache; see :func:`~mova.backends.base.load_pipeline`). Ignored when ``pipeline`` is given.
+        revision: the Hub commit, branch or tag of a repo id (default: ``main``).
         device, dtype, offload: passed to ``MOVAPipeline.from_pretrained`` (offload ``none|model|sequential``).
         data_dir: outputs go to ``<data_dir>/outputs`` (default ``$MOVA_DATA_DIR`` or ``./data``).
         loras: LoRA adapters the UI may pick, name → adapter folder (``mova.lora`` format), registered with the
@@ -35,21 +37,17 @@ class LocalBackend(Backend):
         pipeline: an already loaded pipeline (tests, notebooks).
 
     Raises:
-        ModelUnavailableError: the folder (or the demo checkpoint) is missing.
+        ModelUnavailableError: the folder, the demo checkpoint or the Hub repo is not to be had.
     """
 
     name = "local"
 
-    def __init__(self, model: str | os.PathLike = "demo", *, device: str | None = None, dtype: Any = None,
-                 offload: str = "none", data_dir: str | os.PathLike | None = None,
+    def __init__(self, model: str | os.PathLike = "demo", *, revision: str | None = None, device: str | None = None,
+                 dtype: Any = None, offload: str = "none", data_dir: str | os.PathLike | None = None,
                  loras: Mapping[str, str | os.PathLike] | None = None, pipeline: MOVAPipeline | None = None) -> None:
         super().__init__(data_dir=data_dir)
         if pipeline is None:
-            from mova.pipeline import MOVAPipeline
-
-            folder = resolve_model_folder(model)
-            logger.info("loading %s (device=%s, dtype=%s, offload=%s)", folder, device, dtype, offload)
-            pipeline = MOVAPipeline.from_pretrained(model, device=device, torch_dtype=dtype, offload=offload)
+            pipeline = load_pipeline(model, revision=revision, device=device, dtype=dtype, offload=offload)
         self.pipeline = pipeline
         for name, path in (loras or {}).items():
             pipeline.register_lora(name, path)

@@ -90,8 +90,8 @@ def video_rope(grid: tuple[int, int, int], split: tuple[int, int, int], device: 
     """
     f, h, w = grid
     parts = []
-    for size, dim, shape in ((f, split[0], (f, 1, 1)), (h, split[1], (1, h, 1)), (w, split[2], (1, 1, w))):
-        angles = rope_angles(torch.arange(size, device=device), dim)  # [size, dim/2]
+    for n, dim, shape in ((f, split[0], (f, 1, 1)), (h, split[1], (1, h, 1)), (w, split[2], (1, 1, w))):
+        angles = rope_angles(torch.arange(n, device=device), dim)  # [n, dim/2]
         parts.append(angles.view(*shape, dim // 2).expand(f, h, w, dim // 2))
     return torch.cat(parts, dim=-1).reshape(f * h * w, -1)
 

@@ -1,0 +1,263 @@
+"""Ahead-of-time compilation of the denoiser's repeated blocks for ZeroGPU, with the ``spaces`` package's AoT helpers.
+
+ZeroGPU runs each generation in a short-lived worker, where ``torch.compile`` would compile again every time; an AoT
+graph is compiled once and loaded in the worker. Regionally, as ``DualTowerDenoiser.compile_blocks`` does with
+``torch.compile``: every repeated block class of the towers and the bridge (their ``_repeated_blocks``) is compiled
+once per call signature and shared by every block of that class, each with its own weights.
+
+1. :func:`record_block_calls` runs one denoising step of the Space's default request and records each block's call
+   signatures (tensor shapes, dtypes and the other arguments) and one example call per block class and signature
+   (``spaces.aoti_capture`` does this for one call and then stops the run; a recorder of our own sees them all).
+2. :func:`plan_groups` groups blocks by (class, signature); a block called with two signatures (the bridge's a2v and
+   v2a directions share a class) stays eager.
+3. :func:`compile_archives` exports one block per group (``torch.export``) and compiles it with
+   ``spaces.aoti_compile`` — inside a ``spaces.GPU`` task on ZeroGPU — keeping only the compiled package (bytes).
+4. :func:`apply_archives` gives each block an :class:`AotBlockForward`: the package, loaded once per process with
+   the block's own live weights as user-managed constants (no second copy), for calls of the compiled signature,
+   and the block's eager forward for any other (another resolution or clip length). ``spaces.aoti_apply`` is not
+   used: it drains the module's parameters, which would leave no eager path for other shapes.
+
+:func:`prepare` does all of it and returns an :class:`AotReport`; anything that rules AoT out (no CUDA device, an
+offload mode, parallel inference, ``MOVA_AOT=0``, an export or compile failure) leaves the pipeline eager and logs
+the reason. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from mova.pipeline import MOVAPipeline
+    from mova.settings import GenerationSettings
+
+logger = logging.getLogger(__name__)
+
+AOT_ENV = "MOVA_AOT"  # "0" keeps the Space eager
+EXPERT_TWINS = {"video_dit_2": "video_dit"}  # the low-noise expert's blocks are shaped as the high-noise one's
+COMPILE_TASK_S = 1500  # the GPU task that compiles at start-up (ZeroGPU grants long tasks at start-up)
+
+
+@dataclass
+class AotReport:
+    """What :func:`prepare` did: ``compiled`` blocks run an AoT graph for ``settings``' shapes; ``reason`` says why
+    the pipeline stayed eager (or which blocks did)."""
+
+    compiled: bool
+    reason: str = ""
+    blocks: int = 0  # blocks given a compiled graph
+    graphs: int = 0  # graphs compiled (one per block class and call signature)
+    eager_blocks: list[str] = field(default_factory=list)
+
+
+def call_signature(args: tuple, kwargs: dict) -> tuple:
+    """What an AoT graph is specialised to: each tensor's shape, dtype and device, every other value as is
+    (tuples and lists walked)."""
+    import torch
+
+    def sig(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return ("tensor", tuple(value.shape), str(value.dtype), str(value.device))
+        if isinstance(value, (tuple, list)):
+            return (type(value).__name__, tuple(sig(v) for v in value))
+        return ("value", repr(value))
+
+    return sig(tuple(args)), tuple(sorted((k, sig(v)) for k, v in kwargs.items()))
+
+
+def repeated_blocks(pipeline: MOVAPipeline) -> dict[str, torch.nn.Module]:
+    """Every repeated block of the denoiser (``_repeated_blocks`` of each expert, the audio DiT and the bridge), by
+    its module path."""
+    den = pipeline.denoiser
+    blocks = {}
+    for prefix, model in (("video_dit", den.video_dit), ("video_dit_2", den.video_dit_2), ("audio_dit", den.audio_dit),
+                          ("bridge", den.bridge)):
+        if model is None:
+            continue
+        names = set(model._repeated_blocks)
+        for path, module in model.named_modules():
+            if type(module).__name__ in names:
+                blocks[f"{prefix}.{path}"] = module
+    return blocks
+
+
+def record_block_calls(pipeline: MOVAPipeline, settings: GenerationSettings, blocks: dict[str, torch.nn.Module],
+                       ) -> tuple[dict[str, list[tuple]], dict[tuple, tuple[tuple, dict]]]:
+    """Run one denoising step of ``settings`` (latents only). Returns each block's call signatures (blocks the step
+    does not reach, such as the low-noise expert, have none) and one example call (args, kwargs) per (block class,
+    signature) — kept once per class, not per block, since a full-size block's inputs are hundreds of MB."""
+    calls: dict[str, list[tuple]] = {path: [] for path in blocks}
+    examples: dict[tuple, tuple[tuple, dict]] = {}
+    originals = {}
+
+    def recorder(path: str, forward: Callable) -> Callable:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            signature = call_signature(args, kwargs)
+            if signature not in calls[path]:
+                calls[path].append(signature)
+            examples.setdefault((type(blocks[path]).__name__, signature), (args, kwargs))
+            return forward(*args, **kwargs)
+        return record
+
+    try:
+        for path, block in blocks.items():
+            originals[path] = block.forward
+            block.forward = recorder(path, block.forward)
+        pipeline(settings.replace(num_inference_steps=1), output_type="latent")
+    finally:
+        for path, block in blocks.items():
+            if path in originals:
+                block.forward = originals[path]
+    return calls, examples
+
+
+def plan_groups(blocks: dict[str, torch.nn.Module], calls: dict[str, list[tuple]]) -> tuple[dict[tuple, list[str]],
+                                                                                            list[str]]:
+    """(class name, signature) → the blocks to compile together, and the blocks left eager. A block called with one
+    signature joins its group; a block of the low-noise expert, which the recorded step does not reach, joins the
+    group of its twin in the high-noise expert (the same architecture, called with the same shapes); a block
+    called with several signatures, or unreached with no twin, stays eager."""
+    groups: dict[tuple, list[str]] = {}
+    group_of: dict[str, tuple] = {}
+    eager, unreached = [], []
+    for path, block in blocks.items():
+        signatures = calls.get(path, [])
+        if len(signatures) == 1:
+            key = (type(block).__name__, signatures[0])
+            groups.setdefault(key, []).append(path)
+            group_of[path] = key
+        elif not signatures:
+            unreached.append(path)
+        else:
+            eager.append(path)
+    for path in unreached:
+        model, _, rest = path.partition(".")
+        twin = f"{EXPERT_TWINS.get(model, model)}.{rest}"
+        if twin != path and twin in group_of:
+            groups[group_of[twin]].append(path)
+        else:
+            eager.append(path)
+    return groups, eager
+
+
+def compile_archives(blocks: dict[str, torch.nn.Module], examples: dict[tuple, tuple[tuple, dict]],
+                     groups: dict[tuple, list[str]]) -> dict[tuple, bytes]:
+    """One ``torch.export`` + ``spaces.aoti_compile`` per group (of its example call, on its first block); the
+    compiled packages as bytes (picklable, so a ZeroGPU task can return them)."""
+    import spaces
+    import torch
+
+    archives = {}
+    for key, paths in groups.items():
+        args, kwargs = examples[key]
+        exported = torch.export.export(blocks[paths[0]], args=tuple(args), kwargs=dict(kwargs))
+        compiled = spaces.aoti_compile(exported)
+        archives[key] = compiled.archive_file.getvalue()
+        logger.info("AoT: compiled %s for %d block(s)", key[0], len(paths))
+    return archives
+
+
+def load_package(archive: bytes, block: torch.nn.Module) -> Callable:
+    """The compiled package with ``block``'s live weights as its constants (user-managed: no copy)."""
+    from io import BytesIO
+
+    import torch
+
+    model = torch._inductor.aoti_load_package(BytesIO(archive))
+    weights = {**dict(block.named_parameters()), **dict(block.named_buffers())}
+    model.load_constants({name: weights[name] for name in model.get_constant_fqns()}, check_full_update=True,
+                         user_managed=True)
+    return model
+
+
+class AotBlockForward:
+    """A block's forward: the AoT graph for calls of the signature it was compiled for, the eager forward for any
+    other. The package is loaded on the first matching call in each process (ZeroGPU's worker) and kept there."""
+
+    def __init__(self, block: torch.nn.Module, eager: Callable, archive: bytes, signature: tuple,
+                 loader: Callable[[bytes, torch.nn.Module], Callable] = load_package) -> None:
+        self.block, self.eager, self.archive, self.signature, self.loader = block, eager, archive, signature, loader
+        self._model: ContextVar[Callable | None] = ContextVar("aot_model", default=None)
+        self.compiled_calls = 0
+        self.eager_calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if call_signature(args, kwargs) != self.signature:
+            self.eager_calls += 1
+            return self.eager(*args, **kwargs)
+        model = self._model.get()
+        if model is None:
+            model = self.loader(self.archive, self.block)
+            self._model.set(model)
+        self.compiled_calls += 1
+        return model(*args, **kwargs)
+
+    def __reduce__(self):  # a process that receives it loads the package again
+        return AotBlockForward, (self.block, self.eager, self.archive, self.signature, self.loader)
+
+
+def apply_archives(blocks: dict[str, torch.nn.Module], groups: dict[tuple, list[str]],
+                   archives: dict[tuple, bytes]) -> int:
+    """Give each grouped block its :class:`AotBlockForward`; returns how many blocks got one."""
+    count = 0
+    for key, paths in groups.items():
+        for path in paths:
+            block = blocks[path]
+            block.forward = AotBlockForward(block, block.forward, archives[key], key[1])
+            count += 1
+    return count
+
+
+def why_not(pipeline: MOVAPipeline, env: dict[str, str] | None = None) -> str | None:
+    """Why AoT cannot run here (``None`` when it can)."""
+    env = os.environ if env is None else env
+    if env.get(AOT_ENV, "").strip().lower() in ("0", "false", "no", "off"):
+        return f"{AOT_ENV}={env[AOT_ENV]} turns it off"
+    import torch
+
+    if not torch.cuda.is_available() or pipeline.device.type != "cuda":
+        return f"no CUDA device (the pipeline runs on {pipeline.device}; spaces' AoT compiles CUDA graphs)"
+    if pipeline.offload != "none":
+        return f"offload={pipeline.offload!r} moves blocks between devices; AoT needs offload='none'"
+    if pipeline.parallel is not None:
+        return "parallel inference (sequence / CFG parallel) is not compiled ahead of time"
+    try:
+        from spaces.zero.torch import aoti  # noqa: F401 - needs torch >= 2.8
+    except Exception as exc:  # noqa: BLE001 - any import failure is a reason to stay eager
+        return f"spaces' AoT helpers cannot be imported ({type(exc).__name__}: {exc})"
+    return None
+
+
+def prepare(pipeline: MOVAPipeline, settings: GenerationSettings,
+            gpu_task: Callable[[Callable], Callable] | None = None) -> AotReport:
+    """Compile the denoiser's repeated blocks ahead of time for ``settings``' shapes (resolved settings: the
+    Space's default request), or leave the pipeline eager and log why. ``gpu_task`` wraps the recording and
+    compiling (``spaces.GPU(duration=COMPILE_TASK_S)`` on ZeroGPU; default: run here)."""
+    reason = why_not(pipeline)
+    if reason is not None:
+        logger.info("AoT compile skipped, the denoiser runs eager: %s", reason)
+        return AotReport(compiled=False, reason=reason)
+    blocks = repeated_blocks(pipeline)
+
+    def record_and_compile() -> tuple[dict, list, dict]:
+        calls, examples = record_block_calls(pipeline, settings, blocks)
+        groups, eager = plan_groups(blocks, calls)
+        return groups, eager, compile_archives(blocks, examples, groups)
+
+    try:
+        groups, eager, archives = (gpu_task(record_and_compile) if gpu_task else record_and_compile)()
+    except Exception as exc:  # noqa: BLE001 - export/inductor failures of any kind fall back to eager
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning("AoT compile failed, the denoiser runs eager: %s", reason, exc_info=exc)
+        return AotReport(compiled=False, reason=reason)
+    count = apply_archives(blocks, groups, archives)
+    if eager:
+        logger.info("AoT: %d block(s) stay eager (called with several shapes): %s", len(eager), ", ".join(eager[:5]))
+    return AotReport(compiled=count > 0, reason="" if count else "no block to compile", blocks=count,
+                     graphs=len(archives), eager_blocks=eager)
