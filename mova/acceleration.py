@@ -61,7 +61,7 @@ def fp8_unavailable(device: torch.device) -> str | None:
 def _rowwise_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[M, K] → (e4m3 [M, K], float32 scale [M, 1]) with x ≈ e4m3 · scale."""
     scale = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-8) / E4M3_MAX
-    return (x.float() / scale).to(torch.float8_e4m3fn), scale
+    return (x.float() / scale).to(torch.float8_e4m3fn).contiguous(), scale  # cuBLASLt wants row-major
 
 
 def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

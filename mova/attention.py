@@ -132,24 +132,31 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionB
     return out.transpose(1, 2)
 
 
-def _fa3(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **descales: torch.Tensor) -> torch.Tensor:
-    out = _fa3_module().flash_attn_func(q, k, v, **descales)
-    return out[0] if isinstance(out, tuple) else out
-
-
+FA3_HEAD_DIMS = (64, 96, 128, 192, 256)  # the head sizes FlashAttention-3 has kernels for
 E4M3_MAX = 448.0
+
+
+def _fa3(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fp8: bool = False) -> torch.Tensor:
+    """FA3 on [B, L, H, D] (``fp8``: on e4m3 copies, below). A head size FA3 lacks is zero-padded to the next one it
+    has: the logits and the output's first D channels are unchanged, the softmax scale stays 1/sqrt(D)."""
+    D = q.shape[-1]
+    pad = next((d for d in FA3_HEAD_DIMS if d >= D), D) - D
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+    descales = {}
+    if fp8:
+        k = k - k.mean(dim=1, keepdim=True)  # smoothed keys: the same softmax, a smaller range to quantise
+        (q, sq), (k, sk), (v, sv) = _to_e4m3(q), _to_e4m3(k), _to_e4m3(v)
+        descales = dict(q_descale=sq, k_descale=sk, v_descale=sv)
+    out = _fa3_module().flash_attn_func(q, k, v, softmax_scale=D ** -0.5, **descales)
+    out = out[0] if isinstance(out, tuple) else out
+    return out[..., :D] if pad else out
 
 
 def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, L, H, D] → (e4m3 [B, L, H, D], float32 descale [B, H]): each (batch, head) scaled by amax / 448."""
     scale = x.abs().amax(dim=(1, 3)).float().clamp(min=1e-8) / E4M3_MAX  # [B, H]
     return (x.float() / scale[:, None, :, None]).to(torch.float8_e4m3fn), scale
-
-
-def _fa3_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    k = k - k.mean(dim=1, keepdim=True)  # smoothed keys: the same softmax, a smaller range to quantise
-    (qf, sq), (kf, sk), (vf, sv) = _to_e4m3(q), _to_e4m3(k), _to_e4m3(v)
-    return _fa3(qf, kf, vf, q_descale=sq, k_descale=sk, v_descale=sv).to(q.dtype)
 
 
 def attention(
@@ -175,7 +182,7 @@ def attention(
             raise ValueError("attention backend 'fa3_fp8' needs FlashAttention-3 (the fa3-fwd package), CUDA tensors "
                              "and no kv_mask")
         _log_once(device_type, "FlashAttention-3, e4m3")
-        return _fa3_fp8(q, k, v)
+        return _fa3(q, k, v, fp8=True).to(q.dtype)
     use_fa3 = (
         kv_mask is None and device_type == "cuda" and q.dtype in (torch.bfloat16, torch.float16)
         and (backend is AttentionBackend.FA3 or (backend is AttentionBackend.AUTO and _fa3_available()))

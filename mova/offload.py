@@ -5,6 +5,16 @@ in pinned host memory; just before a block runs, its weights are on the GPU, and
 block's weights are copied on a side CUDA stream, so copies overlap compute. After a block has run its GPU
 copies are dropped. Everything else of the model (embeddings, heads: a few hundred MB) stays on the GPU.
 The order of blocks is recorded during the first forward and used for prefetching afterwards.
+
+Why not diffusers' group offloading (``apply_group_offloading`` / ``enable_group_offload``), measured on one H200
+(360p, text CFG, eager, cuDNN; ``benchmarks/results/step_time_360p_{stream,groupoffload}_h200.json``): its
+``block_level`` kind onloads a model's non-block weights and records the prefetch order in that model's own
+``forward``, which the dual-tower denoiser never calls (it runs the towers' embeddings, blocks and heads itself), so
+it cannot run here; ``leaf_level`` with ``use_stream=True`` ran at 10.93 s/step (this streamer: 10.87) at 5.9 GB
+(this: 8.2 GB), but without the recorded order every leaf copies on the side stream that the compute stream never
+waits for (its pre-forward hook synchronises only prefetched groups), a race we will not ship; without a stream the
+official layer-wise group offload takes 22.8 s/step (H100). This streamer prefetches block i+1 on a side stream,
+makes the compute stream wait on an event, and frees block i after it ran.
 """
 
 from __future__ import annotations

@@ -200,7 +200,8 @@ class SequenceParallel(nn.Module):
                     split[field] = tuple(shard_seq(t, self.state, dim=0) for t in value)
                 elif value is not None:
                     split[field] = shard_seq(value, self.state)
-        s = self.denoiser.run_layers(dataclasses.replace(s, **split))
+        s = dataclasses.replace(s, **split)  # the full-length tokens are freed here
+        s = self.denoiser.run_layers(s)
         s = dataclasses.replace(s, video=gather_seq(s.video, self.state)[:, :self.lengths["video"]],
                                 audio=gather_seq(s.audio, self.state)[:, :self.lengths["audio"]])
         return self.denoiser.unembed(s)

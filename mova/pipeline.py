@@ -31,6 +31,7 @@ import torch
 
 from mova import media
 from mova.acceleration import fp8_unavailable, precision_context
+from mova.cache import StepCache
 from mova import validation as check
 from mova.guidance import Guidance, guided_velocity
 from mova.loading import load_components, read_model_index
@@ -66,7 +67,8 @@ class GenerationResult:
     fps: float
     seed: int
     settings: GenerationSettings
-    nfe: int = 0
+    nfe: int = 0  # denoiser evaluations made (steps × guidance branches, less the steps the cache skipped)
+    cached_steps: int = 0  # steps that reused the last velocity (settings.cache)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
     first_frame: np.ndarray | None = None
@@ -484,11 +486,20 @@ class MOVAPipeline:
     @torch.no_grad()
     def denoise(self, z_video, z_audio, condition, text, negative, fps: float, steps: int, guidance: Guidance,
                 video_shift: float | None, audio_shift: float | None, progress: ProgressFn | None,
-                sequential_cfg: bool = False, bridge_strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                sequential_cfg: bool = False, bridge_strength: float = 1.0,
+                cache: StepCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         schedule = self.scheduler.make_schedule(steps, video_shift=video_shift, audio_shift=audio_shift)
         single_expert = self.denoiser.video_dit_2 is None
         current = None
+        cache = cache or StepCache(0.0, steps)
         for i in range(steps):
+            if cache.reuse(i, schedule.sigmas[i]):  # the last evaluated velocity stands in (mova.cache)
+                v_video, v_audio = cache.velocity
+                z_video = schedule.step(v_video, i, z_video, "video")
+                z_audio = schedule.step(v_audio, i, z_audio, "audio")
+                if progress is not None:
+                    progress("denoise", i + 1, steps)
+                continue
             expert = 0 if single_expert else schedule.expert_for_step(i, self.boundary_ratio)
             if expert != current:
                 if current == 0:
@@ -502,6 +513,7 @@ class MOVAPipeline:
                 fps, expert=expert, sequential=sequential_cfg, runner=self.branch_runner,
                 bridge_strength=bridge_strength,
             )
+            cache.store(schedule.sigmas[i], v_video, v_audio)
             z_video = schedule.step(v_video, i, z_video, "video")
             z_audio = schedule.step(v_audio, i, z_audio, "audio")
             if progress is not None:
@@ -586,10 +598,11 @@ class MOVAPipeline:
 
         # 5. Denoise
         t2 = time.perf_counter()
+        cache = StepCache(s.cache, s.num_inference_steps)
         with precision_context(s.precision, self._denoiser_models(), self.device):
             z_video, z_audio = self.denoise(z_video, z_audio, condition, text, negative, s.fps,
                                             s.num_inference_steps, guidance, s.video_shift, s.audio_shift, progress,
-                                            sequential_cfg, s.bridge_strength)
+                                            sequential_cfg, s.bridge_strength, cache)
         timings["denoise"] = time.perf_counter() - t2
         if output_type == "latent":
             return z_video, z_audio
@@ -604,8 +617,10 @@ class MOVAPipeline:
         timings["total"] = time.perf_counter() - t0
         if progress is not None:
             progress("done", 1, 1)
+        cached = cache.skipped
         return GenerationResult(video=video, audio=audio.astype(np.float32), sample_rate=self.audio_sample_rate,
-                                fps=float(s.fps), seed=s.seed, nfe=s.nfe, timings=timings, settings=s,
+                                fps=float(s.fps), seed=s.seed, nfe=s.nfe - cached * guidance.nfe,
+                                cached_steps=cached, timings=timings, settings=s,
                                 warnings=warnings, first_frame=first_frame, model=info.name)
 
     @staticmethod

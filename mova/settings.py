@@ -114,6 +114,9 @@ class GenerationSettings:
     precision: str = _field("bf16", "bf16: exact attention and GEMMs; fp8: e4m3 GEMMs and 8-bit attention in the "
                             "denoiser blocks, faster on Hopper/Ada GPUs, slightly different clips", str,
                             choices=PRECISIONS)
+    cache: float = _field(0.0, "step cache threshold: 0 evaluates every step; 0.05-0.3 reuse the last velocity while "
+                          "its predicted drift stays below that fraction (fewer denoiser evaluations, slightly "
+                          "different clips)", float, low=0.0, high=1.0)
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)

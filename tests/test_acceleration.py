@@ -62,3 +62,30 @@ def test_fp8_is_refused_where_it_cannot_run(tiny_checkpoint):
     pipe = MOVAPipeline.from_pretrained(tiny_checkpoint, torch_dtype="fp32")
     with pytest.raises(ValueError, match=r"precision='fp8' is unavailable here: it needs a CUDA GPU"):
         pipe("a bell", height=64, width=64, num_frames=9, fps=12.0, num_inference_steps=1, precision="fp8")
+
+
+def test_fa3_pads_head_sizes_it_lacks(monkeypatch):
+    """A head size without an FA3 kernel (the demo model's 32) is padded to 64 with the softmax scale kept: the same
+    attention (a stand-in kernel computes FA3's contract with PyTorch's SDPA)."""
+    import types
+
+    import mova.attention as att
+
+    seen = []
+
+    def flash_attn_func(q, k, v, softmax_scale=None, **descales):
+        seen.append(q.shape[-1])
+        if descales:  # e4m3 operands times their per-(batch, head) descales, as the kernel reads them
+            q, k, v = (t.double() * descales[f"{n}_descale"][:, None, :, None] for n, t in zip("qkv", (q, k, v)))
+        out = torch.nn.functional.scaled_dot_product_attention(*(t.double().transpose(1, 2) for t in (q, k, v)),
+                                                               scale=softmax_scale)
+        return out.transpose(1, 2)
+
+    monkeypatch.setattr(att, "_fa3_module", lambda: types.SimpleNamespace(flash_attn_func=flash_attn_func))
+    q, k, v = (torch.randn(2, 30, 3, 32, dtype=torch.float64) for _ in range(3))
+    ref = torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+    out = att._fa3(q, k, v)
+    assert seen == [64] and out.shape == q.shape and rel(out, ref) < 1e-6
+    k_offset = k + 5.0  # a common key offset: smoothing removes it exactly, so it costs no e4m3 precision
+    out8 = att._fa3(q, k_offset, v, fp8=True)
+    assert seen[-1] == 64 and out8.shape == q.shape and rel(out8, ref) < 0.08

@@ -196,9 +196,10 @@ class DualTowerDenoiser(nn.Module):
 
     def run_layers(self, s: Streams) -> Streams:
         """4. For each layer j: bridge j (if it has layer j), video block j, audio block j; then the remaining
-        layers of either tower. Returns the streams with the updated tokens."""
+        layers of either tower. Returns the streams with the updated tokens (``s`` gives up its own)."""
         vdit, adit, bridge = self.experts[s.expert], self.audio_dit, self.bridge
         x_v, x_a = s.video, s.audio
+        s.video = s.audio = None  # consumed: the embedded tokens are freed as the first layer replaces them
         for j in range(max(len(vdit.blocks), len(adit.blocks))):
             if bridge.has_layer(j):
                 x_v, x_a = bridge(j, x_v, x_a, s.bridge_rope_video, s.bridge_rope_audio, s.strength, s.grid_video)
