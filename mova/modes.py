@@ -38,6 +38,7 @@ import numpy as np
 from scipy.ndimage import distance_transform_edt
 
 from mova import media
+from mova.eval.seams import Join
 from mova.validation import FRAME_MULTIPLE, MAX_DURATION_S, MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -454,6 +455,28 @@ class Plan:
         lap_audio = _crossfade(output.audio[s0:s0 + self.sample(held)], audio[:self.sample(held)])
         return Output(np.concatenate([head_frames, lap_frames, frames[lap_frames.shape[0]:]]),
                       np.concatenate([head_audio, lap_audio, audio[lap_audio.shape[0]:]]).astype(np.float32))
+
+    def joins(self) -> list[Join]:
+        """Where the output is joined (``mova.eval.seam_figures``): each chained window's cross-fade (pixel: the held
+        frames and the sound under them; latent: the cut at the window's start and its 10 ms fade), or a retake
+        span's two edges."""
+        fade = int(round(CUT_FADE_S * self.rate))
+        if self.kind == "retake":
+            fps, (start, end) = self.s.fps, self.span
+            first, after = int(math.ceil(start * fps - 1e-9)), int(math.ceil(end * fps - 1e-9))
+            a, b = int(round(start * self.rate)), int(round(end * self.rate))
+            edges = [Join(first, first, (a, a + fade))] if first > 0 else []
+            return edges + ([Join(after, after, (b - fade, b))] if after < self.total_frames else [])
+        out = []
+        for w in self.windows:
+            if w.overlap:
+                s0 = self.sample(w.start)
+                if self.s.crossfade == "latent":
+                    out.append(Join(w.start, w.start, (s0, s0 + fade)))
+                else:
+                    held = held_frames(self.temporal)
+                    out.append(Join(w.start, w.start + held, (s0, s0 + self.sample(held))))
+        return out
 
     def finish(self, output: Output) -> Output:
         """The output cut to its length, carrying a modality given whole exactly as given (a2v, v2a)."""
