@@ -294,3 +294,18 @@ def test_the_backend_check_reads_the_inputs_before_the_queue(pipe, tmp_path):
         backend.check(GenerationSettings(prompt="x", last_image=str(broken), **SMALL))
     Image.fromarray(moving_frames(1)[0]).save(tmp_path / "f.png")
     assert backend.check(GenerationSettings(prompt="x", last_image=str(tmp_path / "f.png"), **SMALL)).kind == "flf2va"
+
+
+def test_the_cli_runs_a_mode(tiny_checkpoint, tmp_path, capsys):
+    from mova.__main__ import main
+
+    wav = media.write_wav(tmp_path / "a.wav", tone(1.0), RATE)
+    out = tmp_path / "a2v.mp4"
+    assert main(["generate", "--model", str(tiny_checkpoint), "--prompt", "a drum", "--audio", str(wav),
+                 "--num-frames", "9", "--fps", "12", "--steps", "2", "--seed", "4", "--out", str(out)]) == 0
+    clip = media.read_mp4(out)
+    assert clip.video.shape[0] == 9 and clip.audio is not None
+    given, _ = media.read_audio(wav)
+    # the mp4 carries the given sound (AAC-coded: close, not bit-exact)
+    n = min(len(clip.audio), 36000)
+    assert np.corrcoef(clip.audio[2048:n], given[2048:n])[0, 1] > 0.99
