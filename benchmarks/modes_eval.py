@@ -7,9 +7,11 @@ Parts, each on held-out demo-world clips (seeds disjoint from every training cli
 
 * ``a2v`` — audio → video: a held-out ball clip's real sound (+ its first frame and caption) → a generated picture.
   For each visible floor contact in it (``train.demo_world.detect_ball_impacts``) the offset to the nearest onset of
-  the given sound (``mova.eval.detect_onsets``), in frames; chance: the same pictures against other clips' sound.
+  the given sound (``mova.eval.detect_onsets``), in frames; chance: the same pictures against other clips' sound;
+  bridge off: the same run with ``bridge_strength=0`` (the picture cannot hear the sound).
 * ``v2a`` — video → audio: a held-out ball clip's real frames → generated sound; for each contact in the given
-  frames the offset to the nearest onset of the generated sound; chance: the sounds against other clips' frames.
+  frames the offset to the nearest onset of the generated sound; chance: the sounds against other clips' frames;
+  bridge off: the sound generated with ``bridge_strength=0``.
   Talking-face clips: the mouth–loudness correlation (``train.demo_world.scoring.score_face``) of the given frames
   and the generated sound, beside other clips' sound.
 * ``flf`` — first–last frame: PSNR of the generated last frame against the given one (the reference clip's), with
@@ -93,16 +95,20 @@ def run_a2v(pipe, args) -> dict:
 
     prompts = held_out_prompts(args.n, seed=args.prompt_seed, scenes=["bouncing_balls"])
     fps, rate = prompts[0].clip.fps, prompts[0].clip.sample_rate
-    videos, sounds = [], []
+    videos, sounds, unbridged = [], [], []
     for i, p in enumerate(prompts):
         r = pipe(p.caption, image=p.first_frame, audio=(p.clip.audio, rate), seed=args.generation_seed + i)
         assert np.array_equal(r.audio, p.clip.audio[:r.audio.shape[0]]), "A2V must carry the given sound"
         videos.append(r.video)
         sounds.append(r.audio)
+        # the same with the bridge off: the picture cannot hear the sound (what the first frame and prompt give)
+        unbridged.append(pipe(p.caption, image=p.first_frame, audio=(p.clip.audio, rate), bridge_strength=0.0,
+                              seed=args.generation_seed + i).video)
         log(f"a2v {i + 1}/{len(prompts)}")
     out = {"clips": len(prompts), "task": "real sound + first frame + caption -> picture",
            "generated": per_impact(videos, sounds, fps, rate, "generated"),
            "chance_other_clips_sound": per_impact(videos, shifted(sounds), fps, rate, "generated"),
+           "bridge_off": per_impact(unbridged, sounds, fps, rate, "generated"),
            "reference_clips": per_impact([p.clip.video for p in prompts], [p.clip.audio for p in prompts], fps,
                                          rate, "reference")}
     out["passed"] = passes_sync(out["generated"])
@@ -115,12 +121,13 @@ def run_v2a(pipe, args) -> dict:
 
     prompts = held_out_prompts(args.n, seed=args.prompt_seed, scenes=["bouncing_balls"])
     fps, rate = prompts[0].clip.fps, prompts[0].clip.sample_rate
-    videos, sounds = [], []
+    videos, sounds, unbridged = [], [], []
     for i, p in enumerate(prompts):
         r = pipe(p.caption, video=p.clip.video, seed=args.generation_seed + i)
         assert np.array_equal(r.video, p.clip.video), "V2A must carry the given frames"
         videos.append(p.clip.video)
         sounds.append(r.audio)
+        unbridged.append(pipe(p.caption, video=p.clip.video, bridge_strength=0.0, seed=args.generation_seed + i).audio)
         log(f"v2a {i + 1}/{len(prompts)}")
     faces = held_out_prompts(args.n_faces, seed=args.prompt_seed + 1, scenes=["talking_face"])
     face_sounds = []
@@ -135,6 +142,7 @@ def run_v2a(pipe, args) -> dict:
     out = {"clips": len(prompts), "task": "real frames + caption -> sound",
            "generated": per_impact(videos, sounds, fps, rate, "given"),
            "chance_other_clips_frames": per_impact(shifted(videos), sounds, fps, rate, "given"),
+           "bridge_off": per_impact(videos, unbridged, fps, rate, "given"),
            "reference_clips": per_impact(videos, [p.clip.audio for p in prompts], fps, rate, "reference"),
            "talking_face": {"clips": len(faces), "median_mouth_loudness_correlation": face_corr(face_sounds),
                             "chance_other_clips_sound": face_corr(shifted(face_sounds)),
@@ -195,6 +203,9 @@ def run_extend(pipe, args) -> dict:
             "length_ratio": [lg["frames"] / lg["single_frames"] for lg in lengths],
             "audio_length_ratio": [lg["samples"] / lg["single_samples"] for lg in lengths],
             "joins": len(joins), "joins_within_p95": sum(j["within"] for j in joins),
+            "control_seamless_share_within": {
+                "frames": statistics.median(r["seamless_frame_share_within"] for r in rows),
+                "samples": statistics.median(r["seamless_sample_share_within"] for r in rows)},
             "frame_change_vs_p95": {"median": statistics.median(j["frame_change_vs_p95"] for j in joins),
                                     "max": max(j["frame_change_vs_p95"] for j in joins),
                                     "within": sum(j["frame_change_vs_p95"] <= 1 for j in joins)},

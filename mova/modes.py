@@ -13,8 +13,8 @@ retake      ``retake``: a clip whose span ``[retake_start, retake_end)`` is gene
 ==========  ===========================================================================================================
 
 ``num_windows`` > 1 chains windows into a long clip: every window after the first starts with the last
-:data:`OVERLAP_LATENTS` latent frames of what came before (and the sound under them) held as known latents, and adds
-``num_frames`` new frames, so N windows make N × ``num_frames`` frames. Joins (``crossfade``): ``"pixel"`` cross-fades
+:data:`OVERLAP_LATENTS` latent frames (fewer in short windows) of what came before, and the sound under them, held as
+known latents, and adds ``num_frames`` new frames, so N windows make N × ``num_frames`` frames. Joins (``crossfade``): ``"pixel"`` cross-fades
 frames and samples over the held overlap; ``"latent"`` fades the held latents out across the overlap and cuts there
 (the sound with a 10 ms fade). A modality given whole comes out exactly as given, and so does the outside of a
 retake span: the output carries the given frames and samples, not a re-decoded copy.
@@ -46,7 +46,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Inputs", "Output", "Plan", "Window", "WindowSpec", "read_inputs", "OVERLAP_LATENTS"]
 
-OVERLAP_LATENTS = 2  # an extension window starts with this many latent frames of what it continues (5 frames at 4×)
+# An extension window starts with this many latent frames of what it continues (9 frames at 4×), fewer when a window
+# is shorter. Measured on 3-window chains of the demo model (benchmarks/modes_eval.py): with 2 latents (5 held
+# frames) 6 of 10 pixel joins stayed within the clip's own 95th-percentile frame change, with 3 all 10.
+OVERLAP_LATENTS = 3
 AUDIO_MARGIN_LATENTS = 2  # sound latents this close to generated sound are generated too (the DAC's reach)
 AUDIO_CONTEXT_S = 0.5  # given sound before a window, encoded with it so the encoder sees real audio at its start
 CUT_FADE_S = 0.01  # a cut in the sound (the edge of a retake span, a latent join) fades over this long
@@ -256,6 +259,9 @@ def read_inputs(s: GenerationSettings, sample_rate: int, temporal: int = FRAME_M
             _check_aspect("last_image", last.shape[:2], first.shape[:2], "the last frame",
                           "the first frame (image) is")
         out.last_frame = media.center_crop_resize(last, s.height, s.width)
+    if (s.num_windows > 1 or s.extend is not None) and overlap_latents(s.num_frames, temporal) < 1:
+        raise ValueError(f"num_frames={s.num_frames} is invalid for chained windows: each window continues at least "
+                         f"{temporal} frames of the one before, so num_frames must be at least {temporal + 1}")
     frames_needed = total_frames(s)
     seconds = frames_needed / s.fps
     if s.audio is not None:
@@ -276,7 +282,7 @@ def read_inputs(s: GenerationSettings, sample_rate: int, temporal: int = FRAME_M
             out.frames, out.audio = _read_clip(name, getattr(s, name), s, sample_rate)
     if s.extend is not None:
         _check_audible("extend", out.audio)
-        need = overlap_frames(temporal)
+        need = overlap_frames(s.num_frames, temporal)
         if out.frames.shape[0] < need:
             raise ValueError(f"extend is invalid: the clip has {out.frames.shape[0]} frames at {s.fps:g} fps; at "
                              f"least {need} are needed to continue it")
@@ -290,15 +296,21 @@ def read_inputs(s: GenerationSettings, sample_rate: int, temporal: int = FRAME_M
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def overlap_frames(temporal: int) -> int:
-    """Frames an extension window shares with what it continues: :data:`OVERLAP_LATENTS` × the VAE's temporal
-    factor, so that window (``num_frames`` + overlap) stays 4k + 1. The first ``held_frames`` of them are held."""
-    return OVERLAP_LATENTS * temporal
+def overlap_latents(num_frames: int, temporal: int) -> int:
+    """Latent frames an extension window holds from what it continues: :data:`OVERLAP_LATENTS`, or fewer so that
+    the overlap is shorter than a window (``num_frames`` 9 at 4×: 2)."""
+    return min(OVERLAP_LATENTS, (num_frames - 1) // temporal)
 
 
-def held_frames(temporal: int) -> int:
+def overlap_frames(num_frames: int, temporal: int) -> int:
+    """Frames an extension window shares with what it continues: its held latents × the VAE's temporal factor, so
+    that the window (``num_frames`` + overlap) stays 4k + 1. The first :func:`held_frames` of them are held."""
+    return overlap_latents(num_frames, temporal) * temporal
+
+
+def held_frames(num_frames: int, temporal: int) -> int:
     """Frames the held latents of an overlap cover: latent 0 holds one frame, each later one ``temporal``."""
-    return 1 + temporal * (OVERLAP_LATENTS - 1)
+    return 1 + temporal * (overlap_latents(num_frames, temporal) - 1)
 
 
 def retake_window(s: GenerationSettings, clip_frames: int) -> tuple[int, float, float]:
@@ -340,7 +352,7 @@ class Plan:
         self.s, self.inputs = s, inputs
         self.rate, self.hop, self.temporal = int(sample_rate), int(hop), int(temporal)
         self.kind = s.kind
-        n, k = s.num_frames, overlap_frames(temporal)
+        n, k = s.num_frames, overlap_frames(s.num_frames, temporal)
         if self.kind == "retake":
             first, start, end = retake_window(s, inputs.frames.shape[0])
             self.span = (start, end)
@@ -400,7 +412,7 @@ class Plan:
             have = output.frames[window.start:window.start + window.overlap]
             spec.frames[:have.shape[0]] = have
             spec.frames_known = np.zeros(n, bool)
-            spec.frames_known[:held_frames(self.temporal)] = True
+            spec.frames_known[:held_frames(self.s.num_frames, self.temporal)] = True
         # 2. Sound: the given sound (a2v), the clip's around a retake span, or the sound under the overlap
         source = inputs.audio if self.kind == "a2v" else None if output is None else output.audio
         if self.kind in ("a2v", "retake") or window.overlap:
@@ -450,7 +462,7 @@ class Plan:
             lap = _crossfade(output.audio[s0:s0 + fade], audio[:fade])
             return Output(np.concatenate([head_frames, frames]),
                           np.concatenate([head_audio, lap, audio[lap.shape[0]:]]).astype(np.float32))
-        held = held_frames(self.temporal)  # pixel join: cross-fade over the held frames and the sound under them
+        held = held_frames(self.s.num_frames, self.temporal)  # pixel join: cross-fade over the held frames and the sound under them
         lap_frames = _crossfade(output.frames[window.start:window.start + held], frames[:held])
         lap_audio = _crossfade(output.audio[s0:s0 + self.sample(held)], audio[:self.sample(held)])
         return Output(np.concatenate([head_frames, lap_frames, frames[lap_frames.shape[0]:]]),
@@ -474,7 +486,7 @@ class Plan:
                 if self.s.crossfade == "latent":
                     out.append(Join(w.start, w.start, (s0, s0 + fade)))
                 else:
-                    held = held_frames(self.temporal)
+                    held = held_frames(self.s.num_frames, self.temporal)
                     out.append(Join(w.start, w.start + held, (s0, s0 + self.sample(held))))
         return out
 

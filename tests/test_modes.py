@@ -309,3 +309,20 @@ def test_the_cli_runs_a_mode(tiny_checkpoint, tmp_path, capsys):
     # the mp4 carries the given sound (AAC-coded: close, not bit-exact)
     n = min(len(clip.audio), 36000)
     assert np.corrcoef(clip.audio[2048:n], given[2048:n])[0, 1] > 0.99
+
+
+def test_seam_figures_find_a_cut_and_pass_a_fade():
+    from mova.eval import Join, nearest_offsets, seam_figures
+
+    assert nearest_offsets([1.0, 2.0, 3.1], [0.9, 2.6]).tolist() == pytest.approx([0.1, 0.5])
+    assert np.isnan(nearest_offsets([], [1.0])).all()
+    rng = np.random.default_rng(0)
+    levels = np.cumsum(rng.uniform(0, 2, 40))  # a slow drift of brightness, a step of 40 at frame 20
+    levels[20:] += 40
+    video = np.repeat(np.clip(levels, 0, 255).astype(np.uint8)[:, None, None, None], 8, 1).repeat(8, 2).repeat(3, 3)
+    audio = (0.1 * rng.standard_normal(8000)).astype(np.float32)
+    audio[4000:] += 0.8  # a click
+    cut = seam_figures(video, audio, [Join(20, 20, (4000,))])
+    assert not cut["joins"][0]["within"] and cut["joins"][0]["frame_change_vs_p95"] > 10
+    smooth = seam_figures(video, audio, [Join(10, 10, (2000,))])
+    assert smooth["joins"][0]["frame_change_vs_p95"] < 1.5 and 0 < smooth["seamless_frame_share_within"] <= 1

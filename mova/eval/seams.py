@@ -30,7 +30,9 @@ class Join:
 def seam_figures(video: np.ndarray, audio: np.ndarray, joins: list[Join], percentile: float = 95.0
                  ) -> dict[str, Any]:
     """Per join: the largest frame change within it and the largest sample jump at its switch points, each beside
-    the clip's own ``percentile`` outside the joins (``within``: both at most that).
+    the clip's own ``percentile`` outside the joins (``within``: both at most that). As a control, the shares of
+    stretches of the same shape away from every join that are within it (a seamless stretch of several frames
+    exceeds the 95th percentile somewhere more often than 5 % of the time).
 
     Args:
         video: uint8 [T, H, W, 3]; audio: float [N] mono; joins: :class:`Join` each.
@@ -50,11 +52,23 @@ def seam_figures(video: np.ndarray, audio: np.ndarray, joins: list[Join], percen
     video_p = float(np.percentile(change[frame_out], percentile))
     audio_p = float(np.percentile(jump[sample_out], percentile))
     rows = []
+    frame_control, sample_control = [], []  # the same statistics at every stretch away from the joins
     for j in joins:
+        span = j.last_frame - j.first_frame + 1
+        for k in range(1, change.shape[0] - span + 1):
+            if frame_out[k:k + span].all():
+                frame_control.append(change[k:k + span].max() <= video_p)
+        gaps = [n - min(j.samples) for n in j.samples]
+        for n in range(1, x.shape[0] - max(gaps), 97):  # every 97th sample: plenty, and fast
+            if sample_out[n:n + max(gaps) + 1].all():
+                sample_control.append(max(jump[n + g] for g in gaps) <= audio_p)
         frame_change = float(change[j.first_frame:j.last_frame + 1].max())
         sample_jump = float(max(jump[n] for n in j.samples if 0 < n < x.shape[0]))
         rows.append({"frames": [j.first_frame, j.last_frame], "samples": list(j.samples),
                      "frame_change": frame_change, "frame_change_vs_p95": frame_change / max(video_p, 1e-12),
                      "sample_jump": sample_jump, "sample_jump_vs_p95": sample_jump / max(audio_p, 1e-12),
                      "within": frame_change <= video_p and sample_jump <= audio_p})
-    return {"frame_change_p95": video_p, "sample_jump_p95": audio_p, "joins": rows}
+    return {"frame_change_p95": video_p, "sample_jump_p95": audio_p, "joins": rows,
+            # what "within" means where nothing is joined: the share of same-shaped stretches within it
+            "seamless_frame_share_within": float(np.mean(frame_control)) if frame_control else float("nan"),
+            "seamless_sample_share_within": float(np.mean(sample_control)) if sample_control else float("nan")}
