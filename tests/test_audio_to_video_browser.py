@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mova import media
-from tests.test_app_browser import TIMEOUT_MS, assert_has_audio, open_tab, wait_video
+from tests.test_app_browser import TIMEOUT_MS, assert_has_audio, open_app, open_tab, wait_video
 from tests.test_app_support import ARTIFACTS, chromium, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -51,12 +51,7 @@ def test_audio_to_video_tab_in_browser(app):
     short = media.write_wav(root / "short.wav", clip.audio[:clip.sample_rate // 2], clip.sample_rate)
     silent = media.write_wav(root / "silent.wav", np.zeros(3 * clip.sample_rate, np.float32), clip.sample_rate)
     with chromium({"width": 1280, "height": 1000}, ("--autoplay-policy=no-user-gesture-required",)) as context:
-        page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-        page.goto(url)
-        page.wait_for_selector("#it2va-generate", timeout=TIMEOUT_MS)
+        page, errors = open_app(context, url)
         open_tab(page, "Audio → Video")
         page.fill("#a2v-prompt textarea", clip.caption)
 

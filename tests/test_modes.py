@@ -326,3 +326,14 @@ def test_seam_figures_find_a_cut_and_pass_a_fade():
     assert not cut["joins"][0]["within"] and cut["joins"][0]["frame_change_vs_p95"] > 10
     smooth = seam_figures(video, audio, [Join(10, 10, (2000,))])
     assert smooth["joins"][0]["frame_change_vs_p95"] < 1.5 and 0 < smooth["seamless_frame_share_within"] <= 1
+
+
+def test_zerogpu_duration_counts_every_window():
+    from mova.backends.zerogpu import DurationModel
+
+    d = DurationModel(slice_factor=1.0, margin=1.0, overhead_s=0.0, decode_s_per_mpixel_frame=0.0)
+    one = GenerationSettings(prompt="x", height=352, width=640, num_frames=193, fps=24.0, num_inference_steps=50)
+    three = one.replace(num_windows=3)
+    assert d.estimate_settings(three) == pytest.approx(d.estimate(352, 640, 193, 50, 2)
+                                                       + 2 * d.estimate(352, 640, 193 + 12, 50, 2))
+    assert d.estimate_settings(three) > 3 * d.estimate_settings(one)
