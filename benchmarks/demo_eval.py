@@ -108,7 +108,7 @@ def main() -> int:
     call: dict = {} if args.text_scale is None else {"guidance": Guidance(mode="text", text_scale=args.text_scale)}
     call.update({} if args.steps is None else {"num_inference_steps": args.steps})
     call.update({} if args.shift is None else {"video_shift": args.shift, "audio_shift": args.shift})
-    pipe = MOVAPipeline.from_pretrained(args.model, device="cpu", dtype="fp32")
+    pipe = MOVAPipeline.from_pretrained(args.model, device="cpu", torch_dtype="fp32")
     runs = {"joint": 1.0} if args.no_ablation else {"joint": 1.0, "bridge_off": 0.0}
     per_clip: dict[str, list] = {name: [] for name in runs}
     times: dict[str, list] = {name: [] for name in runs}

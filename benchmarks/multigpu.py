@@ -32,14 +32,14 @@ from step_time import RESOLUTIONS, build_denoiser, forward_flops  # noqa: E402
 
 from mova.config import get_preset, tiny_preset  # noqa: E402
 from mova.guidance import Guidance, guided_velocity  # noqa: E402
-from mova.parallel import init_parallel, parallelize_denoiser  # noqa: E402
+from mova.parallel import init_parallel, parallelize  # noqa: E402
 
 
 def inputs(preset, h, w, frames, device, dtype, seed=1):
     g = torch.Generator(device).manual_seed(seed)
     t_lat = (frames - 1) // 4 + 1
     n_a = (int(48000 * frames / 24) - 1) // 960 + 1
-    c_a, d_t = preset.audio_dit.in_dim, preset.video_dit.text_dim
+    c_a, d_t = preset.audio_dit.get("in_dim", 128), preset.video_dit.get("text_dim", 4096)
     return dict(
         video=torch.randn(1, 36, t_lat, h // 8, w // 8, device=device, generator=g).to(dtype),
         audio=torch.randn(1, c_a, n_a, device=device, generator=g).to(dtype),
@@ -49,11 +49,10 @@ def inputs(preset, h, w, frames, device, dtype, seed=1):
 
 
 def equivalence(state, device, dtype) -> list[dict]:
-    full = get_preset("mova-360p")
     full_width = tiny_preset(video_dim=5120, video_heads=40, video_layers=2, audio_dim=1536, audio_heads=12,
                              audio_layers=2, text_dim=4096, head_dim=128, audio_latent_dim=128)
-    full_width.video_dit = full_width.video_dit.replace(ffn_dim=full.video_dit.ffn_dim, freq_dim=256)
-    full_width.audio_dit = full_width.audio_dit.replace(ffn_dim=full.audio_dit.ffn_dim, freq_dim=256)
+    full_width.video_dit.update(ffn_dim=13824, freq_dim=256)  # MOVA's (the full preset's class defaults)
+    full_width.audio_dit.update(ffn_dim=8960, freq_dim=256)
     out = []
     for name, preset, (h, w, frames) in (("tiny", tiny_preset(), (64, 96, 193)),
                                          ("full-width-2-layers", full_width, (352, 640, 193))):
@@ -68,9 +67,9 @@ def equivalence(state, device, dtype) -> list[dict]:
                                     700.0, 700.0, 24.0)
             floor = [float((a - b).float().norm() / b.float().norm()) for a, b in zip(ref, ref32)]
             del den32
-            parallelize_denoiser(den, state)
-            par = guided_velocity(den, guidance, x["video"], x["audio"], x["text"], x["neg"], 700.0, 700.0, 24.0,
-                                  parallel=state)
+            model, runner = parallelize(den, state)
+            par = guided_velocity(model, guidance, x["video"], x["audio"], x["text"], x["neg"], 700.0, 700.0, 24.0,
+                                  runner=runner)
         errs = [float((a - b).float().norm() / b.float().norm()) for a, b in zip(par, ref)]
         out.append(dict(model=name, audio_tokens=x["audio"].shape[-1], rel_l2_video=errs[0], rel_l2_audio=errs[1],
                         bf16_vs_fp32_rel_l2_video=floor[0], bf16_vs_fp32_rel_l2_audio=floor[1]))
@@ -81,8 +80,7 @@ def equivalence(state, device, dtype) -> list[dict]:
 
 def timing(state, device, dtype, resolution: str, steps: int, warmup: int) -> dict:
     preset = get_preset("mova-360p")
-    den = build_denoiser(preset, device, dtype)
-    parallelize_denoiser(den, state)
+    model, runner = parallelize(build_denoiser(preset, device, dtype), state, sequential=True)
     h, w = RESOLUTIONS[resolution]
     x = inputs(preset, h, w, 193, device, dtype)
     guidance = Guidance("text", 5.0)
@@ -93,15 +91,15 @@ def timing(state, device, dtype, resolution: str, steps: int, warmup: int) -> di
             dist.barrier()
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            vv, va = guided_velocity(den, guidance, x["video"], x["audio"], x["text"], x["neg"], 950.0, 950.0, 24.0,
-                                     expert=0, sequential=True, parallel=state)
+            vv, va = guided_velocity(model, guidance, x["video"], x["audio"], x["text"], x["neg"], 950.0, 950.0, 24.0,
+                                     expert=0, sequential=True, runner=runner)
             torch.cuda.synchronize()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     tokens_v = 49 * (h // 16) * (w // 16)
-    flops = 2 * forward_flops(preset, tokens_v, 403)
+    flops = 2 * forward_flops(model.denoiser if hasattr(model, "denoiser") else model, tokens_v, 403)
     step_s = sorted(times)[len(times) // 2]
-    del den
+    del model
     torch.cuda.empty_cache()
     return dict(resolution=resolution, gpus=state.world_size, sp=state.sp_size, cfg=state.cfg_size,
                 step_times_s=[round(t, 3) for t in times], step_s=round(step_s, 3),

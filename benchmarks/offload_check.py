@@ -45,7 +45,7 @@ def run(folder: Path, offload: str, dtype: torch.dtype, size: dict) -> tuple[dic
     torch.cuda.reset_peak_memory_stats()
     before = rss_gb()
     t0 = time.perf_counter()
-    pipe = MOVAPipeline.from_pretrained(folder, device="cuda", dtype=dtype, offload=offload)
+    pipe = MOVAPipeline.from_pretrained(folder, device="cuda", torch_dtype=dtype, offload=offload)
     load_s = time.perf_counter() - t0
     rss_growth = rss_gb() - before
     resident = torch.cuda.memory_allocated() / 1e9

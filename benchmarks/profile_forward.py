@@ -16,6 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_time import RESOLUTIONS, build_denoiser  # noqa: E402
 
+from mova.acceleration import compile_repeated_blocks  # noqa: E402
 from mova.config import get_preset  # noqa: E402
 
 CATEGORIES = (("attention", ("fmha", "flash", "cudnn", "attention", "sdpa")), ("gemm", ("gemm", "sm90_xmma", "cutlass", "nvjet")),
@@ -40,7 +41,7 @@ def main() -> int:
     device, dtype = torch.device("cuda"), torch.bfloat16
     den = build_denoiser(get_preset("mova-360p"), device, dtype)
     if args.compile:
-        den.compile_blocks()
+        compile_repeated_blocks([*den.experts, den.audio_dit, den.bridge])
     h, w = RESOLUTIONS[args.resolution]
     B = args.batch
     x = torch.randn(B, 36, 49, h // 8, w // 8, device=device, dtype=dtype)

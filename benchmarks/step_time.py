@@ -8,12 +8,15 @@ audio tokens 403), 512 text tokens.
     python benchmarks/step_time.py --resolution 360p --out benchmarks/results/step_time_h100.json
     python benchmarks/step_time.py --resolution 720p --configs text:sequential:auto --steps 1 --append ...
 
-Configs are ``mode:branching:attention[:compile]`` — mode in none/text/text+bridge/dual, branching ``batched`` (all
-branches in one forward) or ``sequential`` (one forward per branch, like the official pipeline), attention
-an ``AttentionBackend`` value (auto = FA3 if installed, else cuDNN-first SDPA); ``compile`` runs with
-regional torch.compile of the blocks (``DualTowerDenoiser.compile_blocks``; compile time is excluded: it
-happens in the warm-up step); ``stream`` runs with the pipeline's ``offload="sequential"`` mode (blocks
-streamed from pinned host memory, ``mova.offload.BlockStreamer``) — list it last.
+Configs are ``mode:branching:attention[:compile][:fp8][:stream|:groupoffload]`` — mode in none/text/text+bridge/dual,
+branching ``batched`` (all branches in one forward) or ``sequential`` (one forward per branch, like the official
+pipeline), attention an ``AttentionBackend`` value (auto = FA3 if installed, else cuDNN-first SDPA); ``compile`` runs
+with regional torch.compile of the blocks (``mova.acceleration.compile_repeated_blocks``; its time is reported as
+``warmup_s``, the warm-up steps); ``fp8`` runs the blocks in fp8 (``mova.acceleration.fp8``: e4m3 GEMMs and
+FlashAttention-3 e4m3 attention) and reports the relative L2 of one guided velocity against the bf16 path;
+``stream`` runs with the pipeline's ``offload="sequential"`` mode (blocks streamed from pinned host memory,
+``mova.offload.BlockStreamer``), ``groupoffload`` with diffusers' leaf-level group offloading on a CUDA stream (the
+block-level kind needs each model's own forward, which the dual-tower denoiser does not call) — list either last.
 """
 
 from __future__ import annotations
@@ -30,19 +33,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mova.acceleration import compile_repeated_blocks, precision_context  # noqa: E402
 from mova.config import get_preset  # noqa: E402
 from mova.guidance import Guidance, guided_velocity  # noqa: E402
-from mova.loading import build_on_meta  # noqa: E402
+from mova.loading import build_on_meta, cast_  # noqa: E402
 from mova.models import AudioDiT, DualTowerBridge, DualTowerDenoiser, VideoDiT  # noqa: E402
-from mova.models.attention import attention_backend  # noqa: E402
+from mova.attention import attention_backend  # noqa: E402
 
-RESOLUTIONS = {"360p": (352, 640), "720p": (720, 1280)}
+RESOLUTIONS = {"360p": (352, 640), "720p": (720, 1280), "tiny": (64, 64)}
 TEXT_LEN = 512
 
 
-def forward_flops(preset, tokens_v: int, tokens_a: int, text_len: int = TEXT_LEN) -> float:
+def forward_flops(den: DualTowerDenoiser, tokens_v: int, tokens_a: int, text_len: int = TEXT_LEN) -> float:
     """Matmul FLOPs (2·M·N·K, attention core 4·Lq·Lk·d) of one denoiser forward for batch 1."""
-    v, a, b = preset.video_dit, preset.audio_dit, preset.bridge
+    v, a, b = den.video_dit.config, den.audio_dit.config, den.bridge.config
 
     def tower(c, L):
         per_layer = (8 * L * c.dim**2 + 4 * L * L * c.dim + 4 * L * c.dim * c.ffn_dim  # self-attn + FFN
@@ -52,7 +56,7 @@ def forward_flops(preset, tokens_v: int, tokens_a: int, text_len: int = TEXT_LEN
     dv, da = b.visual_hidden_dim, b.audio_hidden_dim
     per_bridge = (4 * tokens_v * dv**2 + 4 * tokens_a * da * dv + 4 * tokens_v * tokens_a * dv  # a2v
                   + 4 * tokens_a * da**2 + 4 * tokens_v * dv * da + 4 * tokens_a * tokens_v * da)  # v2a
-    return tower(v, tokens_v) + tower(a, tokens_a) + len(b.interaction_layers()) * per_bridge
+    return tower(v, tokens_v) + tower(a, tokens_a) + len(den.bridge.layers) * per_bridge
 
 
 @torch.no_grad()
@@ -80,10 +84,16 @@ def build_denoiser(preset, device: torch.device, dtype: torch.dtype, seed: int =
         for cls, cfg in ((VideoDiT, preset.video_dit), (AudioDiT, preset.audio_dit), (DualTowerBridge, preset.bridge)):
             m = build_on_meta(cls, cfg).to_empty(device=device)
             random_init_(m)
+            cast_(m, dtype)  # the _keep_in_fp32_modules in float32, as the loader keeps them
             parts.append(m.eval().requires_grad_(False))
     finally:
         torch.set_default_dtype(previous)
     return DualTowerDenoiser(parts[0], parts[1], parts[2], None)
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def run_config(den, preset, resolution: str, config: str, steps: int, warmup: int, device, dtype) -> dict:
@@ -95,11 +105,13 @@ def run_config(den, preset, resolution: str, config: str, steps: int, warmup: in
     g = torch.Generator(device).manual_seed(0)
     z_v = torch.randn(1, 16, t_lat, h // 8, w // 8, device=device, generator=g)
     cond = torch.randn(1, 20, t_lat, h // 8, w // 8, device=device, generator=g)
-    z_a = torch.randn(1, 128, tokens_a, device=device, generator=g)
-    text = torch.randn(1, TEXT_LEN, 4096, device=device, dtype=dtype, generator=g)
-    neg = torch.randn(1, TEXT_LEN, 4096, device=device, dtype=dtype, generator=g)
+    c_a, d_t = den.audio_dit.config.in_dim, den.audio_dit.config.text_dim
+    z_a = torch.randn(1, c_a, tokens_a, device=device, generator=g)
+    text = torch.randn(1, TEXT_LEN, d_t, device=device, dtype=dtype, generator=g)
+    neg = torch.randn(1, TEXT_LEN, d_t, device=device, dtype=dtype, generator=g)
     sigmas = torch.linspace(1.0, 0.0, warmup + steps + 1)
 
+    @torch.no_grad()
     def one_step(i: int):
         nonlocal z_v, z_a
         model_in = torch.cat([z_v, cond], 1).to(dtype)
@@ -109,31 +121,47 @@ def run_config(den, preset, resolution: str, config: str, steps: int, warmup: in
         z_v = z_v + vv.float() * dt
         z_a = z_a + va.float() * dt
 
+    offload = "sequential" if "stream" in flags else "diffusers-leaf" if "groupoffload" in flags else "none"
+    precision = "fp8" if "fp8" in flags else "bf16"
     record = dict(resolution=resolution, height=h, width=w, num_frames=193, fps=24, video_tokens=tokens_v,
                   audio_tokens=tokens_a, mode=mode, nfe=guidance.nfe, branching=branching, attention=backend,
-                  compiled="compile" in flags, offload="sequential" if "stream" in flags else "none",
+                  compiled="compile" in flags, offload=offload, precision=precision,
                   dtype=str(dtype).replace("torch.", ""))
+    models = [*den.experts, den.audio_dit, den.bridge]
     try:
-        with attention_backend(backend):
+        if precision == "fp8":  # the numerical cost: one guided velocity against the bf16 path, same inputs
+            def velocity():
+                return guided_velocity(den, guidance, torch.cat([z_v, cond], 1).to(dtype), z_a.to(dtype), text, neg,
+                                       950.0, 950.0, 24.0, expert=0, sequential=(branching == "sequential"))
+            with torch.no_grad():
+                ref = velocity()
+                with precision_context("fp8", models, device):
+                    fast = velocity()
+            record.update({f"rel_l2_vs_bf16_{k}": round(float((a - b).norm() / b.norm()), 5)
+                           for k, a, b in (("video", fast[0], ref[0]), ("audio", fast[1], ref[1]))})
+            del ref, fast
+        with attention_backend(backend), precision_context(precision, models, device):
+            t0 = time.perf_counter()
             for i in range(warmup):
                 one_step(i)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            sync()
+            record["warmup_s"] = round(time.perf_counter() - t0, 1)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             times = []
             for i in range(warmup, warmup + steps):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
+                sync()
+                t1 = time.perf_counter()
                 one_step(i)
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end) / 1000.0)
+                sync()
+                times.append(time.perf_counter() - t1)
     except torch.OutOfMemoryError as exc:
         torch.cuda.empty_cache()
         return {**record, "status": "oom", "error": str(exc).splitlines()[0]}
     step_s = sorted(times)[len(times) // 2]
-    flops = forward_flops(preset, tokens_v, tokens_a) * guidance.nfe
+    flops = forward_flops(den, tokens_v, tokens_a) * guidance.nfe
     record.update(status="ok", step_times_s=[round(t, 4) for t in times], step_s=round(step_s, 4),
-                  peak_memory_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2),
+                  peak_memory_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2) if device.type == "cuda" else None,
                   pflop_per_step=round(flops / 1e15, 3), tflops_per_s=round(flops / step_s / 1e12, 1),
                   finite=bool(torch.isfinite(z_v).all() and torch.isfinite(z_a).all()))
     return record
@@ -148,40 +176,51 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per config")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--append", action="store_true", help="add to an existing results file")
+    parser.add_argument("--device", default="cuda", help="cuda; cpu only for a smoke run with --resolution tiny")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("step_time.py needs a CUDA GPU", file=sys.stderr)
         return 2
-    device, dtype = torch.device("cuda"), torch.bfloat16
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.backends.cuda.matmul.allow_tf32 = True
-    preset = get_preset("mova-720p" if args.resolution == "720p" else "mova-360p")
+    preset = get_preset({"720p": "mova-720p", "360p": "mova-360p", "tiny": "tiny"}[args.resolution])
     t0 = time.perf_counter()
     den = build_denoiser(preset, device, dtype)
     build_s = time.perf_counter() - t0
-    weights_gb = torch.cuda.memory_allocated() / 1e9
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
+    weights_gb = torch.cuda.memory_allocated() / 1e9 if device.type == "cuda" else 0.0
+    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
+               "cuda": torch.version.cuda,
                "cudnn": torch.backends.cudnn.version(), "python": platform.python_version(), "runs": []}
     if args.append and args.out.exists():
         results = json.loads(args.out.read_text())
     print(f"built denoiser in {build_s:.1f} s, weights {weights_gb:.1f} GB on {results['device']}", flush=True)
     compiled = streaming = False
     for config in args.configs:
-        if config.endswith(":stream") and not streaming:
-            from mova.offload import BlockStreamer
-
+        offloaded = config.endswith((":stream", ":groupoffload"))
+        if offloaded and not streaming:
             t1 = time.perf_counter()
-            BlockStreamer([*den.experts, den.audio_dit, den.bridge], device)
+            if config.endswith(":stream"):
+                from mova.offload import BlockStreamer
+
+                BlockStreamer([*den.experts, den.audio_dit, den.bridge], device)
+            else:
+                from diffusers.hooks import apply_group_offloading
+
+                for m in [*den.experts, den.audio_dit, den.bridge]:
+                    apply_group_offloading(m, onload_device=device, offload_type="leaf_level", use_stream=True,
+                                           record_stream=True)
             torch.cuda.empty_cache()
-            print(f"moved blocks to pinned host memory in {time.perf_counter() - t1:.1f} s; "
+            print(f"offloaded ({config.rsplit(':', 1)[1]}) in {time.perf_counter() - t1:.1f} s; "
                   f"{torch.cuda.memory_allocated() / 1e9:.2f} GB stay on the GPU", flush=True)
             streaming = True
             weights_gb = torch.cuda.memory_allocated() / 1e9
-        elif streaming and not config.endswith(":stream"):
-            raise SystemExit("list streamed configs last")
-        if config.endswith(":compile") and not compiled:
-            den.compile_blocks()
+        elif streaming and not offloaded:
+            raise SystemExit("list offloaded configs last")
+        if ":compile" in config and not compiled:
+            compile_repeated_blocks([*den.experts, den.audio_dit, den.bridge])
             compiled = True
-        elif compiled and not config.endswith(":compile"):
+        elif compiled and ":compile" not in config:
             raise SystemExit("list eager configs before compiled ones")
         rec = run_config(den, preset, args.resolution, config, args.steps, args.warmup, device, dtype)
         rec["weights_gb"] = round(weights_gb, 2)
@@ -189,11 +228,12 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
         print(json.dumps(rec), flush=True)
-    print(f"{'res':<5} {'config':<24} {'s/step':>8} {'peak GB':>8} {'TF/s':>7}")
+    print(f"{'res':<5} {'config':<34} {'s/step':>8} {'peak GB':>8} {'TF/s':>7}")
     for r in results["runs"]:
         cfg = f"{r['mode']}:{r['branching']}:{r['attention']}" + (":compile" if r.get("compiled") else "") + \
-            (":stream" if r.get("offload") == "sequential" else "")
-        print(f"{r['resolution']:<5} {cfg:<24} {r.get('step_s', r['status']):>8} {r.get('peak_memory_gb', '-'):>8} "
+            (":fp8" if r.get("precision") == "fp8" else "") + \
+            {"sequential": ":stream", "diffusers-leaf": ":groupoffload"}.get(r.get("offload"), "")
+        print(f"{r['resolution']:<5} {cfg:<34} {r.get('step_s', r['status']):>8} {r.get('peak_memory_gb') or '-':>8} "
               f"{r.get('tflops_per_s', '-'):>7}")
     return 0
 

@@ -22,13 +22,15 @@ the per-sample bridge strength (1.0 on / 0.0 off) that selects c_B for a branch.
 
 :func:`guided_velocity` evaluates all branches of a step in **one batched forward** (branches stacked along the batch
 dimension, bridge strength passed per sample as a [B_total] tensor), or one branch at a time with
-``sequential=True`` for memory-tight GPUs; both give the same result.
+``sequential=True`` for memory-tight GPUs; both give the same result. How the branches run is a *branch runner*
+(``runner=``), so CFG parallelism (``mova.parallel.cfg_parallel_runner``) needs nothing here.
 
 This module imports torch lazily, so ``Guidance`` can be imported (e.g. by the UI) without loading torch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,7 +39,7 @@ from mova.validation import MAX_GUIDANCE_SCALE, real
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["Guidance", "GUIDANCE_MODES", "Branch", "guided_velocity"]
+__all__ = ["Guidance", "GUIDANCE_MODES", "Branch", "guided_velocity", "batched_runner", "sequential_runner"]
 
 GUIDANCE_MODES: tuple[str, ...] = ("none", "text", "text+bridge", "dual")
 
@@ -133,6 +135,21 @@ class Denoiser(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+Runner = Callable[[Callable[[tuple[Branch, ...]], tuple["torch.Tensor", "torch.Tensor"]], tuple[Branch, ...]],
+                  list[tuple["torch.Tensor", "torch.Tensor"]]]
+
+
+def batched_runner(evaluate, branches):
+    """All branches in one denoiser call (stacked along the batch): the default branch runner."""
+    video, audio = evaluate(tuple(branches))
+    return list(zip(video.chunk(len(branches)), audio.chunk(len(branches))))
+
+
+def sequential_runner(evaluate, branches):
+    """One denoiser call per branch: less activation memory, the same result."""
+    return [evaluate((b,)) for b in branches]
+
+
 def guided_velocity(
     denoiser: Denoiser,
     guidance: Guidance,
@@ -146,7 +163,7 @@ def guided_velocity(
     expert: int | None = None,
     *,
     sequential: bool = False,
-    parallel: Any = None,
+    runner: Runner | None = None,
     bridge_strength: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Guided (video, audio) velocities for one denoising step (docs/model.md#guidance).
@@ -164,9 +181,11 @@ def guided_velocity(
         t_video, t_audio: [B] float timesteps, or a scalar / 0-d tensor shared by the batch.
         video_fps: frames per second of the video (bridge RoPE clock).
         expert: video expert index passed through to the denoiser (omitted when None).
-        sequential: evaluate the branches one call at a time instead of one batched call (same result, less memory).
-        parallel: a ``mova.parallel.ParallelState`` with ``cfg_size`` > 1 spreads the branches over the ranks of
-            its cfg group (rank r evaluates branches r, r + cfg, ...) and all-gathers their outputs.
+        sequential: evaluate the branches one call at a time (:func:`sequential_runner`) instead of one batched call
+            (:func:`batched_runner`); same result, less memory.
+        runner: how the branches are evaluated, ``runner(evaluate, branches) -> [(v_video, v_audio) per branch]``
+            where ``evaluate(group)`` runs the denoiser on the branches of ``group`` stacked along the batch
+            (e.g. ``mova.parallel.cfg_parallel_runner``, which spreads them over GPUs); overrides ``sequential``.
         bridge_strength: the denoiser ``bridge_strength`` of the branches with the bridge on (1.0); 0.0 runs every
             branch with independent towers (the "no bridge" ablation).
 
@@ -198,9 +217,8 @@ def guided_velocity(
     t_video = _per_sample(t_video, batch, device, "t_video")
     t_audio = _per_sample(t_audio, batch, device, "t_audio")
     extra = {} if expert is None else {"expert": expert}
-    branches = guidance.branches
 
-    def run(group: tuple[Branch, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(group: tuple[Branch, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """One denoiser call for ``group`` branches stacked along the batch: [k·B, ...]."""
         k = len(group)
         embeds = torch.cat([text_embeds if b.prompt else negative_embeds for b in group], dim=0)
@@ -208,45 +226,19 @@ def guided_velocity(
             [bridge_strength if b.bridge else 0.0 for b in group for _ in range(batch)], dtype=torch.float32,
             device=device
         )
-        return denoiser(
-            _repeat(video_latents, k),
-            _repeat(audio_latents, k),
-            embeds,
-            _repeat(t_video, k),
-            _repeat(t_audio, k),
-            video_fps,
-            bridge_strength=strength,
-            **extra,
-        )
+        out_video, out_audio = denoiser(_repeat(video_latents, k), _repeat(audio_latents, k), embeds,
+                                        _repeat(t_video, k), _repeat(t_audio, k), video_fps, bridge_strength=strength,
+                                        **extra)
+        if out_video.shape[0] != k * batch or out_audio.shape[0] != k * batch:
+            raise ValueError(f"denoiser returned batch {out_video.shape[0]}/{out_audio.shape[0]}, expected {k * batch}")
+        return out_video, out_audio
 
-    # 2. Evaluate the branches: one batched call, or one call per branch (only this rank's under CFG parallel).
-    cfg = getattr(parallel, "cfg_size", 1)
-    mine = branches if cfg == 1 else branches[parallel.cfg_rank::cfg]
-    if cfg > 1 and not mine:
-        raise ValueError(f"CFG parallel degree {cfg} exceeds the {len(branches)} branches of mode {guidance.mode!r}")
-    if sequential or cfg > 1:
-        outs = [run((b,)) for b in mine] if sequential else None
-        if outs is None:
-            out_video, out_audio = run(mine)
-            outs = list(zip(out_video.split(batch, dim=0), out_audio.split(batch, dim=0)))
-        v_video = [o[0] for o in outs]
-        v_audio = [o[1] for o in outs]
-        if cfg > 1:
-            from mova.parallel import gather_branches
-
-            v_video = gather_branches(v_video, len(branches), parallel)
-            v_audio = gather_branches(v_audio, len(branches), parallel)
-    else:
-        out_video, out_audio = run(branches)
-        v_video = list(out_video.split(batch, dim=0))
-        v_audio = list(out_audio.split(batch, dim=0))
-        if len(v_video) != len(branches) or len(v_audio) != len(branches):
-            raise ValueError(
-                f"denoiser returned batch {out_video.shape[0]}/{out_audio.shape[0]}, expected {len(branches) * batch}"
-            )
+    # 2. Evaluate the branches (the runner decides how: batched, one by one, spread over GPUs).
+    runner = runner or (sequential_runner if sequential else batched_runner)
+    outs = runner(evaluate, guidance.branches)
 
     # 3. Combine in float32.
-    return guidance.combine(v_video), guidance.combine(v_audio)
+    return guidance.combine([o[0] for o in outs]), guidance.combine([o[1] for o in outs])
 
 
 def _repeat(x: torch.Tensor, k: int) -> torch.Tensor:

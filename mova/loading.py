@@ -13,10 +13,13 @@ every config is valid and within the size ceilings of ``mova.config``, and every
 Only safetensors are ever read, for every component. Each refusal is a ``CheckpointError`` (a ValueError)
 that starts with the file it is about.
 
-Our components are built on the ``meta`` device (no memory), their keys and shapes are compared with the
-safetensors headers (strict: missing, unexpected and mis-shaped tensors are listed, first 10 of each),
-and the tensors are then read one at a time straight into the target device and dtype and assigned to
-the module, so no second full copy of the weights ever exists. ``save_pretrained`` writes the same layout.
+Our components are diffusers ``ModelMixin``s (``VideoDiT.from_pretrained(folder, subfolder="video_dit")`` works as
+for any diffusers model). The pipeline loads them through the checks above: built on the ``meta`` device (no memory),
+keys and shapes compared with the safetensors headers (strict: missing, unexpected and mis-shaped tensors are listed,
+first 10 of each), then each tensor read on its own straight into the target device and dtype by diffusers'
+``load_model_dict_into_meta`` (which honours ``_keep_in_fp32_modules``), so no second copy of the weights and no
+whole shard is ever held in host memory. ``save_pretrained`` writes the same layout (``ModelMixin.save_pretrained``
+for our components).
 """
 
 from __future__ import annotations
@@ -26,17 +29,16 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from mova import validation
-from mova.config import LIBRARY_LIMITS, CheckpointError, check_sizes, naming_file
+from mova.config import LIBRARY_LIMITS, CheckpointError, check_library_config, log_unused_keys, naming_file
 from mova.models.audio_dit import AudioDiT
 from mova.models.audio_vae import AudioVAE
 from mova.models.bridge import DualTowerBridge
@@ -313,26 +315,73 @@ def compare_keys(module: nn.Module, tensors: dict[str, TensorInfo]) -> KeyReport
 # --------------------------------------------------------------------------------------------------------
 
 
-def build_on_meta(cls: type[nn.Module], config: Any) -> nn.Module:
+def build_on_meta(cls: type[nn.Module], config: dict[str, Any]) -> nn.Module:
+    """``cls.from_config(config)`` with every parameter on the meta device (no memory)."""
     with torch.device("meta"):
         return cls.from_config(config)  # type: ignore[attr-defined]
 
 
-def native_config(cls: type[nn.Module], subfolder: Path, tensors: dict[str, TensorInfo] | None = None):
-    """The component's config from its ``config.json``; for the audio VAE the weight-norm storage form is
-    taken from the checkpoint keys (``weight_g``/``weight_v`` or plain ``weight``)."""
-    path = subfolder / "config.json"
-    config = cls.config_class.from_dict(read_json(path), source=path)  # type: ignore[attr-defined]
+def native_config(cls: type, subfolder: Path, tensors: dict[str, TensorInfo] | None = None) -> dict:
+    """The component's config (``config.json``; the scheduler's ``scheduler_config.json``), checked: its
+    ``_class_name`` and every value (``mova.models.checks``). For the audio VAE the weight-norm storage form is taken
+    from the checkpoint keys (``weight_g``/``weight_v`` or plain ``weight``)."""
+    path = subfolder / cls.config_name  # type: ignore[attr-defined]
+    config = read_json(path)
+    with naming_file(path):
+        name = config.get("_class_name")
+        if name is not None and name not in cls.class_names():  # type: ignore[attr-defined]
+            raise ValueError(f"_class_name is {name!r}, expected {' or '.join(map(repr, cls.class_names()))}")
+        cls.check_config(config)  # type: ignore[attr-defined]
+    # keys the class does not take (a later release's fields): named once with the file, then dropped, as diffusers does
+    known = cls.config_defaults()  # type: ignore[attr-defined]
+    unused = sorted(k for k in config if not k.startswith("_") and k not in known)
+    log_unused_keys(cls.__name__, unused, path, quiet=getattr(cls, "_quiet_config_keys", ()))
+    config = {k: v for k, v in config.items() if k not in unused}
     if cls is AudioVAE and tensors is not None:
-        has_wn = any(k.endswith(".weight_v") for k in tensors)
-        if has_wn != config.use_weight_norm:
-            config = config.replace(use_weight_norm=has_wn)
+        config["use_weight_norm"] = any(k.endswith(".weight_v") for k in tensors)
     return config
+
+
+class _Tensors(Mapping):
+    """The named tensors of one open safetensors file, each read only when asked for (a lazy state dict)."""
+
+    def __init__(self, handle: Any, keys: list[str]):
+        self.handle, self.keys_ = handle, keys
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.handle.get_tensor(key)
+
+    def __iter__(self):
+        return iter(self.keys_)
+
+    def __len__(self) -> int:
+        return len(self.keys_)
+
+
+def load_weights(module: nn.Module, tensors: dict[str, TensorInfo], device: str | torch.device = "cpu",
+                 dtype: torch.dtype | None = None) -> None:
+    """Fill a meta-device module with the checkpoint's tensors on ``device``: diffusers' ``load_model_dict_into_meta``
+    casts each to ``dtype`` (the module's ``_keep_in_fp32_modules`` stay float32) and places it, one tensor at a
+    time, as they are read. (``ModelMixin.from_pretrained`` reads a whole shard — up to 10 GB — before placing any of
+    it; read this way, host memory holds one tensor.)"""
+    from diffusers.models.model_loading_utils import load_model_dict_into_meta
+
+    by_file: dict[Path, list[str]] = {}
+    for key, info in tensors.items():
+        by_file.setdefault(info.file, []).append(key)
+    keep = fp32_modules(module, dtype)
+    for file, keys in by_file.items():
+        try:
+            with safe_open(file, framework="pt", device="cpu") as f:
+                load_model_dict_into_meta(module, _Tensors(f, keys), dtype=dtype, keep_in_fp32_modules=keep,
+                                          device_map={"": torch.device(device)})
+        except (SafetensorError, OSError) as exc:
+            raise _unreadable(file, exc) from None
 
 
 def load_native(cls: type[nn.Module], subfolder: str | os.PathLike, device: str | torch.device = "cpu",
                 dtype: torch.dtype | None = None) -> nn.Module:
-    """Load one of our components from an official-layout subfolder, strictly.
+    """Load one of our components from an official-layout subfolder, strictly (``dtype=None``: float32).
 
     Raises:
         ValueError: missing folder/config/weights, bad config fields, or any key/shape difference.
@@ -342,68 +391,41 @@ def load_native(cls: type[nn.Module], subfolder: str | os.PathLike, device: str 
         raise ValueError(f"component folder {str(subfolder)!r} does not exist")
     check_links(subfolder.parent, subfolder.name)
     tensors = checkpoint_tensors(subfolder)
-    config = native_config(cls, subfolder, tensors)
-    module = build_on_meta(cls, config)
+    module = build_on_meta(cls, native_config(cls, subfolder, tensors))
     report = compare_keys(module, tensors)
     if not report.ok:
         raise CheckpointError(subfolder, f"checkpoint does not match {cls.__name__}: {report.describe()}")
-    device = torch.device(device)
-    state: dict[str, torch.Tensor] = {}
-    by_file: dict[Path, list[str]] = {}
-    for key, info in tensors.items():
-        by_file.setdefault(info.file, []).append(key)
-    for file, keys in by_file.items():
-        try:
-            with safe_open(file, framework="pt", device="cpu") as f:
-                for key in keys:
-                    t = f.get_tensor(key)
-                    target = dtype if (dtype is not None and t.is_floating_point()) else t.dtype
-                    if cls is DualTowerBridge and key == "condition_scale":
-                        target = torch.float32  # a float32 scalar in the reference, whatever the model dtype
-                    state[key] = t.to(device=device, dtype=target)
-        except (SafetensorError, OSError) as exc:
-            raise _unreadable(file, exc) from None
-    module.load_state_dict(state, strict=True, assign=True)
+    load_weights(module, tensors, device, dtype)
     module.eval()
-    logger.info("loaded %s from %s (%d tensors, %s)", cls.__name__, subfolder, len(state), dtype or "stored dtype")
+    logger.info("loaded %s from %s (%d tensors, %s)", cls.__name__, subfolder, len(tensors), dtype or "float32")
+    return module
+
+
+def fp32_modules(module: nn.Module, dtype: torch.dtype | None) -> list[str]:
+    """The module's ``_keep_in_fp32_modules`` when ``dtype`` is narrower than float32 (else none: a float64 model
+    stays float64 throughout)."""
+    narrow = dtype is not None and dtype.is_floating_point and torch.finfo(dtype).bits < 32
+    return list(getattr(module, "_keep_in_fp32_modules", None) or []) if narrow else []
+
+
+def cast_(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``module.to(dtype)`` in place, keeping its ``_keep_in_fp32_modules`` in float32 (``fp32_modules``). (Plain
+    ``nn.Module.to``: diffusers' override warns about exactly the modules this keeps in float32.)"""
+    nn.Module.to(module, dtype)
+    keep = fp32_modules(module, dtype)
+    for name, param in module.named_parameters():
+        if any(k in name.split(".") for k in keep):
+            param.data = param.data.float()
     return module
 
 
 def save_native(module: nn.Module, subfolder: str | os.PathLike, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
                 dtype: torch.dtype | None = None) -> None:
-    """Write ``config.json`` and the weights (one file, or shards plus an index above ``max_shard_bytes``)."""
-    subfolder = Path(subfolder)
-    subfolder.mkdir(parents=True, exist_ok=True)
-    with open(subfolder / "config.json", "w", encoding="utf-8") as f:
-        json.dump(module.config.to_dict(), f, indent=2)  # type: ignore[attr-defined]
-    state = {}
-    for k, v in module.state_dict().items():
-        t = v.detach()
-        if dtype is not None and t.is_floating_point() and k != "condition_scale":
-            t = t.to(dtype)
-        state[k] = t.contiguous().cpu()
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for k, t in state.items():
-        nbytes = t.numel() * t.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][k] = t
-        size += nbytes
-    for stale in list(subfolder.glob("diffusion_pytorch_model*.safetensors")) + [subfolder / WEIGHTS_INDEX_NAME]:
-        stale.unlink(missing_ok=True)
-    if len(shards) == 1:
-        save_file(shards[0], subfolder / WEIGHTS_NAME, metadata={"format": "pt"})
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards, 1):
-        name = f"diffusion_pytorch_model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, subfolder / name, metadata={"format": "pt"})
-        weight_map.update({k: name for k in shard})
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    with open(subfolder / WEIGHTS_INDEX_NAME, "w", encoding="utf-8") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    """``ModelMixin.save_pretrained``: ``config.json`` and the weights (one file, or shards plus an index above
+    ``max_shard_bytes``); ``dtype`` casts the module in place first (``cast_``)."""
+    if dtype is not None:
+        cast_(module, dtype)
+    module.save_pretrained(subfolder, safe_serialization=True, max_shard_size=max_shard_bytes)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -438,7 +460,7 @@ def library_config(name: str, subfolder: Path) -> dict[str, Any]:
     path = subfolder / "config.json"
     config = read_json(path)
     with naming_file(path):
-        check_sizes(name, config, LIBRARY_LIMITS[name])
+        check_library_config(name, config)
     return config
 
 
@@ -451,7 +473,7 @@ def load_library_component(name: str, entry: Any, subfolder: Path, device: str |
     check_links(subfolder.parent, subfolder.name)
     cls = library_class(name)
     if name == "scheduler":
-        return cls.from_pretrained(subfolder)
+        return cls.from_config(native_config(cls, subfolder))
     if name == "tokenizer":
         try:
             return cls.from_pretrained(subfolder, local_files_only=True)
@@ -495,6 +517,8 @@ def load_components(folder: str | os.PathLike, device: str | torch.device = "cpu
         elif name in LIBRARY_LIMITS:
             library_config(name, folder / name)
             checkpoint_tensors(folder / name)
+        elif name == "scheduler":
+            native_config(library_class(name), folder / name)
     for name in wanted:
         if name in NATIVE_COMPONENTS:
             out[name] = load_native(NATIVE_COMPONENTS[name][0], folder / name, device, dtype)

@@ -1,4 +1,4 @@
-"""LoRA adapters for the MOVA denoiser: file format, injection (peft), scale, merge/unmerge, unload.
+"""LoRA adapters for the MOVA denoiser: the file format, and loading through diffusers' ``PeftAdapterMixin``.
 
 An adapter is a folder (or just its weights file) holding
 
@@ -8,16 +8,18 @@ An adapter is a folder (or just its weights file) holding
 * ``adapter_config.json`` — ``rank``, ``alpha``, ``dropout``, ``target_modules``, ``components``, ``base_model``.
   Without it, the rank is read from the weights and α = rank (scaling 1).
 
-A LoRA layer computes ``W x + scale·(α/r)·B A x``; ``scale`` (default 1) is the user's strength knob. Loading:
+A LoRA layer computes ``W x + scale·(α/r)·B A x``; ``scale`` (default 1) is the user's strength knob. The model
+classes are ``PeftAdapterMixin``s, so each component takes its share of the file with diffusers'
+``load_lora_adapter(state, prefix=component)`` and the strength, merge and unload are its ``set_adapters``,
+``fuse_lora`` / ``unfuse_lora`` and ``unload_lora``:
 
-    from mova.lora import load_lora
-    adapter = load_lora(pipe, "runs/lora/final", scale=0.8)   # pipe: MOVAPipeline (or a components dict)
+    adapter = pipe.load_lora("runs/lora/final", scale=0.8)   # or mova.lora.load_lora(pipe, ...)
     adapter.set_scale(0.5); adapter.merge(); adapter.unmerge(); adapter.unload()
 
-``train/lora.py`` injects adapters with the same :func:`inject_lora` and writes files with :func:`save_lora`, so a
-trained adapter loads here bit for bit. ``merge`` adds B·A into the base weights in place (peft), so ``unmerge``
-restores them up to float rounding (W + Δ − Δ); ``set_scale(0)`` without merging is exactly the base model.
-Not supported with ``offload="sequential"`` (the block offloading hooks would not move the adapter weights).
+``train/lora.py`` adds adapters with ``add_adapter`` and writes files with :func:`save_lora`, so a trained adapter
+loads here bit for bit. ``merge`` adds B·A into the base weights in place, so ``unmerge`` restores them up to float
+rounding (W + Δ − Δ); ``set_scale(0)`` without merging is exactly the base model. Not supported with
+``offload="sequential"`` (the block streaming hooks would not move the adapter weights).
 """
 
 from __future__ import annotations
@@ -78,54 +80,15 @@ class LoRASpec:
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in fields})
 
+    def peft_config(self, paths: Iterable[str] | None = None):
+        """The peft ``LoraConfig``: layers whose module path ends with one of ``target_modules``, or exactly
+        ``paths`` (the layers an adapter file has tensors for)."""
+        from peft import LoraConfig
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Injection (peft) and the layers it creates
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def target_regex(target_modules: Iterable[str]) -> str:
-    """peft ``target_modules`` regex matching module paths that equal or end with ``.<suffix>``."""
-    alternatives = "|".join(re.escape(t) for t in target_modules)
-    return rf"^(?:.*\.)?(?:{alternatives})$"
-
-
-def inject_lora(module: nn.Module, spec: LoRASpec, adapter_name: str = ADAPTER_NAME,
-                paths: Iterable[str] | None = None) -> list[str]:
-    """Wrap every matching ``nn.Linear`` of ``module`` (one component) in a peft LoRA layer, in place.
-
-    Matching: module paths ending with one of ``spec.target_modules``, or exactly ``paths`` when given (loading
-    a file wraps exactly the layers it has tensors for). B starts at zero, so the module's outputs are
-    unchanged until the adapter is trained or loaded. Returns the wrapped paths; ValueError when none match.
-    """
-    from peft import LoraConfig, inject_adapter_in_model
-
-    pattern = target_regex(spec.target_modules) if paths is None else \
-        "^(?:" + "|".join(re.escape(p) for p in paths) + ")$"
-    config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                        target_modules=pattern, bias="none")
-    try:
-        inject_adapter_in_model(config, module, adapter_name=adapter_name)
-    except ValueError as exc:
-        raise ValueError(f"no module of {type(module).__name__} matches lora target_modules "
-                         f"{list(spec.target_modules)} ({exc})") from None
-    return [name for name, m in module.named_modules() if _is_lora_layer(m)]
-
-
-def _is_lora_layer(module: nn.Module) -> bool:
-    from peft.tuners.lora import LoraLayer
-
-    return isinstance(module, LoraLayer)
-
-
-def lora_layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
-    return [m for module in modules for m in module.modules() if _is_lora_layer(m)]
-
-
-def lora_state_dict(components: Mapping[str, nn.Module]) -> dict[str, torch.Tensor]:
-    """Adapter tensors of injected components in file naming (``{component}.{path}.lora_A.weight``)."""
-    return adapter_keys({f"{name}.{k}": v for name, module in components.items()
-                         for k, v in module.state_dict().items() if ".lora_" in k})
+        names = [re.escape(t) for t in self.target_modules] if paths is None else None
+        pattern = rf"^(?:.*\.)?(?:{'|'.join(names)})$" if names else "^(?:" + "|".join(map(re.escape, paths)) + ")$"
+        return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=pattern,
+                          bias="none")
 
 
 def adapter_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -137,6 +100,12 @@ def adapter_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if match and match["component"] in COMPONENTS:
             out[f"{match['component']}.{match['path']}.{match['ab']}.weight"] = value
     return out
+
+
+def lora_layers(modules: Iterable[nn.Module]) -> list[nn.Module]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for module in modules for m in module.modules() if isinstance(m, BaseTunerLayer)]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -181,10 +150,47 @@ def read_lora(path: str | os.PathLike) -> tuple[LoRASpec, dict[str, torch.Tensor
     return dataclasses.replace(spec, components=components), state
 
 
-def adapter_paths(state: Mapping[str, torch.Tensor], component: str) -> list[str]:
-    """Module paths (inside ``component``) that an adapter state has tensors for."""
+def misfits(module: nn.Module, state: Mapping[str, torch.Tensor], component: str, rank: int) -> list[str]:
+    """What in ``state`` (file keys) cannot be an adapter of ``module``: tensors for a module path that is not a
+    Linear of it, shapes other than A [rank, in] / B [out, rank], an A without its B."""
     prefix = f"{component}."
-    return sorted({k[len(prefix):].rsplit(".lora_", 1)[0] for k in state if k.startswith(prefix)})
+    problems, paths = [], {}
+    for key, value in state.items():
+        if key.startswith(prefix):
+            path, ab = key[len(prefix):].rsplit(".lora_", 1)
+            paths.setdefault(path, {})[ab.split(".")[0]] = tuple(value.shape)
+    for path, shapes in sorted(paths.items()):
+        try:
+            layer = module.get_submodule(path)
+        except AttributeError:
+            layer = None
+        if not isinstance(layer, nn.Linear):
+            problems.append(f"{prefix}{path}: not a linear layer of the model")
+            continue
+        want = {"A": (rank, layer.in_features), "B": (layer.out_features, rank)}
+        for ab, shape in want.items():
+            if shapes.get(ab) != shape:
+                problems.append(f"{prefix}{path}.lora_{ab}.weight: {list(shapes[ab]) if ab in shapes else 'missing'}"
+                                f" vs expected {list(shape)}")
+    return problems
+
+
+@torch.no_grad()
+def merged_weights(base: Mapping[str, torch.Tensor], adapter: Mapping[str, torch.Tensor], spec: LoRASpec,
+                   component: str, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """A component's state dict with the adapter folded in: ``W + scale·(α/r)·B A`` for every adapted Linear
+    (computed in float32, returned in each base tensor's dtype). ``base``: the component's plain state dict."""
+    out = dict(base)
+    factor = scale * spec.alpha / spec.rank
+    prefix = f"{component}."
+    for key, a in adapter.items():
+        if not (key.startswith(prefix) and key.endswith(".lora_A.weight")):
+            continue
+        path = key[len(prefix):-len(".lora_A.weight")]
+        b = adapter[f"{component}.{path}.lora_B.weight"]
+        w = base[f"{path}.weight"]
+        out[f"{path}.weight"] = (w.float() + factor * (b.float() @ a.float())).to(w.dtype)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -204,16 +210,12 @@ def _components_of(target: Any) -> dict[str, nn.Module]:
 
 
 class LoadedLoRA:
-    """Handle on adapters loaded into components: strength, merge/unmerge, unload."""
+    """Handle on an adapter loaded into components (``PeftAdapterMixin``s): strength, merge/unmerge, unload."""
 
     def __init__(self, components: dict[str, nn.Module], spec: LoRASpec, adapter_name: str, scale: float):
         self.components, self.spec, self.adapter_name = components, spec, adapter_name
-        self.scale = 1.0
+        self.scale, self.merged = 1.0, False
         self.set_scale(scale)
-
-    @property
-    def layers(self) -> list[nn.Module]:
-        return lora_layers(self.components.values())
 
     def set_scale(self, scale: float) -> None:
         """Adapter strength: 0 = off, 1 = as trained. Unmerges first if merged."""
@@ -222,44 +224,30 @@ class LoadedLoRA:
         merged = self.merged
         if merged:
             self.unmerge()
-        for layer in self.layers:
-            layer.set_scale(self.adapter_name, float(scale))
+        for module in self.components.values():
+            module.set_adapters(self.adapter_name, float(scale))
         self.scale = float(scale)
         if merged:
             self.merge()
 
-    @property
-    def merged(self) -> bool:
-        return any(layer.merged for layer in self.layers)
-
     def merge(self) -> None:
-        """Fold the adapters into the base weights (no extra matmuls at inference)."""
-        for layer in self.layers:
-            if not layer.merged:
-                layer.merge(adapter_names=[self.adapter_name])
+        """Fold the adapter, at its scale, into the base weights (no extra matmuls at inference)."""
+        if not self.merged:
+            for module in self.components.values():
+                module.fuse_lora(adapter_names=[self.adapter_name])
+            self.merged = True
 
     def unmerge(self) -> None:
-        for layer in self.layers:
-            if layer.merged:
-                layer.unmerge()
+        if self.merged:
+            for module in self.components.values():
+                module.unfuse_lora()
+            self.merged = False
 
     def unload(self) -> None:
         """Remove the adapter layers, restoring the original modules (and weights, if merged)."""
         self.unmerge()
         for module in self.components.values():
-            unload_lora(module)
-
-
-def unload_lora(module: nn.Module) -> None:
-    """Replace every peft LoRA layer under ``module`` by its base layer (and drop peft's bookkeeping attribute)."""
-    for name, child in list(module.named_modules()):
-        if not _is_lora_layer(child) or not name:
-            continue
-        parent_name, _, attr = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, attr, child.get_base_layer())
-    if hasattr(module, "peft_config"):
-        del module.peft_config
+            module.unload_lora()
 
 
 @torch.no_grad()
@@ -267,8 +255,8 @@ def load_lora(target: Any, path: str | os.PathLike, scale: float = 1.0,
               adapter_name: str = ADAPTER_NAME) -> LoadedLoRA:
     """Load an adapter into a :class:`~mova.pipeline.MOVAPipeline` (or a DualTowerDenoiser / components dict).
 
-    Every tensor of the file must find its layer (strict): a mismatch lists the first offending keys.
-    Adapter weights are kept in float32 next to base weights of any dtype (peft casts per call).
+    Every tensor of the file must fit its layer (strict: checked before anything is injected, the first offending
+    keys listed). Adapter weights are kept in float32 next to base weights of any dtype (peft casts per call).
     """
     if getattr(target, "offload", "none") == "sequential":
         raise ValueError("load_lora with offload='sequential' is not supported (the block offloading hooks do not "
@@ -280,45 +268,22 @@ def load_lora(target: Any, path: str | os.PathLike, scale: float = 1.0,
         raise ValueError(f"LoRA {path} has adapters for {absent}, which this model does not have "
                          f"(it has {sorted(components)})")
     used = {c: components[c] for c in spec.components}
+    problems = [p for name, module in used.items() for p in misfits(module, state, name, spec.rank)]
+    if problems:
+        raise ValueError(f"LoRA {path} does not fit this model: {len(problems)} problem(s): {problems[:5]}")
     for name, module in used.items():
         if lora_layers([module]):
             raise ValueError(f"{name} already carries a LoRA adapter; unload it first")
-        inject_lora(module, spec, adapter_name, paths=adapter_paths(state, name))
-    expected: dict[str, torch.Tensor] = {}
-    for name, module in used.items():
-        for key, param in module.named_parameters():
-            if f".lora_A.{adapter_name}." in key or f".lora_B.{adapter_name}." in key:
-                expected[f"{name}.{key.replace(f'.{adapter_name}.', '.')}"] = param
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or mismatched:
-        for module in used.values():
-            unload_lora(module)
-        raise ValueError(f"LoRA {path} does not fit this model: {len(missing)} missing {missing[:5]}, "
-                         f"{len(unexpected)} unexpected {unexpected[:5]}, {len(mismatched)} shape mismatches "
-                         f"{mismatched[:5]}")
-    for key, param in expected.items():
-        param.copy_(state[key].to(device=param.device, dtype=param.dtype))
-        param.requires_grad_(False)
+        paths = sorted({k[len(name) + 1:].rsplit(".lora_", 1)[0] for k in state if k.startswith(f"{name}.")})
+        config = spec.peft_config(paths)
+        metadata = {f"{name}.{k}": v for k, v in (("r", config.r), ("lora_alpha", config.lora_alpha), ("bias", "none"),
+                                                 ("target_modules", config.target_modules), ("lora_dropout", 0.0))}
+        device = next(module.parameters()).device
+        shard = {k: v.to(device=device, dtype=torch.float32) for k, v in state.items() if k.startswith(f"{name}.")}
+        module.load_lora_adapter(shard, prefix=name, adapter_name=adapter_name, metadata=metadata)
+        for layer in lora_layers([module]):
+            for param in layer.parameters():
+                param.requires_grad_(False)
     logger.info("loaded LoRA %s (rank %d, alpha %g) into %s, %d tensors, scale %g", path, spec.rank, spec.alpha,
                 list(used), len(state), scale)
     return LoadedLoRA(used, spec, adapter_name, scale)
-
-
-@torch.no_grad()
-def merged_weights(base: Mapping[str, torch.Tensor], adapter: Mapping[str, torch.Tensor], spec: LoRASpec,
-                   component: str, scale: float = 1.0) -> dict[str, torch.Tensor]:
-    """A component's state dict with the adapter folded in: ``W + scale·(α/r)·B A`` for every adapted Linear
-    (computed in float32, returned in each base tensor's dtype). ``base``: the component's plain state dict."""
-    out = dict(base)
-    factor = scale * spec.alpha / spec.rank
-    prefix = f"{component}."
-    for key, a in adapter.items():
-        if not (key.startswith(prefix) and key.endswith(".lora_A.weight")):
-            continue
-        path = key[len(prefix):-len(".lora_A.weight")]
-        b = adapter[f"{component}.{path}.lora_B.weight"]
-        w = base[f"{path}.weight"]
-        out[f"{path}.weight"] = (w.float() + factor * (b.float() @ a.float())).to(w.dtype)
-    return out

@@ -38,10 +38,12 @@ import numpy as np
 import torch
 
 from mova import media, modes
+from mova.acceleration import fp8_unavailable, precision_context
 from mova import validation as check
 from mova.conditioning import KnownLatents, audio_latent_known, video_latent_known
 from mova.guidance import Guidance, guided_velocity
-from mova.loading import load_components
+from mova.hub import DEMO_DIR
+from mova.loading import load_components, read_model_index
 from mova.media import center_crop_resize
 from mova.models import DualTowerDenoiser
 from mova.settings import WORK_NFE, WORK_STEPS, GenerationCancelled, GenerationSettings, ModelInfo
@@ -59,7 +61,6 @@ DEFAULT_NEGATIVE_PROMPT = (
 MAX_SEQUENCE_LENGTH = 512
 OFFLOAD_MODES = ("none", "model", "sequential")
 ENCODER_COMPONENTS = ("text_encoder", "tokenizer", "video_vae", "audio_vae")
-DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -150,6 +151,8 @@ class MOVAPipeline:
         self.loras: dict[str, Path] = {}  # adapters offered by name (register_lora)
         self._lora, self._lora_name = None, None  # the adapter in the denoiser now
         self.parallel = None
+        self.velocity_model = self.denoiser  # what the guidance calls (a parallel wrapper after enable_parallel)
+        self.branch_runner = None  # how guidance evaluates its branches (None: batched, or sequential_cfg)
         self._setup_offload()
 
     # ----------------------------------------------------------------------------------------------------
@@ -157,37 +160,53 @@ class MOVAPipeline:
     # ----------------------------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path_or_name: str | os.PathLike = "demo", device: str | torch.device | None = None,
-                        dtype: torch.dtype | str | None = None, offload: str = "none",
-                        encoders_only: bool = False) -> "MOVAPipeline":
-        """Load a checkpoint folder (official layout) or ``"demo"`` (the shipped demo checkpoint).
-
-        ``encoders_only``: load the text encoder, tokenizer and both VAEs and no denoiser (tens of GB at full size):
-        a pipeline whose ``encode_prompt``, ``encode_video`` and ``prepare_conditions`` are the inference code, for
-        the training cache; it cannot generate.
+    def from_pretrained(cls, path_or_name: str | os.PathLike = "demo", *, revision: str | None = None,
+                        device: str | torch.device | None = None, torch_dtype: torch.dtype | str | None = None,
+                        offload: str = "none", encoders_only: bool = False,
+                        high_noise_expert: bool = True) -> "MOVAPipeline":
+        """Load a checkpoint folder (official layout), a Hugging Face Hub repo id (``"org/name"``, fetched into the
+        HF cache with only the files the pipeline reads; ``mova.hub``) or ``"demo"`` (the shipped demo checkpoint).
 
         Args:
+            revision: a branch, tag or commit of a Hub repo.
             device: default CUDA when available, else CPU.
-            dtype: default bfloat16 on CUDA, float32 on CPU (bf16 matmuls are very slow on CPUs).
+            torch_dtype: default bfloat16 on CUDA, float32 on CPU (bf16 matmuls are very slow on CPUs); also
+                ``"bf16"``, ``"fp16"``, ``"fp32"``. Our models keep their ``_keep_in_fp32_modules`` in float32.
             offload: ``none`` (everything on the device), ``model`` (one component on the device at a time),
                 ``sequential`` (DiT blocks streamed from pinned host memory with prefetch; for small GPUs).
+            encoders_only: load the text encoder, tokenizer and both VAEs and no denoiser (tens of GB at full size):
+                a pipeline whose ``encode_prompt``, ``encode_video`` and ``prepare_conditions`` are the inference code,
+                for the training cache; it cannot generate.
+            high_noise_expert: ``False`` skips (and does not download) the high-noise expert ``video_dit``: the
+                low-noise expert then serves every step — half the expert weights, at some cost in quality in the
+                first, high-noise steps.
         """
+        from mova.hub import resolve_checkpoint
+
         if offload not in OFFLOAD_MODES:
             raise ValueError(f"offload={offload!r} is invalid: expected one of {list(OFFLOAD_MODES)}")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if isinstance(dtype, str):
-            dtype = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16":
-                     torch.float16, "fp32": torch.float32, "float32": torch.float32}.get(dtype)
-            if dtype is None:
-                raise ValueError("dtype must be one of bf16, fp16, fp32")
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        if isinstance(torch_dtype, str):
+            names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16":
+                     torch.float16, "fp32": torch.float32, "float32": torch.float32}
+            if torch_dtype not in names:
+                raise ValueError(f"torch_dtype={torch_dtype!r} is invalid: expected one of {sorted(names)}")
+            torch_dtype = names[torch_dtype]
+        dtype = torch_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         name = str(path_or_name)
-        folder = DEMO_DIR if name == "demo" else Path(path_or_name)
-        if name == "demo" and not (folder / "model_index.json").is_file():
-            raise ValueError(f"the demo checkpoint is not present at {folder}; pass a checkpoint folder instead")
+        folder = resolve_checkpoint(path_or_name, revision=revision, high_noise_expert=high_noise_expert)
         load_device = "cpu" if offload != "none" else device
-        components = load_components(folder, device=load_device, dtype=dtype,
-                                     names=ENCODER_COMPONENTS if encoders_only else None)
+        names = ENCODER_COMPONENTS if encoders_only else None
+        if not high_noise_expert and not encoders_only:
+            names = [n for n in read_model_index(folder) if n != "video_dit"]
+            if "video_dit_2" not in names:
+                raise ValueError(f"high_noise_expert=False needs a checkpoint with two experts; {name} has only "
+                                 "video_dit")
+        components = load_components(folder, device=load_device, dtype=dtype, names=names)
+        if not high_noise_expert and not encoders_only:
+            logger.warning("high_noise_expert=False: the low-noise expert serves every step (the released sampler "
+                           "switches experts at boundary_ratio)")
+            components["video_dit"] = components.pop("video_dit_2")
         for module in components.values():
             if isinstance(module, torch.nn.Module):
                 module.requires_grad_(False)
@@ -195,13 +214,22 @@ class MOVAPipeline:
 
     def enable_parallel(self, state) -> None:
         """Run the denoiser with sequence and/or CFG parallelism (a ``mova.parallel.ParallelState`` from
-        ``init_parallel``; every rank runs the same call with the same seed and gets the same result)."""
-        from mova.parallel import parallelize_denoiser
+        ``init_parallel``; every rank runs the same call with the same seed and gets the same result): the denoiser
+        is wrapped (``SequenceParallel``) and the guidance branches get a CFG-parallel runner; the model is unchanged."""
+        from mova.parallel import parallelize
 
         if self.offload != "none":
             raise ValueError("parallel inference needs offload='none' (each GPU holds its copy of the model)")
-        parallelize_denoiser(self.denoiser, state)
+        self.velocity_model, self.branch_runner = parallelize(self.denoiser, state)
         self.parallel = state
+
+    def compile(self, **compile_kwargs: Any) -> None:
+        """Regional ``torch.compile``: every repeated block of the denoiser's models (DiT blocks, bridge
+        conditioners) is compiled in place (diffusers' ``compile_repeated_blocks``; static shapes by default).
+        Blocks of one class share a compiled graph; the elementwise chains around the matmuls fuse."""
+        from mova.acceleration import compile_repeated_blocks
+
+        compile_repeated_blocks(self._denoiser_models(), **compile_kwargs)
 
     def load_lora(self, path: str | os.PathLike, scale: float = 1.0):
         """Load a LoRA adapter (``mova.lora`` format: ``adapter_model.safetensors`` + ``adapter_config.json``)
@@ -240,8 +268,10 @@ class MOVAPipeline:
         if self.offload == "sequential" and self.device.type == "cuda":
             from mova.offload import BlockStreamer
 
-            parts = [self.components[p] for p in self._denoiser_parts if self.components.get(p) is not None]
-            self.streamer = BlockStreamer(parts, self.device)
+            self.streamer = BlockStreamer(self._denoiser_models(), self.device)
+
+    def _denoiser_models(self) -> list[torch.nn.Module]:
+        return [self.components[p] for p in self._denoiser_parts if self.components.get(p) is not None]
 
     def _on_device(self, *names: str) -> None:
         """With offloading, move the named components to the device and the others to the CPU (the denoiser
@@ -338,6 +368,7 @@ class MOVAPipeline:
             frame_multiple=int(self.vae_scale_temporal), sample_rate=int(self.audio_sample_rate),
             lora_adapters=tuple(self.loras), max_pixels=max_pixels,
             max_duration_s=max_duration, max_work=max_work, device=str(self.device), offload=self.offload,
+            unavailable_precisions=tuple((p, why) for p, why in (("fp8", fp8_unavailable(self.device)),) if why),
         )
 
     def check(self, settings: GenerationSettings) -> GenerationSettings:
@@ -542,8 +573,9 @@ class MOVAPipeline:
                 z_audio = known_audio.hold(z_audio, noise_audio, sigma_audio)
             model_in = torch.cat([z_video, condition], dim=1).to(self.dtype)
             v_video, v_audio = guided_velocity(
-                self.denoiser, guidance, model_in, z_audio.to(self.dtype), text, negative, t_video, t_audio, fps,
-                expert=expert, sequential=sequential_cfg, parallel=self.parallel, bridge_strength=bridge_strength,
+                self.velocity_model, guidance, model_in, z_audio.to(self.dtype), text, negative, t_video, t_audio,
+                fps, expert=expert, sequential=sequential_cfg, runner=self.branch_runner,
+                bridge_strength=bridge_strength,
             )
             if not clean_v:
                 z_video = schedule.step(v_video, i, z_video, "video")
@@ -644,11 +676,12 @@ class MOVAPipeline:
                                                     (s.seed + window.index) % (check.MAX_SEED + 1))
             t2 = time.perf_counter()
             timings["condition"] += t2 - t1
-            z_video, z_audio = self.denoise(
-                z_video, z_audio, condition, text, negative, s.fps, s.num_inference_steps, guidance, s.video_shift,
-                s.audio_shift, progress, sequential_cfg, s.bridge_strength, known_video=known_video,
-                known_audio=known_audio, strength=spec.strength, step_offset=window.index * s.num_inference_steps,
-                total_steps=total_steps)
+            with precision_context(s.precision, self._denoiser_models(), self.device):
+                z_video, z_audio = self.denoise(
+                    z_video, z_audio, condition, text, negative, s.fps, s.num_inference_steps, guidance,
+                    s.video_shift, s.audio_shift, progress, sequential_cfg, s.bridge_strength, known_video=known_video,
+                    known_audio=known_audio, strength=spec.strength, step_offset=window.index * s.num_inference_steps,
+                    total_steps=total_steps)
             t3 = time.perf_counter()
             timings["denoise"] += t3 - t2
             if output_type == "latent" and window is plan.windows[-1]:

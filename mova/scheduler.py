@@ -6,11 +6,11 @@ Timesteps fed to the networks are ``t = num_train_timesteps · σ`` (floats, not
 
 Three pieces live here:
 
-* :class:`FlowMatchPairSchedulerConfig` — the fields of the official ``scheduler/scheduler_config.json``.
 * :class:`PairSchedule` — one immutable inference schedule: an ``[N, 2]`` table of (video t, audio t), the σ grids,
   the Euler ``step`` and the Wan 2.2 expert switch. Built per request by :meth:`FlowMatchPairScheduler.make_schedule`,
   so requests sharing one scheduler share no mutable state.
-* :class:`FlowMatchPairScheduler` — owns the config and the 1000-point training grid (used to snap σ exactly
+* :class:`FlowMatchPairScheduler` — a diffusers ``SchedulerMixin`` + ``ConfigMixin`` whose ``__init__`` arguments are
+  the fields of the official ``scheduler/scheduler_config.json``; owns the 1000-point training grid (used to snap σ exactly
   like MOVA's ``step_from_to``, docs/model.md#euler-update), ``make_schedule``, and the training helpers
   (continuous per-modality timestep sampling, ``add_noise``, ``velocity_target``).
 
@@ -39,147 +39,37 @@ Borrowed formulas: DiffSynth-Studio ``diffsynth/schedulers/flow_match.py`` (``Fl
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from mova.config import MAX_TRAIN_TIMESTEPS, CheckpointError, log_unused_keys, naming_file
+from mova.config import MAX_TRAIN_TIMESTEPS
+from mova.models.checks import ConfigRules, fail, flag, off, positive
 
 __all__ = [
     "FlowMatchPairScheduler",
-    "FlowMatchPairSchedulerConfig",
     "PairSchedule",
     "TrainingTimesteps",
     "shift_sigmas",
 ]
 
-CONFIG_NAME = "scheduler_config.json"
-CLASS_NAME = "FlowMatchPairScheduler"
-_OFFICIAL_UNUSED_KEYS = ("num_inference_steps",)  # registered by the official class; logged at INFO, not WARNING
 Modality = Literal["video", "audio"]
 _MODALITY_COLUMN = {"video": 0, "audio": 1}
+_NO_INVERSION = "data-to-noise inversion grids are not defined for MOVA pair sampling"
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Config
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class FlowMatchPairSchedulerConfig:
-    """Fields of the official ``scheduler/scheduler_config.json`` (docs/model.md#scheduler-config); defaults are the reference defaults.
-
-    Args:
-        num_train_timesteps: t = num_train_timesteps·σ; also the size of the training grid (1000).
-        shift: default shift s of ``σ = s·σ̃/(1 + (s − 1)·σ̃)`` for both modalities (checkpoint: 5).
-        sigma_max: start of the unshifted grid σ̃ (1.0 = pure noise).
-        sigma_min: end of the unshifted grid (0.003/1.002 ≈ 0.0029940).
-        inverse_timesteps: must be false (see the module docstring).
-        extra_one_step: build N + 1 points and drop the last (checkpoint: true).
-        reverse_sigmas: must be false (see the module docstring).
-        exponential_shift: use ``σ = e^μ/(e^μ + 1/σ̃ − 1)`` instead of the ``shift`` formula; needs ``exponential_shift_mu``.
-        exponential_shift_mu: μ of the exponential shift.
-        shift_terminal: if set, stretch ``1 − σ`` so the last grid point equals this value (0 < τ < 1).
-    """
-
-    num_train_timesteps: int = 1000
-    shift: float = 5.0
-    sigma_max: float = 1.0
-    sigma_min: float = 0.003 / 1.002
-    inverse_timesteps: bool = False
-    extra_one_step: bool = True
-    reverse_sigmas: bool = False
-    exponential_shift: bool = False
-    exponential_shift_mu: float | None = None
-    shift_terminal: float | None = None
-
-    def __post_init__(self) -> None:
-        # JSON gives ints for floats ("shift": 5); normalise types and validate each field.
-        n = self.num_train_timesteps
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or not 2 <= n <= MAX_TRAIN_TIMESTEPS:
-            # bounded: the scheduler builds its training grid of n points at once
-            raise ValueError(f"num_train_timesteps={n!r} is invalid; allowed: an integer from 2 to "
-                             f"{MAX_TRAIN_TIMESTEPS}")
-        object.__setattr__(self, "num_train_timesteps", int(n))
-        for name in ("shift", "sigma_max", "sigma_min"):
-            object.__setattr__(self, name, _as_float(name, getattr(self, name)))
-        for name in ("inverse_timesteps", "extra_one_step", "reverse_sigmas", "exponential_shift"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r} is invalid; allowed: true or false")
-        for name in ("exponential_shift_mu", "shift_terminal"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, _as_float(name, getattr(self, name)))
-
-        if self.shift <= 0:
-            raise ValueError(f"shift={self.shift!r} is invalid; allowed: a finite number > 0")
-        if not 0.0 <= self.sigma_min < self.sigma_max <= 1.0:
-            raise ValueError(
-                f"sigma_min={self.sigma_min!r}, sigma_max={self.sigma_max!r} are invalid; "
-                "allowed: 0 <= sigma_min < sigma_max <= 1"
-            )
-        if self.inverse_timesteps:
-            raise ValueError(
-                "inverse_timesteps=True is not supported by FlowMatchPairScheduler (data-to-noise inversion grids are "
-                "not defined for MOVA pair sampling); allowed: false"
-            )
-        if self.reverse_sigmas:
-            raise ValueError(
-                "reverse_sigmas=True is not supported by FlowMatchPairScheduler (data-to-noise inversion grids are "
-                "not defined for MOVA pair sampling); allowed: false"
-            )
-        if self.exponential_shift and self.exponential_shift_mu is None:
-            raise ValueError(
-                "exponential_shift=True needs exponential_shift_mu (a finite number); the reference's "
-                "image-sequence-length rule does not apply to a video+audio scheduler"
-            )
-        if self.shift_terminal is not None and not 0.0 < self.shift_terminal < 1.0:
-            raise ValueError(f"shift_terminal={self.shift_terminal!r} is invalid; allowed: null or 0 < value < 1")
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any], source: str | Path | None = None) -> FlowMatchPairSchedulerConfig:
-        """Build from a ``scheduler_config.json`` dict. Keys starting with ``_`` are metadata (``_class_name``, when
-        present, must be ``FlowMatchPairScheduler``).
-
-        ``source``: the file the dict was read from. Errors then start with it, and keys this scheduler does not use
-        are logged once and ignored, as diffusers does (the official class registers ``num_inference_steps``, which
-        has no meaning here: the step count is an argument of every call). Without a source (a dict or keywords
-        given in code) an unknown key is a ValueError: there it is a typo.
-        """
-        with naming_file(source):
-            return cls._from_dict(config, source)
-
-    @classmethod
-    def _from_dict(cls, config: dict[str, Any], source: str | Path | None) -> FlowMatchPairSchedulerConfig:
-        if not isinstance(config, dict):
-            raise ValueError(f"the scheduler config must be a JSON object, got {type(config).__name__}")
-        allowed = cls.field_names()
-        unknown = sorted(k for k in config if not k.startswith("_") and k not in allowed)
-        if unknown and source is None:
-            raise ValueError(
-                f"unknown scheduler config key(s) {unknown}; allowed: {list(allowed)} "
-                "(and metadata keys starting with '_')"
-            )
-        log_unused_keys(CLASS_NAME, unknown, source or "", quiet=_OFFICIAL_UNUSED_KEYS)
-        class_name = config.get("_class_name")
-        if class_name is not None and class_name != CLASS_NAME:
-            raise ValueError(f"_class_name={class_name!r} is invalid; allowed: {CLASS_NAME!r}")
-        return cls(**{k: v for k, v in config.items() if k in allowed})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def _real(v: Any) -> str | None:
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    return None if ok else "a finite number"
 
 
 def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+    if _real(value):
         raise ValueError(f"{name}={value!r} is invalid; allowed: a finite number")
     return float(value)
 
@@ -204,7 +94,7 @@ def _unshift_sigma(sigma: float, shift: float) -> float:
 
 
 def _build_sigmas(
-    config: FlowMatchPairSchedulerConfig, num_steps: int, shift: float | None, strength: float
+    config: Any, num_steps: int, shift: float | None, strength: float
 ) -> torch.Tensor:
     """One modality's σ grid, [num_steps] float32 on the CPU, without the appended final 0 (docs/model.md#sigma-grid).
 
@@ -355,15 +245,23 @@ class TrainingTimesteps(NamedTuple):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class FlowMatchPairScheduler:
+class FlowMatchPairScheduler(ConfigRules, SchedulerMixin, ConfigMixin):
     """MOVA's flow-matching scheduler for (video, audio) latent pairs (docs/model.md#scheduler-config, #scheduler).
 
-    ``FlowMatchPairScheduler()`` is the checkpoint configuration (shift 5, extra_one_step). Construct from a config
-    object, from keyword fields (``FlowMatchPairScheduler(shift=3.0)``), ``from_config(dict)`` or
-    ``from_pretrained(folder)``.
+    ``FlowMatchPairScheduler()`` is the checkpoint configuration (shift 5, extra_one_step); ``from_config(dict)`` and
+    ``from_pretrained(folder, subfolder="scheduler")`` read a ``scheduler_config.json`` (diffusers).
+
+    Args (the official ``scheduler_config.json`` fields; defaults are the reference's):
+        num_train_timesteps: t = num_train_timesteps·σ; also the size of the training grid (1000).
+        shift: default shift s of ``σ = s·σ̃/(1 + (s − 1)·σ̃)`` for both modalities (checkpoint: 5).
+        sigma_max / sigma_min: start / end of the unshifted grid σ̃ (1.0 = pure noise; 0.003/1.002 ≈ 0.0029940).
+        inverse_timesteps, reverse_sigmas: must be false (see the module docstring).
+        extra_one_step: build N + 1 points and drop the last (checkpoint: true).
+        exponential_shift: use ``σ = e^μ/(e^μ + 1/σ̃ − 1)`` instead of the ``shift`` formula; needs ``exponential_shift_mu``.
+        exponential_shift_mu: μ of the exponential shift.
+        shift_terminal: if set, stretch ``1 − σ`` so the last grid point equals this value (0 < τ < 1).
 
     Attributes:
-        config: the :class:`FlowMatchPairSchedulerConfig`.
         train_sigmas / train_timesteps: [num_train_timesteps] float32 CPU training grid at the config shift
             (docs/model.md#sigma-grid), used to snap σ in ``step``.
 
@@ -371,55 +269,35 @@ class FlowMatchPairScheduler:
     grids, ``step``, expert switch) that the caller keeps per request.
     """
 
-    config_name = CONFIG_NAME
+    config_name = "scheduler_config.json"
+    _quiet_config_keys = ("num_inference_steps",)  # registered by the official class, meaningless here: logged at INFO
+    _config_rules = {
+        # bounded: the scheduler builds its training grid of n points at once
+        "num_train_timesteps": lambda v: None if isinstance(v, numbers.Integral) and not isinstance(v, bool)
+        and 2 <= v <= MAX_TRAIN_TIMESTEPS else f"an integer from 2 to {MAX_TRAIN_TIMESTEPS}",
+        "shift": positive, "sigma_max": _real, "sigma_min": _real, "extra_one_step": flag,
+        "exponential_shift": flag, "inverse_timesteps": off(_NO_INVERSION), "reverse_sigmas": off(_NO_INVERSION),
+        "exponential_shift_mu": lambda v: None if v is None else _real(v),
+        "shift_terminal": lambda v: None if v is None or (_real(v) is None and 0 < v < 1) else "null or 0 < value < 1",
+    }
 
-    def __init__(self, config: FlowMatchPairSchedulerConfig | None = None, **kwargs: Any) -> None:
-        if config is not None and kwargs:
-            raise ValueError("pass either a FlowMatchPairSchedulerConfig or keyword fields, not both")
-        if config is None:
-            config = FlowMatchPairSchedulerConfig.from_dict(kwargs)
-        self.config = config
+    @classmethod
+    def _check_relations(cls, c: dict) -> None:
+        if not 0.0 <= c["sigma_min"] < c["sigma_max"] <= 1.0:
+            fail(cls.__name__, "sigma_min", c["sigma_min"], f"0 <= sigma_min < sigma_max={c['sigma_max']!r} <= 1")
+        if c["exponential_shift"] and c["exponential_shift_mu"] is None:
+            fail(cls.__name__, "exponential_shift_mu", None, "a finite number with exponential_shift=true (the "
+                 "reference's image-sequence-length rule does not apply to a video+audio scheduler)")
+
+    @register_to_config
+    def __init__(self, num_train_timesteps: int = 1000, shift: float = 5.0, sigma_max: float = 1.0,
+                 sigma_min: float = 0.003 / 1.002, inverse_timesteps: bool = False, extra_one_step: bool = True,
+                 reverse_sigmas: bool = False, exponential_shift: bool = False,
+                 exponential_shift_mu: float | None = None, shift_terminal: float | None = None) -> None:
+        self.check_config(self.config)
         # Training grid: N = num_train_timesteps at the config shift, cached once (docs/model.md#sigma-grid).
-        self.train_sigmas = _build_sigmas(config, config.num_train_timesteps, shift=None, strength=1.0)
-        self.train_timesteps = self.train_sigmas * config.num_train_timesteps
-
-    # -- config I/O ----------------------------------------------------------------------------------------------------
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any] | FlowMatchPairSchedulerConfig) -> FlowMatchPairScheduler:
-        if isinstance(config, FlowMatchPairSchedulerConfig):
-            return cls(config)
-        return cls(FlowMatchPairSchedulerConfig.from_dict(config))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config fields (no metadata keys)."""
-        return self.config.to_dict()
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, subfolder: str | None = None) -> FlowMatchPairScheduler:
-        """Read ``<folder>[/<subfolder>]/scheduler_config.json`` (the official layout uses ``subfolder="scheduler"``)."""
-        path = Path(folder) / (subfolder or "") / CONFIG_NAME
-        if not path.is_file():
-            raise ValueError(f"scheduler config not found: {str(path)!r}; expected a folder with {CONFIG_NAME}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(path, f"cannot be read as JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise CheckpointError(path, f"must hold a JSON object, got {type(data).__name__}")
-        return cls(FlowMatchPairSchedulerConfig.from_dict(data, source=path))
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``<folder>/scheduler_config.json`` (with ``_class_name``); returns the file path."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / CONFIG_NAME
-        data = {"_class_name": CLASS_NAME, **self.to_dict()}
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        return path
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config})"
+        self.train_sigmas = _build_sigmas(self.config, num_train_timesteps, shift=None, strength=1.0)
+        self.train_timesteps = self.train_sigmas * num_train_timesteps
 
     # -- σ lookup ------------------------------------------------------------------------------------------------------
 

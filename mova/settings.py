@@ -23,6 +23,8 @@ from typing import Any
 from mova import validation as check
 from mova.guidance import GUIDANCE_MODES, Guidance
 
+PRECISIONS = ("bf16", "fp8")  # mova.acceleration implements them
+
 __all__ = ["GenerationSettings", "ModelInfo", "Setting", "GenerationCancelled", "setting_fields"]
 
 
@@ -112,6 +114,9 @@ class GenerationSettings:
     lora_scale: float = _field(1.0, "strength of the LoRA adapter", float, low=0.0, high=2.0)
     bridge_strength: float = _field(1.0, "cross-modal bridge strength: 1 as trained, 0 runs video and audio "
                                     "independently (the bridge ablation)", float, low=0.0, high=1000.0)
+    precision: str = _field("bf16", "bf16: exact attention and GEMMs; fp8: e4m3 GEMMs and 8-bit attention in the "
+                            "denoiser blocks, faster on Hopper/Ada GPUs, slightly different clips", str,
+                            choices=PRECISIONS)
     # Generation modes (mova.modes): what the clip is given besides the prompt, and how it is made of windows
     last_image: Any = _field(None, "last frame (a file; in Python also a PIL image or uint8 array): the clip ends on "
                              "it; empty: a free ending", str, group="main", media="image")
@@ -334,6 +339,7 @@ class ModelInfo:
     device: str = "cpu"
     offload: str = "none"
     max_gpu_seconds: float | None = None  # ZeroGPU: the longest GPU task the Space grants
+    unavailable_precisions: tuple[tuple[str, str], ...] = ()  # (precision, why) this device cannot run
 
     @property
     def default_height(self) -> int:
@@ -391,6 +397,9 @@ class ModelInfo:
                 f"length: height×width×num_frames×num_inference_steps×NFE = {s.height}×{s.width}×{s.num_frames}×"
                 f"{s.num_inference_steps}×{s.guidance_config.nfe} = {work:.3g}, at most {self.max_work:.3g}: lower "
                 "num_inference_steps, num_frames or the size")
+        for precision, why in self.unavailable_precisions:
+            if s.precision == precision:
+                raise ValueError(f"precision={precision!r} is unavailable here: {why}; use precision='bf16'")
         if s.lora is not None and s.lora not in self.lora_adapters:
             allowed = list(self.lora_adapters) or "none (this model has no LoRA adapters)"
             raise ValueError(f"lora={s.lora!r} is invalid: allowed adapters are {allowed}")

@@ -64,11 +64,11 @@ def make_tiny_components(preset: ModelPreset | None = None, seed: int = 0) -> di
     preset = preset or tiny_preset()
     torch.manual_seed(seed)
     components = {
-        "video_dit": VideoDiT(preset.video_dit),
-        "video_dit_2": VideoDiT(preset.video_dit),
-        "audio_dit": AudioDiT(preset.audio_dit),
-        "dual_tower_bridge": DualTowerBridge(preset.bridge),
-        "audio_vae": AudioVAE(preset.audio_vae),
+        "video_dit": VideoDiT(**preset.video_dit),
+        "video_dit_2": VideoDiT(**preset.video_dit),
+        "audio_dit": AudioDiT(**preset.audio_dit),
+        "dual_tower_bridge": DualTowerBridge(**preset.bridge),
+        "audio_vae": AudioVAE(**preset.audio_vae),
         "video_vae": AutoencoderKLWan(**preset.video_vae),
         "text_encoder": UMT5EncoderModel(UMT5Config(**preset.text_encoder)),
     }

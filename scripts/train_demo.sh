@@ -158,7 +158,7 @@ if dest.exists():
 shutil.copytree(src, dest, symlinks=False)  # the export links unchanged parts from the base folder: copy the files
 if card is not None:
     (dest / "README.md").write_text(card)
-MOVAPipeline.from_pretrained(dest, device="cpu", dtype="fp32")  # strict load, as for the official checkpoints
+MOVAPipeline.from_pretrained(dest, device="cpu", torch_dtype="fp32")  # strict load, as for the official checkpoints
 size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
 print(f"{dest}: {size / 2**20:.1f} MiB")
 EOF

@@ -108,7 +108,7 @@ def test_named_endpoints(client, server):
                          "guidance", "text_scale", "bridge_scale", "video_shift", "audio_shift", "seed",
                          "randomize_seed"]  # the contract words API clients already use keep their places
     # the mode inputs come after the settings API clients already use, so positional calls keep working
-    after = t2va.index("bridge_strength") + 1
+    after = t2va.index("num_windows")  # the mode inputs are declared before num_windows and crossfade
     assert parameters("/generate_i2va") == ["image", *t2va[:after], "last_image", *t2va[after:]]
     assert parameters("/generate_a2v") == ["image", *t2va[:after], "audio", *t2va[after:]]
     assert parameters("/generate_v2a") == [*t2va[:after], "video", *t2va[after:]]

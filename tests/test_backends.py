@@ -182,14 +182,14 @@ def tiny_lora(tiny_checkpoint, tmp_path_factory):
 
     video_dit = load_components(tiny_checkpoint, names=["video_dit"])["video_dit"]
     spec = lora.LoRASpec(rank=2, alpha=2.0, components=("video_dit",))
-    lora.inject_lora(video_dit, spec)
+    video_dit.add_adapter(spec.peft_config())
     torch.manual_seed(0)
     with torch.no_grad():
         for name, param in video_dit.named_parameters():
             if "lora_B" in name:
                 param.normal_(0.0, 0.05)
-    return lora.save_lora(tmp_path_factory.mktemp("lora") / "style", lora.lora_state_dict({"video_dit": video_dit}),
-                          spec)
+    state = {f"video_dit.{k}": v for k, v in video_dit.state_dict().items() if ".lora_" in k}
+    return lora.save_lora(tmp_path_factory.mktemp("lora") / "style", state, spec)
 
 
 def test_local_backend_offers_and_swaps_lora_adapters(tiny_checkpoint, tiny_lora, tmp_path):

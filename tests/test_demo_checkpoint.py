@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mova.pipeline import DEMO_DIR
+from mova.hub import DEMO_DIR
 
 COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge", "audio_vae", "video_vae",
               "text_encoder", "tokenizer", "scheduler")
@@ -20,7 +20,7 @@ COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge", "aud
 def pipe():
     from mova import MOVAPipeline
 
-    return MOVAPipeline.from_pretrained("demo", device="cpu", dtype="fp32")
+    return MOVAPipeline.from_pretrained("demo", device="cpu", torch_dtype="fp32")
 
 
 def test_layout_size_and_strict_keys():

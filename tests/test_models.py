@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from mova.config import BridgeConfig, WanModelConfig, get_preset, tiny_preset
+from mova.config import get_preset, tiny_preset
 from mova.loading import build_on_meta, parameter_count
 from mova.models import AudioDiT, AudioVAE, DualTowerBridge, DualTowerDenoiser, VideoDiT
-from mova.models.bridge import aligned_positions, apply_rope_half, rotary_cos_sin
+from mova.models.bridge import aligned_positions, apply_rope_half, interaction_layers, rotary_cos_sin
 from mova.models.layers import (
     DiTBlock, apply_rope_interleaved, rope_angles, rope_tables, sinusoidal_embedding, video_rope,
 )
@@ -118,7 +118,7 @@ def test_full_size_audio_vae_keys(full):
 
 def test_interaction_strategies():
     def layers(strategy, v=40, a=30):
-        return BridgeConfig(interaction_strategy=strategy, visual_layers=v, audio_layers=a).interaction_layers()
+        return interaction_layers(strategy, v, a)
 
     assert layers("full") == list(range(30))
     assert layers("shallow_focus") == list(range(10))
@@ -126,7 +126,7 @@ def test_interaction_strategies():
     assert layers("progressive") == list(range(8)) + list(range(8, 30, 3))
     assert layers("custom") == [0, 2, 4, 6, 8, 12, 16, 20]
     p = tiny_preset(interaction_strategy="distributed", video_layers=4, audio_layers=4)
-    bridge = DualTowerBridge(p.bridge)
+    bridge = DualTowerBridge(**p.bridge)
     assert sorted(map(int, bridge.audio_to_video_conditioners)) == [0, 3]
 
 
@@ -139,7 +139,7 @@ def test_interaction_strategies():
 def tiny():
     torch.manual_seed(0)
     p = tiny_preset()
-    models = [VideoDiT(p.video_dit), AudioDiT(p.audio_dit), DualTowerBridge(p.bridge), VideoDiT(p.video_dit)]
+    models = [VideoDiT(**p.video_dit), AudioDiT(**p.audio_dit), DualTowerBridge(**p.bridge), VideoDiT(**p.video_dit)]
     for m in models:
         m.eval()
         for param in m.parameters():  # random non-zero everything (bridge o and heads included)
@@ -264,14 +264,14 @@ def np_gelu_tanh(x):
 def test_rope_functions_match_float64_reference():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 24, 2, 16, generator=g, dtype=torch.float64)
-    grid, split = (2, 3, 4), WanModelConfig(dim=32, num_heads=2, ffn_dim=8, num_layers=1).rope_split
+    grid, split = (2, 3, 4), VideoDiT(dim=32, num_heads=2, ffn_dim=8, num_layers=1).rope_split
     assert split == (8, 4, 4)
     ours = apply_rope_interleaved(x, rope_tables(video_rope(grid, split, x.device), x.dtype))[0].numpy()
     f, h, w = np.meshgrid(np.arange(2), np.arange(3), np.arange(4), indexing="ij")
     ref = np_rope_complex(x[0].numpy(), [f.ravel(), h.ravel(), w.ravel()], split)
     assert np.abs(ours - ref).max() / np.abs(ref).max() < 1e-6
     # the 128-d split of the full model is 44 | 42 | 42
-    assert WanModelConfig().rope_split == (44, 42, 42)
+    assert build_on_meta(VideoDiT, {}).rope_split == (44, 42, 42)
     # rotate-half RoPE of the bridge
     pos = torch.tensor([0.0, 8.333333, 17.5, 400.0])
     cos, sin = rotary_cos_sin(pos, 16, torch.float64)
@@ -331,9 +331,8 @@ def test_dit_block_matches_float64_reference():
 
 def test_bridge_conditioner_matches_float64_reference():
     torch.manual_seed(4)
-    cfg = BridgeConfig(visual_layers=1, audio_layers=1, visual_hidden_dim=32, audio_hidden_dim=16, head_dim=8,
-                       audio_fps=50.0)
-    bridge = DualTowerBridge(cfg).double().eval()
+    bridge = DualTowerBridge(visual_layers=1, audio_layers=1, visual_hidden_dim=32, audio_hidden_dim=16, head_dim=8,
+                             audio_fps=50.0).double().eval()
     for p in bridge.parameters():
         torch.nn.init.normal_(p, std=0.3)
     grid, n_audio, fps = (3, 1, 2), 7, 24.0
@@ -371,8 +370,8 @@ def test_bridge_conditioner_matches_float64_reference():
 
 def test_pooled_adaln_and_trainable_scale_options_build_and_run():
     p = tiny_preset()
-    cfg = p.bridge.replace(pooled_adaln=True, trainable_condition_scale=True, apply_cross_rope=False)
-    bridge = DualTowerBridge(cfg).eval()
+    bridge = DualTowerBridge(**{**p.bridge, "pooled_adaln": True, "trainable_condition_scale": True,
+                                "apply_cross_rope": False}).eval()
     keys = bridge.state_dict().keys()
     assert "condition_scale" in keys
     assert "video_to_audio_conditioners.0.per_frame_pooling.probe" in keys
@@ -386,7 +385,7 @@ def test_pooled_adaln_and_trainable_scale_options_build_and_run():
     assert nv.shape == v.shape and na.shape == a.shape
     assert torch.equal(zv, v) and torch.equal(za, a)  # a zero learned scale switches the bridge off
     with pytest.raises(ValueError, match="pooled_adaln"):
-        BridgeConfig(pooled_adaln=True)  # the released widths cannot build it (5120 not divisible by 12)
+        DualTowerBridge.check_config({"pooled_adaln": True})  # the released widths cannot build it (5120 not divisible by 12)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -397,7 +396,7 @@ def test_pooled_adaln_and_trainable_scale_options_build_and_run():
 def test_audio_vae_lengths_and_weight_norm_forms(tmp_path):
     p = tiny_preset()
     torch.manual_seed(0)
-    vae = AudioVAE(p.audio_vae).eval()
+    vae = AudioVAE(**p.audio_vae).eval()
     assert vae.hop == 960 and vae.num_latent_frames(386_000) == 403 and vae.num_latent_frames(242_000) == 253
     audio = 0.1 * torch.randn(2, 1, 5000)
     with torch.no_grad():

@@ -18,7 +18,7 @@ def build(video_heads: int):
 
     torch.manual_seed(0)
     p = tiny_preset(video_dim=16 * video_heads, video_heads=video_heads)
-    den = DualTowerDenoiser(VideoDiT(p.video_dit), AudioDiT(p.audio_dit), DualTowerBridge(p.bridge)).eval()
+    den = DualTowerDenoiser(VideoDiT(**p.video_dit), AudioDiT(**p.audio_dit), DualTowerBridge(**p.bridge)).eval()
     for q in den.parameters():
         torch.nn.init.normal_(q, std=0.2)
     return den
@@ -29,7 +29,7 @@ def worker(rank: int, world: int, port: int, sp: int, cfg: int, queue) -> None:
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from mova.guidance import Guidance, guided_velocity
-    from mova.parallel import init_parallel, parallelize_denoiser
+    from mova.parallel import init_parallel, parallelize
 
     state = init_parallel(sp=sp, cfg=cfg, device=torch.device("cpu"))
     errors = {}
@@ -43,8 +43,8 @@ def worker(rank: int, world: int, port: int, sp: int, cfg: int, queue) -> None:
         guidance = Guidance("dual", text_scale=3.0, bridge_scale=2.0)
         with torch.no_grad():
             ref = guided_velocity(den, guidance, video, audio, text, neg, 500.0, 300.0, 24.0)
-            parallelize_denoiser(den, state)
-            out = guided_velocity(den, guidance, video, audio, text, neg, 500.0, 300.0, 24.0, parallel=state)
+            model, runner = parallelize(den, state)
+            out = guided_velocity(model, guidance, video, audio, text, neg, 500.0, 300.0, 24.0, runner=runner)
         errors[video_heads] = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(out, ref))
     queue.put((rank, errors))
     dist.destroy_process_group()
@@ -89,3 +89,21 @@ def test_torchrun_generate_matches_single_process(tiny_checkpoint, tmp_path):
     assert abs(a - b).max() < 2e-3  # 16-bit PCM of the same float audio, up to float reduction order
     va, vb = read_mp4(tmp_path / "one.mp4").video, read_mp4(tmp_path / "two.mp4").video
     assert va.shape == vb.shape and abs(va.astype(int) - vb.astype(int)).mean() < 1.0
+
+
+def test_the_denoiser_is_unchanged_by_parallelism():
+    """Parallel code stays out of the model: no import of mova.parallel in mova/models, none of mova.models in
+    mova/parallel or mova/guidance, and the denoiser's forward is its three stages."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from mova.models import DualTowerDenoiser
+
+    root = Path(__file__).resolve().parent.parent / "mova"
+    for path in (root / "models").glob("*.py"):
+        assert "parallel" not in path.read_text(), path
+    for name in ("parallel.py", "guidance.py"):
+        assert not re.search(r"^\s*(from|import) mova\.models", (root / name).read_text(), re.M), name
+    body = inspect.getsource(DualTowerDenoiser.forward)
+    assert "shard" not in body and "gather" not in body and "run_layers" in body

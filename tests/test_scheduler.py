@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
-from mova.scheduler import FlowMatchPairScheduler, FlowMatchPairSchedulerConfig, PairSchedule
+from mova.scheduler import FlowMatchPairScheduler, PairSchedule
 
 # Spec §13.3: t values of the 50-step, shift-5, extra_one_step grid (3 decimals).
 SPEC_T50 = [
@@ -303,25 +303,28 @@ def test_config_round_trip(tmp_path):
         "num_train_timesteps": 1000,
     }
     sc = FlowMatchPairScheduler.from_config(official)
-    assert sc.config == FlowMatchPairSchedulerConfig()
-    assert isinstance(sc.config.shift, float)
-    sc2 = FlowMatchPairScheduler.from_config({**sc.to_dict(), "shift": 3.0})
-    folder = sc2.save_pretrained(tmp_path / "scheduler").parent
-    saved = json.loads((folder / "scheduler_config.json").read_text())
+    assert fields(sc) == fields(FlowMatchPairScheduler())
+    sc2 = FlowMatchPairScheduler.from_config({**sc.config, "shift": 3.0})
+    sc2.save_pretrained(tmp_path / "scheduler")
+    saved = json.loads((tmp_path / "scheduler" / "scheduler_config.json").read_text())
     assert saved["_class_name"] == "FlowMatchPairScheduler" and saved["shift"] == 3.0
     loaded = FlowMatchPairScheduler.from_pretrained(tmp_path, subfolder="scheduler")
-    assert loaded.config == sc2.config and loaded.to_dict() == sc2.to_dict()
+    assert fields(loaded) == fields(sc2) and fields(loaded)["shift"] == 3.0
     assert torch.equal(loaded.train_sigmas, sc2.train_sigmas)
 
 
+def fields(scheduler) -> dict:
+    return {k: v for k, v in scheduler.config.items() if not k.startswith("_")}
+
+
 def test_config_unknown_key_and_bad_values(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown scheduler config key.*'shfit'.*allowed.*'shift'"):
-        FlowMatchPairScheduler.from_config({"shfit": 5.0})
+    with pytest.raises(TypeError, match="shfit"):
+        FlowMatchPairScheduler(shfit=5.0)
     with pytest.raises(ValueError, match="shift"):
         FlowMatchPairScheduler(shift=0)
     with pytest.raises(ValueError, match="sigma_min"):
         FlowMatchPairScheduler(sigma_min=1.5)
-    with pytest.raises(ValueError, match="scheduler_config.json"):
+    with pytest.raises(OSError, match="scheduler_config.json"):
         FlowMatchPairScheduler.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="num_inference_steps"):
         FlowMatchPairScheduler().make_schedule(0)

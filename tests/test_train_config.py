@@ -165,9 +165,9 @@ def test_repeated_blocks_found_once_with_checkpointing():
     from train.parallel import apply_activation_checkpointing, repeated_blocks
 
     p = tiny_preset()
-    model = DualTowerDenoiser(VideoDiT(p.video_dit), AudioDiT(p.audio_dit), DualTowerBridge(p.bridge),
-                              VideoDiT(p.video_dit))
-    n_blocks = 2 * p.video_dit.num_layers + p.audio_dit.num_layers + 2 * len(p.bridge.interaction_layers())
+    model = DualTowerDenoiser(VideoDiT(**p.video_dit), AudioDiT(**p.audio_dit), DualTowerBridge(**p.bridge),
+                              VideoDiT(**p.video_dit))
+    n_blocks = 2 * p.video_dit["num_layers"] + p.audio_dit["num_layers"] + 2 * len(model.bridge.layers)
     keys = list(model.state_dict())
     assert len(list(repeated_blocks(model))) == n_blocks
     assert apply_activation_checkpointing(model) == n_blocks

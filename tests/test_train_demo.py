@@ -16,16 +16,14 @@ from train_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 def vaes(tmp_path_factory):
     from diffusers import AutoencoderKLWan
 
-    from mova.config import DACConfig
-    from mova.loading import save_native
     from mova.models import AudioVAE
 
     root = tmp_path_factory.mktemp("demo_vaes")
     torch.manual_seed(0)
     AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
                      temperal_downsample=[False, True, True]).save_pretrained(root / "video_vae")
-    save_native(AudioVAE(DACConfig(encoder_dim=4, latent_dim=8, decoder_dim=16, sample_rate=16000,
-                                   encoder_rates=(2, 4, 5, 8), decoder_rates=(8, 5, 4, 2))), root / "audio_vae")
+    AudioVAE(encoder_dim=4, latent_dim=8, decoder_dim=16, sample_rate=16000, encoder_rates=(2, 4, 5, 8),
+             decoder_rates=(8, 5, 4, 2)).save_pretrained(root / "audio_vae")
     return root
 
 

@@ -226,7 +226,9 @@ def test_trainable_errors_name_the_field(overrides, message):
 
 def test_audio_training_reduces_the_loss(audio_run):
     out, result, rows = audio_run
-    assert rows[-1]["step"] == 40 and rows[-1]["loss"] < 0.95 * rows[0]["loss"]
+    # per-batch losses of 4 random crops are noisy (they rise before they fall): compare the first and last thirds
+    losses = [r["loss"] for r in rows]
+    assert rows[-1]["step"] == 40 and np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
     assert {"stft", "waveform", "kl"} <= set(rows[0])
     # deterministic: whole held-out clips have a smaller log-spectral distance than with the initial weights
     assert result["held_out"]["lsd_db"] < _untrained_eval("audio")["lsd_db"] - 0.5

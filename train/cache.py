@@ -235,7 +235,7 @@ class Encoder:
                  dtype: torch.dtype | None = None) -> None:
         from mova.pipeline import MOVAPipeline
 
-        self.pipe = MOVAPipeline.from_pretrained(model, device=device, dtype=dtype, encoders_only=True)
+        self.pipe = MOVAPipeline.from_pretrained(model, device=device, torch_dtype=dtype, encoders_only=True)
         self.sample_rate = self.pipe.audio_vae.sample_rate
 
     @torch.no_grad()

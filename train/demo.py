@@ -39,8 +39,7 @@ from pathlib import Path
 
 import torch
 
-from mova.config import SCHEDULER_CONFIG, UMT5_XXL_CONFIG, BridgeConfig, ModelPreset, WanAudioModelConfig, \
-    WanModelConfig
+from mova.config import SCHEDULER_CONFIG, UMT5_XXL_CONFIG, ModelPreset
 from train.demo_world import SCENE_NAMES, WorldConfig, clip_seed, generate_clip
 
 logger = logging.getLogger("train.demo")
@@ -60,11 +59,11 @@ def demo_preset(*, audio_latent_dim: int, sample_rate: int, hop: int, dim: int =
     head_dim = dim // heads
     return ModelPreset(
         name="mova-demo",
-        video_dit=WanModelConfig(dim=dim, ffn_dim=4 * dim, num_heads=heads, num_layers=layers, text_dim=text_dim),
-        audio_dit=WanAudioModelConfig(dim=dim, in_dim=audio_latent_dim, out_dim=audio_latent_dim, ffn_dim=4 * dim,
-                                      num_heads=heads, num_layers=layers, text_dim=text_dim),
-        bridge=BridgeConfig(visual_layers=layers, audio_layers=layers, visual_hidden_dim=dim, audio_hidden_dim=dim,
-                            head_dim=head_dim, audio_fps=sample_rate / hop),
+        video_dit=dict(dim=dim, ffn_dim=4 * dim, num_heads=heads, num_layers=layers, text_dim=text_dim),
+        audio_dit=dict(dim=dim, in_dim=audio_latent_dim, out_dim=audio_latent_dim, ffn_dim=4 * dim, num_heads=heads,
+                       num_layers=layers, text_dim=text_dim),
+        bridge=dict(visual_layers=layers, audio_layers=layers, visual_hidden_dim=dim, audio_hidden_dim=dim,
+                    head_dim=head_dim, audio_fps=sample_rate / hop),
         audio_vae=None, video_vae={},  # taken from the trained autoencoder folders
         text_encoder=dict(UMT5_XXL_CONFIG, d_model=text_dim, d_kv=16, d_ff=2 * text_dim, num_layers=2, num_heads=4,
                           vocab_size=TOKENIZER_VOCAB, dropout_rate=0.0),
@@ -106,10 +105,10 @@ def build_base(video_vae: str | os.PathLike, audio_vae: str | os.PathLike, out: 
     text_encoder = UMT5EncoderModel(UMT5Config(**preset.text_encoder)).eval()
     torch.manual_seed(seed + 1)
     components = {
-        "video_dit": VideoDiT(preset.video_dit),
-        "video_dit_2": VideoDiT(preset.video_dit),
-        "audio_dit": AudioDiT(preset.audio_dit),
-        "dual_tower_bridge": DualTowerBridge(preset.bridge),
+        "video_dit": VideoDiT(**preset.video_dit),
+        "video_dit_2": VideoDiT(**preset.video_dit),
+        "audio_dit": AudioDiT(**preset.audio_dit),
+        "dual_tower_bridge": DualTowerBridge(**preset.bridge),
         "audio_vae": vae_a,
         "video_vae": vae_v,
         "text_encoder": text_encoder,

@@ -1,7 +1,7 @@
 """LoRA fine-tuning: adapters (peft) on the denoiser's attention, their export and an optional merged export.
 
-The format and the injection are those of :mod:`mova.lora`, so what trains here loads at inference with
-``mova.lora.load_lora(pipe, path, scale)``. Default targets are q/k/v/o of DiT self-attention, DiT text
+The format is that of :mod:`mova.lora` and the adapters are added with diffusers' ``PeftAdapterMixin.add_adapter``
+(peft), so what trains here loads at inference with ``mova.lora.load_lora(pipe, path, scale)``. Default targets are q/k/v/o of DiT self-attention, DiT text
 cross-attention and the bridge conditioners' attention (``lora.target_modules`` changes them); the recipes of the
 released code (rank 16/α 16 with AdamW, rank 8/α 8 with 8-bit AdamW) are ``train/configs/lora*.yaml``.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from mova.lora import LoRASpec, adapter_keys, inject_lora, merged_weights, save_lora
+from mova.lora import LoRASpec, adapter_keys, lora_layers, merged_weights, save_lora
 from train.config import LoRAConfig
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ def apply_lora(components: dict[str, nn.Module], spec: LoRASpec) -> int:
     for name, module in components.items():
         module.requires_grad_(False)
         if name in spec.components:
-            wrapped = inject_lora(module, spec)
+            module.add_adapter(spec.peft_config())
+            wrapped = lora_layers([module])
             total += len(wrapped)
             for key, param in module.named_parameters():
                 param.requires_grad_(".lora_" in key)

@@ -97,21 +97,19 @@ class Backend(abc.ABC):
 
 
 def resolve_model_folder(model: str | os.PathLike) -> Path:
-    """``"demo"`` → the shipped checkpoint folder; else the folder itself. ModelUnavailableError when it holds no
-    ``model_index.json``, with what to pass instead."""
-    name = os.fspath(model)
-    if name == "demo":
-        from mova.pipeline import DEMO_DIR
+    """The local folder of ``"demo"``, a checkpoint folder or a Hub repo id (``mova.hub``; fetched into the HF cache).
+    ModelUnavailableError when there is none or it holds no ``model_index.json``, with what to pass instead."""
+    from mova.hub import resolve_checkpoint
 
-        if not (DEMO_DIR / "model_index.json").is_file():
-            raise ModelUnavailableError(
-                f"the demo checkpoint is not present at {DEMO_DIR}. Pass a MOVA checkpoint folder with "
-                "--model DIR (or set MOVA_MODEL=DIR), e.g. a downloaded MOVA-360p.")
-        return DEMO_DIR
-    folder = Path(name).expanduser()
+    try:
+        folder = resolve_checkpoint(model)
+    except ValueError as exc:
+        raise ModelUnavailableError(f"{exc}. Pass a MOVA checkpoint folder or Hub repo id with --model or MOVA_MODEL, "
+                                    "or --model demo for the shipped demo checkpoint.") from None
     if not (folder / "model_index.json").is_file():
         what = "does not exist" if not folder.exists() else "has no model_index.json"
         raise ModelUnavailableError(
             f"model folder {str(folder)!r} {what}. Pass a MOVA checkpoint folder (official layout, with "
-            "model_index.json) with --model DIR or MOVA_MODEL=DIR, or --model demo for the shipped demo checkpoint.")
+            "model_index.json) or a Hub repo id (org/name) with --model or MOVA_MODEL, or --model demo for the "
+            "shipped demo checkpoint.")
     return folder

@@ -49,8 +49,7 @@ class LocalBackend(Backend):
 
             folder = resolve_model_folder(model)
             logger.info("loading %s (device=%s, dtype=%s, offload=%s)", folder, device, dtype, offload)
-            pipeline = MOVAPipeline.from_pretrained(folder if os.fspath(model) != "demo" else "demo",
-                                                    device=device, dtype=dtype, offload=offload)
+            pipeline = MOVAPipeline.from_pretrained(model, device=device, torch_dtype=dtype, offload=offload)
         self.pipeline = pipeline
         for name, path in (loras or {}).items():
             pipeline.register_lora(name, path)

@@ -160,8 +160,8 @@ class ZeroGPUBackend(Backend):
         if pipeline is None:
             from mova.pipeline import MOVAPipeline
 
-            folder = resolve_model_folder(model)
-            pipeline = MOVAPipeline.from_pretrained(folder if os.fspath(model) != "demo" else "demo", device=device)
+            resolve_model_folder(model)  # a clear start-up error for a missing model
+            pipeline = MOVAPipeline.from_pretrained(model, device=device)
         self.pipeline = pipeline
         for name, path in (loras or {}).items():  # loaded in the GPU worker when asked for, like any other backend
             pipeline.register_lora(name, path)

@@ -132,7 +132,7 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Path | None]:
 def check_demo(model: str) -> None:
     """``--model demo`` needs the demo checkpoint, which ships in a source checkout (``assets/demo``) and is not
     part of the installed package."""
-    from mova.pipeline import DEMO_DIR
+    from mova.hub import DEMO_DIR
 
     if model == "demo" and not (DEMO_DIR / "model_index.json").is_file():
         raise ValueError(f"--model demo: the demo checkpoint is not at {DEMO_DIR} (it ships with a source checkout of "
@@ -161,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     main_rank = state is None or state.is_main
     t0 = time.perf_counter()
     device = state.device if state is not None else args.device
-    pipe = MOVAPipeline.from_pretrained(args.model, device=device, dtype=args.dtype, offload=args.offload)
+    pipe = MOVAPipeline.from_pretrained(args.model, device=device, torch_dtype=args.dtype, offload=args.offload)
     if state is not None:
         pipe.enable_parallel(state)
     if args.lora is not None:

@@ -9,18 +9,31 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from diffusers.configuration_utils import register_to_config
 
-from mova.config import WanAudioModelConfig
+from mova.models.checks import MAX_KERNEL, one_of, sizes
 from mova.models.layers import DiTBackbone, rope_angles
 
 
 class AudioDiT(DiTBackbone):
-    config_class = WanAudioModelConfig
+    """The same DiT on 1-D audio latent tokens. Args: the official ``config.json`` fields (docs/model.md#audio-dit-config),
+    those of :class:`~mova.models.VideoDiT` with the audio tower's defaults, plus ``vae_type`` (``"dac"``; the legacy
+    ``"oobleck"`` RoPE variant is not used by any released checkpoint)."""
 
-    def __init__(self, config: WanAudioModelConfig):
-        super().__init__(config)
-        p = config.patch_size[0]
-        self.patch_embedding = nn.Conv1d(config.in_dim, config.dim, kernel_size=p, stride=p)
+    _official_class_name = "WanAudioModel"
+    _config_rules = {**DiTBackbone._config_rules, "patch_size": sizes(MAX_KERNEL, 1), "vae_type": one_of("dac")}
+
+    @register_to_config
+    def __init__(self, dim: int = 1536, in_dim: int = 128, out_dim: int = 128, ffn_dim: int = 8960,
+                 num_heads: int = 12, num_layers: int = 30, patch_size: tuple[int, ...] = (1,),
+                 text_dim: int = 4096, freq_dim: int = 256, eps: float = 1e-6, has_image_input: bool = False,
+                 has_image_pos_emb: bool = False, has_ref_conv: bool = False, add_control_adapter: bool = False,
+                 in_dim_control_adapter: int = 24, seperated_timestep: bool = False,
+                 require_vae_embedding: bool = True, require_clip_embedding: bool = True,
+                 fuse_vae_embedding_in_latents: bool = False, vae_type: str = "dac"):
+        super().__init__()
+        p = patch_size[0]
+        self.patch_embedding = nn.Conv1d(in_dim, dim, kernel_size=p, stride=p)
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int]]:
         """[B, in_dim, N] -> tokens [B, N/p, dim], grid (N/p,)."""
@@ -43,4 +56,4 @@ class AudioDiT(DiTBackbone):
     def rope(self, grid: tuple[int], device: torch.device) -> torch.Tensor:
         """[n, head_dim/2] angles with position = token index (docs/model.md#audio-rope: the 22/22/20 chunking of the
         reference concatenates back to this plain table)."""
-        return rope_angles(torch.arange(grid[0], device=device), self.config.head_dim)
+        return rope_angles(torch.arange(grid[0], device=device), self.head_dim)

@@ -17,7 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mova.config import DACConfig, FromConfigMixin
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from mova.models.checks import (MAX_KERNEL, MAX_LAYERS, MAX_SAMPLE_RATE, MAX_VOCAB, MAX_WIDTH, ConfigRules, fail,
+                                flag, fraction_or_flag, optional_size, size, sizes)
 
 # --------------------------------------------------------------------------------------------------------
 # 1. Weight-normalised convolutions and Snake
@@ -122,7 +126,7 @@ class DecoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, c: DACConfig):
+    def __init__(self, c):  # c: AudioVAE.config
         super().__init__()
         wn, d = c.use_weight_norm, c.encoder_dim
         layers: list[nn.Module] = [WNConv1d(1, d, 7, padding=3, weight_norm=wn)]
@@ -137,7 +141,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, c: DACConfig):
+    def __init__(self, c):  # c: AudioVAE.config
         super().__init__()
         wn, d = c.use_weight_norm, c.decoder_dim
         layers: list[nn.Module] = [WNConv1d(c.latent_dim, d, 7, padding=3, weight_norm=wn)]
@@ -156,21 +160,55 @@ class Decoder(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 
 
-class AudioVAE(FromConfigMixin, nn.Module):
-    config_class = DACConfig
-    _no_split_modules = ("EncoderBlock", "DecoderBlock")
+class AudioVAE(ConfigRules, ModelMixin, ConfigMixin):
+    """Args (the official ``config.json`` fields, docs/model.md#audio-vae-config): ``encoder_dim`` / ``decoder_dim`` and
+    ``encoder_rates`` / ``decoder_rates`` (widths and strides; hop = prod(rates) = 960), ``latent_dim`` (128),
+    ``sample_rate`` (48,000), ``continuous`` (MOVA's continuous VAE; the RVQ codec is not implemented),
+    ``use_weight_norm`` (the storage form of the conv weights; the loader takes it from the checkpoint's keys).
+    ``n_codebooks``, ``codebook_size``, ``codebook_dim``, ``quantizer_dropout`` belong to the unused RVQ codec and
+    ``hop_length`` (written by some configs; the hop is always prod(encoder_rates)) is stored without effect."""
 
-    def __init__(self, config: DACConfig):
+    _official_class_name = "DAC"
+    _no_split_modules = ["EncoderBlock", "DecoderBlock"]
+    _config_rules = {
+        "encoder_dim": size(MAX_WIDTH), "latent_dim": size(MAX_WIDTH), "decoder_dim": size(MAX_WIDTH),
+        "encoder_rates": sizes(MAX_KERNEL), "decoder_rates": sizes(MAX_KERNEL), "sample_rate": size(MAX_SAMPLE_RATE),
+        "continuous": lambda v: None if v is True else "true (the RVQ codec is not implemented)",
+        "n_codebooks": size(MAX_LAYERS), "codebook_size": size(MAX_VOCAB), "codebook_dim": size(MAX_WIDTH),
+        "quantizer_dropout": fraction_or_flag, "use_weight_norm": flag, "hop_length": optional_size(MAX_SAMPLE_RATE),
+    }
+
+    @classmethod
+    def _check_relations(cls, c: dict) -> None:
+        if math.prod(c["encoder_rates"]) != math.prod(c["decoder_rates"]):
+            fail(cls.__name__, "decoder_rates", c["decoder_rates"],
+                 f"rates whose product equals prod(encoder_rates)={math.prod(c['encoder_rates'])}")
+        if c["encoder_dim"] * 2 ** len(c["encoder_rates"]) > MAX_WIDTH:
+            fail(cls.__name__, "encoder_dim", c["encoder_dim"], f"at most {MAX_WIDTH} // 2**{len(c['encoder_rates'])} "
+                 "(the width doubles at each of the encoder_rates)")
+        if c["decoder_dim"] % (2 ** len(c["decoder_rates"])):
+            fail(cls.__name__, "decoder_dim", c["decoder_dim"], f"a multiple of 2**{len(c['decoder_rates'])}")
+
+    @register_to_config
+    def __init__(self, encoder_dim: int = 128, encoder_rates: tuple[int, ...] = (2, 3, 4, 5, 8), latent_dim: int = 128,
+                 decoder_dim: int = 2048, decoder_rates: tuple[int, ...] = (8, 5, 4, 3, 2), sample_rate: int = 48000,
+                 continuous: bool = True, n_codebooks: int = 9, codebook_size: int = 1024, codebook_dim: int = 8,
+                 quantizer_dropout: bool | float = False, use_weight_norm: bool = True, hop_length: int | None = None):
         super().__init__()
-        self.config = config
-        self.encoder = Encoder(config)
-        self.quant_conv = nn.Conv1d(config.latent_dim, 2 * config.latent_dim, 1)
-        self.post_quant_conv = nn.Conv1d(config.latent_dim, config.latent_dim, 1)
-        self.decoder = Decoder(config)
+        self.check_config(self.config)
+        self.encoder = Encoder(self.config)
+        self.quant_conv = nn.Conv1d(latent_dim, 2 * latent_dim, 1)
+        self.post_quant_conv = nn.Conv1d(latent_dim, latent_dim, 1)
+        self.decoder = Decoder(self.config)
 
     @property
     def hop(self) -> int:
-        return self.config.hop
+        """Samples per latent frame (960 for MOVA: 48 kHz / 960 = 50 latent frames per second)."""
+        return math.prod(self.config.encoder_rates)
+
+    @property
+    def latent_rate(self) -> float:
+        return self.config.sample_rate / self.hop
 
     @property
     def sample_rate(self) -> int:

@@ -16,8 +16,28 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mova.config import BridgeConfig, FromConfigMixin
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.modeling_utils import ModelMixin
+
+from mova.models.checks import MAX_HEAD_DIM, MAX_LAYERS, MAX_WIDTH, ConfigRules, fail, flag, one_of, positive, size
 from mova.models.layers import QKNormAttention
+
+INTERACTION_STRATEGIES = ("full", "shallow_focus", "distributed", "progressive", "custom")
+
+
+def interaction_layers(strategy: str, visual_layers: int, audio_layers: int) -> list[int]:
+    """Layer indices j with a conditioner in both directions (video layer j <-> audio layer j)."""
+    n = min(visual_layers, audio_layers)
+    if strategy == "full":
+        return list(range(n))
+    if strategy == "shallow_focus":
+        return list(range(min(10, n // 3)))
+    if strategy == "distributed":
+        return list(range(0, n, 3))
+    if strategy == "progressive":
+        return list(range(min(8, n))) + (list(range(8, n, 3)) if n > 8 else [])
+    return [i for i in (0, 2, 4, 6, 8, 12, 16, 20) if i < n]  # "custom"
 
 # --------------------------------------------------------------------------------------------------------
 # 1. Aligned RoPE (rotate-half convention, docs/model.md#aligned-rope)
@@ -103,7 +123,7 @@ class ConditionalCrossAttention(QKNormAttention):
             q = apply_rope_half(q, *x_rope)
         if y_rope is not None:
             k = apply_rope_half(k, *y_rope)
-        return self.o(self.attn_fn(q, k, v).flatten(-2))
+        return self.o(self.attn(q, k, v).flatten(-2))
 
 
 class PerFrameAttentionPooling(nn.Module):
@@ -165,26 +185,56 @@ class ConditionerBlock(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 
 
-class DualTowerBridge(FromConfigMixin, nn.Module):
+class DualTowerBridge(ConfigRules, ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Keys: ``audio_to_video_conditioners.{j}.*``, ``video_to_audio_conditioners.{j}.*`` (j as strings),
-    ``condition_scale`` only with ``trainable_condition_scale``."""
+    ``condition_scale`` only with ``trainable_condition_scale`` (a float32 scalar whatever the model dtype).
 
-    config_class = BridgeConfig
-    _repeated_blocks = ("ConditionerBlock",)
-    _no_split_modules = ("ConditionerBlock",)
+    Args (the official ``config.json`` fields, docs/model.md#bridge-config): ``visual_layers`` / ``audio_layers`` and
+    ``visual_hidden_dim`` / ``audio_hidden_dim`` of the two towers (40/30, 5120/1536), ``audio_fps`` (audio latent
+    frames per second, 50), ``head_dim`` (128), ``interaction_strategy`` (which layers interact), ``apply_cross_rope``,
+    ``apply_first_frame_bias_in_rope`` (aligned RoPE options), ``trainable_condition_scale``, ``pooled_adaln``.
+    """
 
-    def __init__(self, config: BridgeConfig):
+    _official_class_name = "DualTowerConditionalBridge"
+    _repeated_blocks = ["ConditionerBlock"]
+    _no_split_modules = ["ConditionerBlock"]
+    _keep_in_fp32_modules = ["condition_scale"]
+    _config_rules = {
+        "visual_layers": size(MAX_LAYERS), "audio_layers": size(MAX_LAYERS), "visual_hidden_dim": size(MAX_WIDTH),
+        "audio_hidden_dim": size(MAX_WIDTH), "head_dim": size(MAX_HEAD_DIM), "audio_fps": positive,
+        "interaction_strategy": one_of(*INTERACTION_STRATEGIES), "apply_cross_rope": flag,
+        "apply_first_frame_bias_in_rope": flag, "trainable_condition_scale": flag, "pooled_adaln": flag,
+    }
+
+    @classmethod
+    def _check_relations(cls, c: dict) -> None:
+        for dim_name in ("visual_hidden_dim", "audio_hidden_dim"):
+            if c[dim_name] % c["head_dim"]:
+                fail(cls.__name__, dim_name, c[dim_name], f"a multiple of head_dim={c['head_dim']}")
+        if c["head_dim"] % 2:
+            fail(cls.__name__, "head_dim", c["head_dim"], "an even number (rotate-half RoPE)")
+        if c["pooled_adaln"] and c["visual_hidden_dim"] % (c["audio_hidden_dim"] // c["head_dim"]):
+            fail(cls.__name__, "pooled_adaln", True, f"false for these widths: the per-frame pooling needs "
+                 f"visual_hidden_dim={c['visual_hidden_dim']} divisible by the audio head count "
+                 f"{c['audio_hidden_dim'] // c['head_dim']}")
+
+    @register_to_config
+    def __init__(self, visual_layers: int = 40, audio_layers: int = 30, visual_hidden_dim: int = 5120,
+                 audio_hidden_dim: int = 1536, audio_fps: float = 50.0, head_dim: int = 128,
+                 interaction_strategy: str = "full", apply_cross_rope: bool = True,
+                 apply_first_frame_bias_in_rope: bool = False, trainable_condition_scale: bool = False,
+                 pooled_adaln: bool = False):
         super().__init__()
-        self.config = config
-        self.layers = config.interaction_layers()
-        vdim, adim, hd = config.visual_hidden_dim, config.audio_hidden_dim, config.head_dim
+        self.check_config(self.config)
+        self.layers = interaction_layers(interaction_strategy, visual_layers, audio_layers)
+        vdim, adim, hd = visual_hidden_dim, audio_hidden_dim, head_dim
         self.audio_to_video_conditioners = nn.ModuleDict(
             {str(j): ConditionerBlock(vdim, adim, vdim // hd) for j in self.layers}
         )
         self.video_to_audio_conditioners = nn.ModuleDict(
-            {str(j): ConditionerBlock(adim, vdim, adim // hd, pooled_adaln=config.pooled_adaln) for j in self.layers}
+            {str(j): ConditionerBlock(adim, vdim, adim // hd, pooled_adaln=pooled_adaln) for j in self.layers}
         )
-        if config.trainable_condition_scale:
+        if trainable_condition_scale:
             self.condition_scale = nn.Parameter(torch.ones(1, dtype=torch.float32))
 
     @property

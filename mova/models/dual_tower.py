@@ -8,6 +8,8 @@ video layers past the audio tower's depth run after.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
 
@@ -15,6 +17,37 @@ from mova.models.audio_dit import AudioDiT
 from mova.models.bridge import DualTowerBridge
 from mova.models.layers import rope_tables
 from mova.models.video_dit import VideoDiT
+
+Tables = tuple[torch.Tensor, torch.Tensor]  # RoPE (cos, sin)
+
+
+@dataclasses.dataclass
+class Streams:
+    """One forward between the embeddings and the heads: the two token streams and what every layer reads.
+
+    ``SEQUENCE_FIELDS`` name, per stream, the fields indexed by that stream's tokens (dim 1 of the tokens, dim 0 of
+    the RoPE tables): what code that splits the sequences across devices splits and gathers.
+    """
+
+    video: torch.Tensor  # [B, L_v, Dv]
+    audio: torch.Tensor  # [B, L_a, Da]
+    rope_video: Tables  # [L_v, head_dim/2] each
+    rope_audio: Tables  # [L_a, head_dim/2] each
+    bridge_rope_video: Tables | None  # [L_v, bridge head_dim] each (None without cross RoPE)
+    bridge_rope_audio: Tables | None
+    context_video: torch.Tensor  # [B, L_text, Dv]
+    context_audio: torch.Tensor  # [B, L_text, Da]
+    t_emb_video: torch.Tensor  # [B, Dv]
+    t_mod_video: torch.Tensor  # [B, 6, Dv]
+    t_emb_audio: torch.Tensor
+    t_mod_audio: torch.Tensor
+    grid_video: tuple[int, int, int]
+    grid_audio: tuple[int]
+    strength: float | torch.Tensor  # bridge strength, scalar or [B]
+    expert: int
+
+    SEQUENCE_FIELDS = {"video": ("video", "rope_video", "bridge_rope_video"),
+                       "audio": ("audio", "rope_audio", "bridge_rope_audio")}
 
 
 def _as_batch(value: float | torch.Tensor, batch: int, device: torch.device, name: str) -> torch.Tensor:
@@ -27,7 +60,9 @@ def _as_batch(value: float | torch.Tensor, batch: int, device: torch.device, nam
 
 
 class DualTowerDenoiser(nn.Module):
-    """Velocity model for (video, audio) latents.
+    """Velocity model for (video, audio) latents. ``forward`` = :meth:`embed` → :meth:`run_layers` → :meth:`unembed`;
+    code that changes how a forward runs (sequence sharding across devices) composes the three stages with its own
+    steps between them and swaps the attention modules named in ``_attention_seams``; the model stays unchanged.
 
     Args:
         video_dit: high-noise expert (used while t_video ≥ boundary_ratio · num_train_timesteps).
@@ -43,8 +78,17 @@ class DualTowerDenoiser(nn.Module):
         self.audio_dit = audio_dit
         self.bridge = bridge
         self.boundary = boundary_ratio * num_train_timesteps
-        self.parallel = None  # a mova.parallel.ParallelState once parallelize_denoiser() has run
         self._check_widths()
+
+    # The attention seams (``Attention`` modules without weights) of each token stream: module name pattern ->
+    # (stream of the queries, stream of the keys/values). Text cross-attention is not listed (its keys are the prompt).
+    _attention_seams = {
+        "video_dit.blocks.*.self_attn.attn": ("video", "video"),
+        "video_dit_2.blocks.*.self_attn.attn": ("video", "video"),
+        "audio_dit.blocks.*.self_attn.attn": ("audio", "audio"),
+        "bridge.audio_to_video_conditioners.*.inner.attn": ("video", "audio"),
+        "bridge.video_to_audio_conditioners.*.inner.attn": ("audio", "video"),
+    }
 
     def _check_widths(self) -> None:
         b = self.bridge.config
@@ -58,24 +102,6 @@ class DualTowerDenoiser(nn.Module):
                              f"(audio_hidden_dim {b.audio_hidden_dim}, audio_layers {b.audio_layers})")
         if self.video_dit.config.text_dim != a.text_dim:
             raise ValueError(f"video_dit text_dim {self.video_dit.config.text_dim} != audio_dit text_dim {a.text_dim}")
-
-    def compile_blocks(self, **compile_kwargs) -> None:
-        """Regional ``torch.compile``: every repeated block (the DiT blocks of each tower, the bridge
-        conditioners) is compiled in place. Blocks of one class share a compiled graph, and the elementwise
-        chains around the matmuls (norms, modulate, RoPE, gates, residuals) fuse into a few kernels."""
-        import torch._dynamo
-
-        # One graph per (block kind, batch size, resolution): static shapes give the best kernels, and the
-        # a2v/v2a conditioners, the two towers' blocks and each CFG batch size each need their own entry.
-        cfg = torch._dynamo.config
-        key = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-        setattr(cfg, key, max(getattr(cfg, key), 64))
-        compile_kwargs.setdefault("dynamic", False)
-        for model in [*self.experts, self.audio_dit, self.bridge]:
-            names = set(model._repeated_blocks)
-            for module in model.modules():
-                if type(module).__name__ in names:
-                    module.compile(**compile_kwargs)
 
     @property
     def experts(self) -> list[VideoDiT]:
@@ -120,6 +146,14 @@ class DualTowerDenoiser(nn.Module):
         Returns:
             (video velocity [B, 16, T', H/8, W/8], audio velocity [B, C_a, N_a]), in the model dtype.
         """
+        streams = self.embed(video_latents, audio_latents, text_embeds, t_video, t_audio, video_fps,
+                             bridge_strength, expert)
+        return self.unembed(self.run_layers(streams))
+
+    def embed(self, video_latents: torch.Tensor, audio_latents: torch.Tensor, text_embeds: torch.Tensor,
+              t_video: float | torch.Tensor, t_audio: float | torch.Tensor, video_fps: float,
+              bridge_strength: float | torch.Tensor = 1.0, expert: int | None = None) -> Streams:
+        """Inputs (as :meth:`forward`) checked, the expert picked, time/text embeddings, tokens and RoPE tables."""
         # 1. Check inputs and pick the expert
         if video_latents.ndim != 5 or audio_latents.ndim != 3 or text_embeds.ndim != 3:
             raise ValueError(
@@ -140,49 +174,42 @@ class DualTowerDenoiser(nn.Module):
             expert = self.expert_index(t_video)
         if expert not in (0, 1) or expert >= len(self.experts):
             raise ValueError(f"expert={expert!r} is invalid: this model has experts {list(range(len(self.experts)))}")
-        vdit, adit, bridge = self.experts[expert], self.audio_dit, self.bridge
+        vdit, adit = self.experts[expert], self.audio_dit
 
         # 2. Time and text embeddings (fp32 time embedding, cast to the model dtype)
         t_emb_v, t_mod_v = vdit.embed_time(t_video)
         t_emb_a, t_mod_a = adit.embed_time(t_audio)
-        ctx_v = vdit.embed_text(text_embeds)
-        ctx_a = adit.embed_text(text_embeds)
 
-        # 3. Patchify and position tables
+        # 3. Patchify and position tables (shared by all blocks)
         x_v, grid_v = vdit.patchify(video_latents)  # [B, L_v, Dv]
         x_a, grid_a = adit.patchify(audio_latents)  # [B, L_a, Da]
-        rope_v = rope_tables(vdit.rope(grid_v, device), x_v.dtype)  # (cos, sin), shared by all blocks
-        rope_a = rope_tables(adit.rope(grid_a, device), x_a.dtype)
-        bridge_rope_v, bridge_rope_a = bridge.rope(video_fps, grid_v, grid_a[0], device, x_v.dtype)
+        bridge_rope_v, bridge_rope_a = self.bridge.rope(video_fps, grid_v, grid_a[0], device, x_v.dtype)
         strength = bridge_strength
         if isinstance(strength, torch.Tensor) or strength != 1.0:
             strength = _as_batch(bridge_strength, B, device, "bridge_strength")
-        sp = self.parallel if (self.parallel is not None and self.parallel.sp_size > 1) else None
-        if sp is not None:  # sequence parallel: every rank keeps one shard of each stream (mova.parallel)
-            from mova.parallel import shard_seq
+        return Streams(
+            video=x_v, audio=x_a, rope_video=rope_tables(vdit.rope(grid_v, device), x_v.dtype),
+            rope_audio=rope_tables(adit.rope(grid_a, device), x_a.dtype), bridge_rope_video=bridge_rope_v,
+            bridge_rope_audio=bridge_rope_a, context_video=vdit.embed_text(text_embeds),
+            context_audio=adit.embed_text(text_embeds), t_emb_video=t_emb_v, t_mod_video=t_mod_v, t_emb_audio=t_emb_a,
+            t_mod_audio=t_mod_a, grid_video=grid_v, grid_audio=grid_a, strength=strength, expert=expert)
 
-            len_v, len_a = x_v.shape[1], x_a.shape[1]
-            sp.valid_len = {"video": len_v, "audio": len_a}
-            x_v, x_a = shard_seq(x_v, sp), shard_seq(x_a, sp)
-            rope_v = tuple(shard_seq(t, sp, dim=0) for t in rope_v)
-            rope_a = tuple(shard_seq(t, sp, dim=0) for t in rope_a)
-            if bridge_rope_v is not None:
-                bridge_rope_v = tuple(shard_seq(t, sp, dim=0) for t in bridge_rope_v)
-                bridge_rope_a = tuple(shard_seq(t, sp, dim=0) for t in bridge_rope_a)
-
-        # 4. Layers: bridge j, video block j, audio block j; then the remaining layers of either tower
+    def run_layers(self, s: Streams) -> Streams:
+        """4. For each layer j: bridge j (if it has layer j), video block j, audio block j; then the remaining
+        layers of either tower. Returns the streams with the updated tokens."""
+        vdit, adit, bridge = self.experts[s.expert], self.audio_dit, self.bridge
+        x_v, x_a = s.video, s.audio
         for j in range(max(len(vdit.blocks), len(adit.blocks))):
             if bridge.has_layer(j):
-                x_v, x_a = bridge(j, x_v, x_a, bridge_rope_v, bridge_rope_a, strength, grid_v)
+                x_v, x_a = bridge(j, x_v, x_a, s.bridge_rope_video, s.bridge_rope_audio, s.strength, s.grid_video)
             if j < len(vdit.blocks):
-                x_v = vdit.blocks[j](x_v, ctx_v, t_mod_v, rope_v)
+                x_v = vdit.blocks[j](x_v, s.context_video, s.t_mod_video, s.rope_video)
             if j < len(adit.blocks):
-                x_a = adit.blocks[j](x_a, ctx_a, t_mod_a, rope_a)
+                x_a = adit.blocks[j](x_a, s.context_audio, s.t_mod_audio, s.rope_audio)
+        return dataclasses.replace(s, video=x_v, audio=x_a)
 
-        if sp is not None:
-            from mova.parallel import gather_seq
-
-            x_v, x_a = gather_seq(x_v, sp)[:, :len_v], gather_seq(x_a, sp)[:, :len_a]
-
-        # 5. Heads and unpatchify
-        return vdit.unpatchify(vdit.head(x_v, t_emb_v), grid_v), adit.unpatchify(adit.head(x_a, t_emb_a), grid_a)
+    def unembed(self, s: Streams) -> tuple[torch.Tensor, torch.Tensor]:
+        """5. Heads and unpatchify: (video velocity [B, 16, T', h, w], audio velocity [B, C_a, N_a])."""
+        vdit, adit = self.experts[s.expert], self.audio_dit
+        return (vdit.unpatchify(vdit.head(s.video, s.t_emb_video), s.grid_video),
+                adit.unpatchify(adit.head(s.audio, s.t_emb_audio), s.grid_audio))

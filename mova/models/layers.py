@@ -16,8 +16,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mova.config import FromConfigMixin
-from mova.models.attention import attention
+from diffusers.configuration_utils import ConfigMixin
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.modeling_utils import ModelMixin
+
+from mova.attention import Attention, attention
+from mova.models.checks import MAX_HEADS, MAX_LAYERS, MAX_WIDTH, ConfigRules, fail, flag, off, positive, size
 
 # --------------------------------------------------------------------------------------------------------
 # 1. Small functions
@@ -48,10 +52,10 @@ def linear_fp32(module: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
 
 def _run_fp32(module: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     for layer in module:
-        if isinstance(layer, nn.Linear):
+        if isinstance(layer, nn.Linear) and layer.weight.dtype != torch.float32:
             bias = None if layer.bias is None else layer.bias.float()
             x = F.linear(x, layer.weight.float(), bias)
-        else:
+        else:  # float32 weights (``_keep_in_fp32_modules``): the module's own call, so its forward hooks run
             x = layer(x)
     return x
 
@@ -137,7 +141,7 @@ class QKNormAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
-        self.attn_fn = attention  # the math; mova.parallel swaps in its sequence-parallel version
+        self.attn = Attention()  # the math (no weights): a seam another attention module can take the place of
 
     def project(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: [B, Lx, dim], y: [B, Ly, kv_dim] -> q [B, Lx, H, D], k and v [B, Ly, H, D] (q, k normalised)."""
@@ -152,7 +156,7 @@ class SelfAttention(QKNormAttention):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x: [B, L, dim], rope: (cos, sin) [L, head_dim/2] -> [B, L, dim]."""
         q, k, v = self.project(x, x)
-        out = self.attn_fn(apply_rope_interleaved(q, rope), apply_rope_interleaved(k, rope), v)
+        out = self.attn(apply_rope_interleaved(q, rope), apply_rope_interleaved(k, rope), v)
         return self.o(out.flatten(-2))
 
 
@@ -218,35 +222,60 @@ class Head(nn.Module):
 # --------------------------------------------------------------------------------------------------------
 
 
-class DiTBackbone(FromConfigMixin, nn.Module):
-    """Text/time embeddings, blocks and head of a Wan DiT. Subclasses add ``patch_embedding`` and define
+_NOT_IN_MOVA = "MOVA checkpoints do not use this Wan branch; it is not implemented"
+
+
+class DiTBackbone(ConfigRules, ModelMixin, ConfigMixin, PeftAdapterMixin):
+    """Text/time embeddings, blocks and head of a Wan DiT, built from ``self.config`` (the subclass's
+    ``@register_to_config`` arguments, checked first). Subclasses add ``patch_embedding`` and define
     ``patchify`` / ``unpatchify`` / ``rope`` for their token layout.
 
-    Capabilities read by offload, parallelism and training code:
-    ``_repeated_blocks`` (modules to shard/compile/checkpoint one by one) and ``_no_split_modules``.
+    Capabilities read by offload, compile, multi-device and training code: ``_repeated_blocks`` (modules to
+    shard/compile/checkpoint one by one), ``_no_split_modules`` and ``_keep_in_fp32_modules`` (the time MLPs run in
+    fp32, docs/model.md#dit-block).
     """
 
-    _repeated_blocks = ("DiTBlock",)
-    _no_split_modules = ("DiTBlock", "Head")
+    _repeated_blocks = ["DiTBlock"]
+    _no_split_modules = ["DiTBlock", "Head"]
+    _keep_in_fp32_modules = ["time_embedding", "time_projection"]
+    _config_rules = {
+        **{k: size(MAX_WIDTH) for k in ("dim", "in_dim", "out_dim", "ffn_dim", "text_dim", "freq_dim",
+                                         "in_dim_control_adapter")},
+        "num_heads": size(MAX_HEADS), "num_layers": size(MAX_LAYERS), "eps": positive,
+        **{k: off(_NOT_IN_MOVA) for k in ("has_image_input", "has_image_pos_emb", "has_ref_conv",
+                                          "add_control_adapter", "seperated_timestep",
+                                          "fuse_vae_embedding_in_latents")},
+        "require_vae_embedding": flag, "require_clip_embedding": flag,
+    }
 
-    def __init__(self, config):
+    @classmethod
+    def _check_relations(cls, c: dict) -> None:
+        if c["dim"] % c["num_heads"]:
+            fail(cls.__name__, "num_heads", c["num_heads"], f"a divisor of dim={c['dim']}")
+        if (c["dim"] // c["num_heads"]) % 2:
+            fail(cls.__name__, "num_heads", c["num_heads"], "a value giving an even head_dim (RoPE rotates pairs)")
+        if c["freq_dim"] % 2:
+            fail(cls.__name__, "freq_dim", c["freq_dim"], "an even number")
+
+    def __init__(self):
         super().__init__()
-        self.config = config
-        dim = config.dim
-        self.text_embedding = nn.Sequential(
-            nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
-        )
-        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        c = self.config
+        self.check_config(c)
+        dim = c.dim
+        self.text_embedding = nn.Sequential(nn.Linear(c.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(c.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        self.blocks = nn.ModuleList(
-            DiTBlock(dim, config.ffn_dim, config.num_heads, config.eps) for _ in range(config.num_layers)
-        )
-        self.head = Head(dim, config.out_dim * math.prod(config.patch_size), config.eps)
+        self.blocks = nn.ModuleList(DiTBlock(dim, c.ffn_dim, c.num_heads, c.eps) for _ in range(c.num_layers))
+        self.head = Head(dim, c.out_dim * math.prod(c.patch_size), c.eps)
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.dim // self.config.num_heads
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the model's matmuls (the time MLPs may be kept in fp32)."""
         return self.head.head.weight.dtype
-
     def embed_time(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """t: [B] in [0, 1000] -> (t_emb [B, dim], t_mod [B, 6, dim]) in the model dtype (computed in fp32)."""
         t_emb = linear_fp32(self.time_embedding, sinusoidal_embedding(t, self.config.freq_dim))

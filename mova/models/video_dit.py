@@ -9,21 +9,44 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from diffusers.configuration_utils import register_to_config
 
-from mova.config import WanModelConfig
+from mova.models.checks import MAX_KERNEL, sizes
 from mova.models.layers import DiTBackbone, video_rope
 
 
 class VideoDiT(DiTBackbone):
     """Parameters (keys): ``patch_embedding``, ``text_embedding.{0,2}``, ``time_embedding.{0,2}``,
-    ``time_projection.1``, ``blocks.{i}.*``, ``head.{head,modulation}`` — exactly the official ones."""
+    ``time_projection.1``, ``blocks.{i}.*``, ``head.{head,modulation}`` — exactly the official ones.
 
-    config_class = WanModelConfig
+    Args (the official ``config.json`` fields; defaults are MOVA's, docs/model.md#video-dit-config):
+        dim, ffn_dim, num_heads, num_layers: width, FFN width, heads and blocks (5120, 13824, 40, 40).
+        in_dim, out_dim: latent channels in (noisy ‖ mask ‖ condition = 36) and out (16).
+        patch_size: (frame, row, col) patch (1, 2, 2). text_dim: UMT5 width 4096. freq_dim: sinusoidal width 256.
+        eps: norm epsilon. The remaining flags are Wan options the MOVA checkpoints leave off (refused when on) or
+        store without effect here (``require_*_embedding``, ``in_dim_control_adapter``).
+    """
 
-    def __init__(self, config: WanModelConfig):
-        super().__init__(config)
-        self.patch_embedding = nn.Conv3d(config.in_dim, config.dim, kernel_size=config.patch_size,
-                                         stride=config.patch_size)
+    _official_class_name = "WanModel"
+    _config_rules = {**DiTBackbone._config_rules, "patch_size": sizes(MAX_KERNEL, 3)}
+
+    @register_to_config
+    def __init__(self, dim: int = 5120, in_dim: int = 36, out_dim: int = 16, ffn_dim: int = 13824,
+                 num_heads: int = 40, num_layers: int = 40, patch_size: tuple[int, ...] = (1, 2, 2),
+                 text_dim: int = 4096, freq_dim: int = 256, eps: float = 1e-6, has_image_input: bool = False,
+                 has_image_pos_emb: bool = False, has_ref_conv: bool = False, add_control_adapter: bool = False,
+                 in_dim_control_adapter: int = 24, seperated_timestep: bool = False,  # (sic) the official key
+                 require_vae_embedding: bool = True, require_clip_embedding: bool = False,
+                 fuse_vae_embedding_in_latents: bool = False):
+        super().__init__()
+        self.patch_embedding = nn.Conv3d(in_dim, dim, kernel_size=tuple(patch_size), stride=tuple(patch_size))
+
+    @property
+    def rope_split(self) -> tuple[int, int, int]:
+        """Real dims of the head given to the (frame, height, width) RoPE axes (docs/model.md#video-rope): 44/42/42 at 128."""
+        d = self.head_dim
+        hw = 2 * (d // 6)
+        return d - 2 * hw, hw, hw
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """[B, in_dim, T, H, W] -> tokens [B, L, dim] with L = T/pf · H/ph · W/pw, and the grid (f, h, w)."""
@@ -51,4 +74,4 @@ class VideoDiT(DiTBackbone):
 
     def rope(self, grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
         """[f·h·w, head_dim/2] RoPE angles (frame | row | col)."""
-        return video_rope(grid, self.config.rope_split, device)
+        return video_rope(grid, self.rope_split, device)

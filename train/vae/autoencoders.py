@@ -25,7 +25,7 @@ def build_model(cfg: VAETrainConfig) -> nn.Module:
         return AutoencoderKLWan(**cfg.model)
     from mova.models import AudioVAE
 
-    return AudioVAE(cfg.dac_config())
+    return AudioVAE(**cfg.model)
 
 
 def wan_decode_unclamped(vae: nn.Module, z: torch.Tensor) -> torch.Tensor:

@@ -89,7 +89,7 @@ class VAETrainConfig:
 
     Args:
         kind: "video" (diffusers ``AutoencoderKLWan``) or "audio" (``mova.models.AudioVAE``, DAC).
-        model: the model's config.json fields (AutoencoderKLWan kwargs, or DACConfig fields).
+        model: the model's config.json fields (AutoencoderKLWan or AudioVAE keyword arguments).
         world: :class:`~train.demo_world.WorldConfig` fields of the generated clips.
         precision: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32"; weights stay fp32.
         export_dtype: dtype of the exported weights, "float32" or "bfloat16".
@@ -154,9 +154,14 @@ class VAETrainConfig:
         return WorldConfig.from_dict(self.world)
 
     def dac_config(self):
-        from mova.config import DACConfig
+        """The audio VAE ``model`` describes, built on the meta device (its fields checked; ``sample_rate``, ``hop``,
+        ``latent_rate``)."""
+        import torch
 
-        return DACConfig.from_dict(dict(self.model))
+        from mova.models import AudioVAE
+
+        with torch.device("meta"):
+            return AudioVAE(**self.model)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -5,12 +5,15 @@ Modules hold the projection weights; :func:`attention` holds the math. Inputs ar
 
 Backends (``AttentionBackend``):
 
-* ``auto``   — FlashAttention-3 when ``flash_attn_interface`` is importable and the tensors are CUDA
-  bf16/fp16; otherwise PyTorch SDPA letting PyTorch pick among cuDNN, flash, memory-efficient and math,
+* ``auto``   — FlashAttention-3 when it is importable (``flash_attn_interface`` of a FlashAttention build, or
+  ``fa3_fwd_interface`` of the ``fa3-fwd`` wheel: a prebuilt FA3 forward) and the tensors are CUDA bf16/fp16; otherwise PyTorch SDPA letting PyTorch pick among cuDNN, flash, memory-efficient and math,
   with cuDNN attention first in the priority list (on Hopper it measured 577 TFLOP/s vs 362 for the
   flash backend at 43k tokens, ``shared/spec/performance.md`` §2.5).
 * ``cudnn``, ``flash``, ``efficient``, ``math`` — SDPA restricted to that one kernel.
 * ``fa3``    — FlashAttention-3 (errors when it is not installed).
+* ``fa3_fp8`` — FlashAttention-3 on e4m3 q/k/v (``precision="fp8"``): keys smoothed by their mean over the tokens
+  (exact: each query's logits shift by one constant, which softmax ignores), then q, k, v each scaled per
+  (batch, head) by amax/448 into e4m3, the scales handed to the kernel as descales; bf16 out.
 
 Select with the ``MOVA_ATTENTION`` environment variable or the :func:`attention_backend` context
 manager. The backend chosen for the first call on each device type is logged once.
@@ -26,6 +29,7 @@ import os
 from collections.abc import Iterator
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -39,6 +43,7 @@ class AttentionBackend(str, enum.Enum):
     EFFICIENT = "efficient"
     MATH = "math"
     FA3 = "fa3"
+    FA3_FP8 = "fa3_fp8"
 
 
 _SDPA_KERNELS = {
@@ -55,8 +60,19 @@ _override: AttentionBackend | None = None
 _logged: set[str] = set()
 
 
+_FA3_MODULES = ("flash_attn_interface", "fa3_fwd_interface")
+
+
+def _fa3_module():
+    """The FlashAttention-3 interface module that is installed, or None."""
+    for name in _FA3_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            return importlib.import_module(name)
+    return None
+
+
 def _fa3_available() -> bool:
-    return importlib.util.find_spec("flash_attn_interface") is not None
+    return any(importlib.util.find_spec(name) is not None for name in _FA3_MODULES)
 
 
 def current_backend() -> AttentionBackend:
@@ -116,11 +132,24 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionB
     return out.transpose(1, 2)
 
 
-def _fa3(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    import flash_attn_interface  # type: ignore[import-not-found]
-
-    out = flash_attn_interface.flash_attn_func(q, k, v)
+def _fa3(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **descales: torch.Tensor) -> torch.Tensor:
+    out = _fa3_module().flash_attn_func(q, k, v, **descales)
     return out[0] if isinstance(out, tuple) else out
+
+
+E4M3_MAX = 448.0
+
+
+def _to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L, H, D] → (e4m3 [B, L, H, D], float32 descale [B, H]): each (batch, head) scaled by amax / 448."""
+    scale = x.abs().amax(dim=(1, 3)).float().clamp(min=1e-8) / E4M3_MAX  # [B, H]
+    return (x.float() / scale[:, None, :, None]).to(torch.float8_e4m3fn), scale
+
+
+def _fa3_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    k = k - k.mean(dim=1, keepdim=True)  # smoothed keys: the same softmax, a smaller range to quantise
+    (qf, sq), (kf, sk), (vf, sv) = _to_e4m3(q), _to_e4m3(k), _to_e4m3(v)
+    return _fa3(qf, kf, vf, q_descale=sq, k_descale=sk, v_descale=sv).to(q.dtype)
 
 
 def attention(
@@ -141,6 +170,12 @@ def attention(
     """
     backend = current_backend()
     device_type = q.device.type
+    if backend is AttentionBackend.FA3_FP8:
+        if kv_mask is not None or device_type != "cuda" or not _fa3_available():
+            raise ValueError("attention backend 'fa3_fp8' needs FlashAttention-3 (the fa3-fwd package), CUDA tensors "
+                             "and no kv_mask")
+        _log_once(device_type, "FlashAttention-3, e4m3")
+        return _fa3_fp8(q, k, v)
     use_fa3 = (
         kv_mask is None and device_type == "cuda" and q.dtype in (torch.bfloat16, torch.float16)
         and (backend is AttentionBackend.FA3 or (backend is AttentionBackend.AUTO and _fa3_available()))
@@ -157,3 +192,12 @@ def attention(
         attn_mask = kv_mask[:, None, None, :].to(device=q.device, dtype=torch.bool)
     _log_once(device_type, f"PyTorch SDPA ({backend.value})")
     return _sdpa(q, k, v, backend, attn_mask)
+
+
+class Attention(nn.Module):
+    """:func:`attention` as a module without weights: the seam where the attention of a projection module can be
+    replaced by another module of the same call (``q, k, v`` [B, L, H, D] -> [B, Lq, H, D]), e.g. a sequence-sharded
+    one, without touching the model code."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return attention(q, k, v)

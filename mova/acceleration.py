@@ -1,0 +1,130 @@
+"""Speed levers applied from outside to unchanged models: regional compilation and the fp8 fast path.
+
+``compile_repeated_blocks(models)`` compiles every repeated block (the ``_repeated_blocks`` classes of each model:
+DiT blocks, bridge conditioners) with diffusers' ``ModelMixin.compile_repeated_blocks``. Static shapes give the
+best kernels, so each (block kind, batch size, resolution) gets its own graph: the a2v/v2a conditioners, the two
+towers' blocks and each CFG batch size need entries of their own, hence the raised recompile limit.
+
+``fp8(models)`` is the ``precision="fp8"`` context of one generation: inside it, every ``nn.Linear`` of the repeated
+blocks (attention projections and FFNs of both towers, the bridge's attention) runs as an e4m3 GEMM
+(``torch._scaled_mm`` with rowwise scales: each activation row and each weight row scaled by its amax / 448, the
+product in float32, bf16 out), and attention runs on FlashAttention-3's e4m3 path (``mova.attention``, backend
+``fa3_fp8``). The precision islands stay as they are: time embeddings, modulation, norms, RoPE tables, the heads and
+the text/time MLPs outside the blocks. The weights are quantised per call (their bf16 copy stays the only stored
+one; reading 37 GB of weights once per forward costs ~10 ms on an H200 against a ~4 s forward), so the setting is
+per request. Compiled, the activation scaling fuses into the op that produces the activation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mova.attention import E4M3_MAX, _fa3_available, attention_backend
+from mova.settings import PRECISIONS
+
+
+def compile_repeated_blocks(models: Iterable[nn.Module], **compile_kwargs: Any) -> None:
+    """``model.compile_repeated_blocks(dynamic=False, **compile_kwargs)`` for each model, in place."""
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    key = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    setattr(cfg, key, max(getattr(cfg, key), 64))
+    compile_kwargs.setdefault("dynamic", False)
+    for model in models:
+        model.compile_repeated_blocks(**compile_kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------
+# fp8
+# --------------------------------------------------------------------------------------------------------
+
+
+def fp8_unavailable(device: torch.device) -> str | None:
+    """Why ``precision="fp8"`` cannot run on ``device`` (None when it can)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return f"it needs a CUDA GPU with fp8 matrix units (compute capability 8.9 or newer); this model is on {device}"
+    capability = torch.cuda.get_device_capability(device)
+    if capability < (8, 9):
+        return f"it needs compute capability 8.9 or newer (Ada, Hopper); {torch.cuda.get_device_name(device)} has " \
+               f"{capability[0]}.{capability[1]}"
+    if not _fa3_available():
+        return "its 8-bit attention needs FlashAttention-3 (pip install fa3-fwd, or a flash-attn build with hopper/)"
+    return None
+
+
+def _rowwise_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[M, K] → (e4m3 [M, K], float32 scale [M, 1]) with x ≈ e4m3 · scale."""
+    scale = x.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-8) / E4M3_MAX
+    return (x.float() / scale).to(torch.float8_e4m3fn), scale
+
+
+def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` as an e4m3 GEMM with rowwise scales; x [..., K], weight [N, K] → [..., N]."""
+    shape = x.shape
+    xq, sx = _rowwise_e4m3(x.reshape(-1, shape[-1]))
+    wq, sw = _rowwise_e4m3(weight)
+    out = torch._scaled_mm(xq, wq.t(), scale_a=sx, scale_b=sw.t(), bias=bias, out_dtype=x.dtype)
+    return out.reshape(*shape[:-1], weight.shape[0])
+
+
+class Fp8Linear(nn.Linear):
+    """An ``nn.Linear`` whose forward is :func:`fp8_linear`; built around the same parameters (same state-dict keys)."""
+
+    @classmethod
+    def around(cls, linear: nn.Linear) -> "Fp8Linear":
+        module = cls.__new__(cls)
+        nn.Module.__init__(module)
+        module.in_features, module.out_features = linear.in_features, linear.out_features
+        module.weight, module.bias = linear.weight, linear.bias
+        return module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fp8_linear(x, self.weight, self.bias)
+
+
+def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute, linear) of every plain ``nn.Linear`` inside the models' repeated blocks whose sizes the
+    fp8 GEMM takes (multiples of 16)."""
+    found = []
+    for model in models:
+        names = set(getattr(model, "_repeated_blocks", ()))
+        for block in (m for m in model.modules() if type(m).__name__ in names):
+            for parent in block.modules():
+                for attr, child in parent.named_children():
+                    if type(child) is nn.Linear and child.in_features % 16 == 0 and child.out_features % 16 == 0:
+                        found.append((parent, attr, child))
+    return found
+
+
+@contextlib.contextmanager
+def fp8(models: Iterable[nn.Module], device: torch.device) -> Iterator[None]:
+    """Run the models' blocks in fp8 (module docstring) inside the ``with``; ValueError naming ``precision`` when the
+    machine cannot (never a silent downgrade)."""
+    problem = fp8_unavailable(device)
+    if problem:
+        raise ValueError(f"precision='fp8' is unavailable here: {problem}; use precision='bf16'")
+    targets = fp8_targets(list(models))
+    for parent, attr, linear in targets:
+        setattr(parent, attr, Fp8Linear.around(linear))
+    try:
+        with attention_backend("fa3_fp8"):
+            yield
+    finally:
+        for parent, attr, linear in targets:
+            setattr(parent, attr, linear)
+
+
+def precision_context(precision: str, models: Iterable[nn.Module], device: torch.device):
+    """The context a generation at ``precision`` runs in (``bf16``: none)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is invalid: expected one of {list(PRECISIONS)}")
+    return fp8(models, device) if precision == "fp8" else contextlib.nullcontext()
+
+
+__all__ = ["PRECISIONS", "compile_repeated_blocks", "fp8", "fp8_linear", "fp8_unavailable", "precision_context"]

@@ -1,0 +1,64 @@
+"""The fast path's pieces that run on a CPU: fp8 arithmetic against float64, module swapping, and the refusals of
+``precision="fp8"`` where it cannot run (timings live in benchmarks/)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mova.acceleration import Fp8Linear, fp8, fp8_linear, fp8_targets, fp8_unavailable
+from mova.attention import _to_e4m3
+from mova.config import tiny_preset
+from mova.models import DualTowerBridge, VideoDiT
+from mova.settings import GenerationSettings
+
+
+def rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def test_fp8_linear_is_a_rowwise_scaled_e4m3_gemm():
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(3, 40, 128, generator=g), torch.randn(48, 128, generator=g), torch.randn(48, generator=g)
+    x[0, 0] *= 100.0  # one loud row: rowwise scales keep the other rows' precision
+    out = fp8_linear(x, w, b)
+    ref = x.double() @ w.double().T + b.double()
+    assert out.shape == (3, 40, 48) and 0.005 < rel(out, ref) < 0.06  # e4m3 keeps 3 mantissa bits
+    assert rel(out[1:], ref[1:]) < 0.06
+
+
+def test_e4m3_attention_inputs_round_trip_per_head():
+    q = torch.randn(2, 50, 3, 16, dtype=torch.float64)
+    q[:, :, 1] *= 1000.0  # a loud head gets its own scale
+    q8, scale = _to_e4m3(q)
+    assert q8.dtype == torch.float8_e4m3fn and scale.shape == (2, 3)
+    back = q8.double() * scale[:, None, :, None].double()
+    for h in range(3):
+        assert rel(back[:, :, h], q[:, :, h]) < 0.04
+
+
+def test_fp8_swaps_block_linears_and_restores_them(monkeypatch):
+    p = tiny_preset()
+    models = [VideoDiT(**p.video_dit), DualTowerBridge(**p.bridge)]
+    keys = [list(m.state_dict()) for m in models]
+    targets = fp8_targets(models)
+    # q, k, v, o of self- and cross-attention and the FFN's two layers per block; q, k, v, o per conditioner
+    assert len(targets) == 10 * 3 + 4 * 2 * 2
+    assert all(not name.startswith(("time_", "text_")) for m in models for name, mod in m.named_modules()
+               if isinstance(mod, Fp8Linear))
+    monkeypatch.setattr("mova.acceleration.fp8_unavailable", lambda device: None)
+    with fp8(models, torch.device("cpu")):
+        assert sum(isinstance(mod, Fp8Linear) for m in models for mod in m.modules()) == len(targets)
+        assert [list(m.state_dict()) for m in models] == keys  # the same parameters, the same keys
+    assert not any(isinstance(mod, Fp8Linear) for m in models for mod in m.modules())
+
+
+def test_fp8_is_refused_where_it_cannot_run(tiny_checkpoint):
+    from mova import MOVAPipeline
+
+    assert "CUDA GPU" in fp8_unavailable(torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"precision='fp9' is invalid: expected one of \['bf16', 'fp8'\]"):
+        GenerationSettings(prompt="a bell", precision="fp9")
+    pipe = MOVAPipeline.from_pretrained(tiny_checkpoint, torch_dtype="fp32")
+    with pytest.raises(ValueError, match=r"precision='fp8' is unavailable here: it needs a CUDA GPU"):
+        pipe("a bell", height=64, width=64, num_frames=9, fps=12.0, num_inference_steps=1, precision="fp8")
