@@ -263,7 +263,8 @@ def run_retake(pipe, args) -> dict:
         for k in keys:
             v = r[k]
             # the largest change outside, against the round trip's mean error (a stricter bound than its own max)
-            ok &= v["outside_video_max_abs"] <= rt["video_mean_abs"] and v["outside_audio_max_abs"] <= rt["audio_mean_abs"]
+            ok &= v["outside_video_max_abs"] <= rt["video_mean_abs"]
+            ok &= v["outside_audio_max_abs"] <= rt["audio_mean_abs"]
             mod = k.split("@")[0]
             if mod in ("both", "video"):
                 ok &= v["inside_video_mean_abs"] > 0

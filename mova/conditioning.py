@@ -1,5 +1,5 @@
 """Known latents: the parts of a clip a generation is given, held in the denoising loop (torch side of
-``mova.modes``).
+``mova.modes``; docs/model.md#generation-modes).
 
 MOVA's denoiser takes one timestep per modality and sample, so "these frames are given" cannot be a per-frame
 timestep. Two mechanisms express it instead:

@@ -14,9 +14,9 @@ retake      ``retake``: a clip whose span ``[retake_start, retake_end)`` is gene
 
 ``num_windows`` > 1 chains windows into a long clip: every window after the first starts with the last
 :data:`OVERLAP_LATENTS` latent frames (fewer in short windows) of what came before, and the sound under them, held as
-known latents, and adds ``num_frames`` new frames, so N windows make N × ``num_frames`` frames. Joins (``crossfade``): ``"pixel"`` cross-fades
-frames and samples over the held overlap; ``"latent"`` fades the held latents out across the overlap and cuts there
-(the sound with a 10 ms fade). A modality given whole comes out exactly as given, and so does the outside of a
+known latents, and adds ``num_frames`` new frames, so N windows make N × ``num_frames`` frames. Joins
+(``crossfade``): ``"pixel"`` cross-fades frames and samples over the held overlap; ``"latent"`` fades the held
+latents out across the overlap and cuts there (the sound with a 10 ms fade). A modality given whole comes out exactly as given, and so does the outside of a
 retake span: the output carries the given frames and samples, not a re-decoded copy.
 
 :func:`read_inputs` decodes and checks every input that depends on a file (``ValueError`` naming the field, the value
@@ -462,7 +462,8 @@ class Plan:
             lap = _crossfade(output.audio[s0:s0 + fade], audio[:fade])
             return Output(np.concatenate([head_frames, frames]),
                           np.concatenate([head_audio, lap, audio[lap.shape[0]:]]).astype(np.float32))
-        held = held_frames(self.s.num_frames, self.temporal)  # pixel join: cross-fade over the held frames and the sound under them
+        # pixel join: cross-fade over the held frames and the sound under them
+        held = held_frames(self.s.num_frames, self.temporal)
         lap_frames = _crossfade(output.frames[window.start:window.start + held], frames[:held])
         lap_audio = _crossfade(output.audio[s0:s0 + self.sample(held)], audio[:self.sample(held)])
         return Output(np.concatenate([head_frames, lap_frames, frames[lap_frames.shape[0]:]]),

@@ -313,8 +313,8 @@ class ModelInfo:
     """A loaded model's facts: its defaults (which fill unset settings), presets for the UI, and the ceilings every
     request is checked against before it is queued.
 
-    ``max_work`` bounds height × width × num_frames × num_inference_steps × NFE per step (what GPU time scales
-    with); ``max_duration_s`` bounds num_frames / fps (the length of the generated audio too).
+    ``max_work`` bounds height × width × num_frames × num_inference_steps × NFE per step × num_windows (what GPU
+    time scales with); ``max_duration_s`` bounds num_frames / fps (the length of the generated audio too).
     """
 
     name: str
@@ -394,9 +394,9 @@ class ModelInfo:
         if self.max_work is not None and work > self.max_work:
             raise ValueError(
                 f"num_inference_steps={s.num_inference_steps} is too much work for {self.name} at this size and "
-                f"length: height×width×num_frames×num_inference_steps×NFE = {s.height}×{s.width}×{s.num_frames}×"
-                f"{s.num_inference_steps}×{s.guidance_config.nfe} = {work:.3g}, at most {self.max_work:.3g}: lower "
-                "num_inference_steps, num_frames or the size")
+                f"length: height×width×num_frames×num_inference_steps×NFE×num_windows = {s.height}×{s.width}×"
+                f"{s.num_frames}×{s.num_inference_steps}×{s.guidance_config.nfe}×{s.num_windows} = {work:.3g}, at "
+                f"most {self.max_work:.3g}: lower num_inference_steps, num_frames, num_windows or the size")
         for precision, why in self.unavailable_precisions:
             if s.precision == precision:
                 raise ValueError(f"precision={precision!r} is unavailable here: {why}; use precision='bf16'")

@@ -337,3 +337,16 @@ def test_zerogpu_duration_counts_every_window():
     assert d.estimate_settings(three) == pytest.approx(d.estimate(352, 640, 193, 50, 2)
                                                        + 2 * d.estimate(352, 640, 193 + 12, 50, 2))
     assert d.estimate_settings(three) > 3 * d.estimate_settings(one)
+
+
+def test_the_work_ceiling_counts_windows_and_arena_specs_take_no_media(pipe):
+    info = pipe.model_info()
+    steps = int(info.max_work // (64 * 64 * 9 * 2))  # the most steps of text CFG one 9-frame window may take
+    assert info.check(GenerationSettings(prompt="x", **{**SMALL, "num_inference_steps": steps})).num_windows == 1
+    with pytest.raises(ValueError, match=r"too much work .*×num_windows = .*lower num_inference_steps, num_frames, "
+                                         r"num_windows or the size"):
+        info.check(GenerationSettings(prompt="x", num_windows=2, **{**SMALL, "num_inference_steps": steps}))
+    from mova.arena.fill import spec_keys
+
+    keys = spec_keys()
+    assert "num_windows" in keys and not {"image", "last_image", "audio", "video", "extend", "retake"} & set(keys)

@@ -1,7 +1,8 @@
 """The generation tabs — Image+Text → Video+Audio (IT2VA, with an optional last frame), Text → Video+Audio (T2VA) and
 the modes' tabs (:data:`MODES`, built by ``ui.audio_to_video``, ``ui.video_to_audio``, ``ui.extend_retake``) — and
-the request path every GPU event of the UI takes: form values → ``GenerationSettings`` → checked before the queue (the event's validator) → the backend
-in a worker thread, with progress and cancellation through one callback → the clip's figures.
+the request path every GPU event of the UI takes: form values → ``GenerationSettings`` → checked before the queue
+(the event's validator) → the backend in a worker thread, with progress and cancellation through one callback →
+the clip's figures.
 
 Public API events: ``generate_i2va(image, prompt, ..., last_image, ...)``, ``generate_t2va(prompt, ...)`` and the
 modes' ``generate_a2v(audio, ...)``, ``generate_v2a(video, ...)``, ``extend(extend, ..., num_windows)``,
