@@ -206,6 +206,16 @@ def test_extend_and_retake(client, media_files):
     assert details["settings"]["retake_modality"] == "audio"
 
 
+def test_compare_a_modes_guidance(client, media_files):
+    out = client.predict(prompt="a drum", audio=handle_file(media_files["tone"]), seed=5, randomize_seed=False,
+                         **FAST, enabled_3=False, api_name="/compare")
+    videos, details = out[:2], out[10]
+    for video in videos:
+        assert_playable(video)
+    assert [d["settings"]["audio"] for d in details] == ["tone.wav", "tone.wav"]
+    assert [d["settings"]["guidance"] for d in details] == ["text", "text+bridge"]
+
+
 @pytest.mark.parametrize("inputs, api_name, words", [
     (dict(), "/generate_a2v", ["audio is missing"]),
     (dict(audio="short"), "/generate_a2v", ["audio is invalid", "0.25 s long, shorter than the 0.75 s"]),
