@@ -19,6 +19,7 @@ import math
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -43,6 +44,12 @@ __all__ = [
     "probe",
     "read_audio",
     "load_image",
+    "center_crop_resize",
+    "FrameStream",
+    "display_rgb",
+    "stream_start_s",
+    "read_clip",
+    "resample_audio",
     "normalize_loudness",
     "integrated_loudness",
     "DEFAULT_MAX_PIXELS",
@@ -254,6 +261,16 @@ def write_mp4(
     return path
 
 
+def resample_audio(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """float ``[N]`` (or ``[N, C]``, along axis 0) from ``rate`` to ``target`` Hz by polyphase filtering
+    (``scipy.signal.resample_poly`` with the reduced ratio); float32."""
+    rate, target = _check_sample_rate(rate, "rate"), _check_sample_rate(target, "target")
+    if rate == target:
+        return np.asarray(audio, np.float32)
+    g = math.gcd(rate, target)
+    return resample_poly(np.asarray(audio), target // g, rate // g, axis=0).astype(np.float32)
+
+
 def write_wav(path: PathLike, audio: np.ndarray, sample_rate: int) -> Path:
     """Write 16-bit PCM WAV atomically. ``audio``: float ``[N]`` or ``[N, C]``, clipped to [-1, 1]."""
     path = Path(path)
@@ -290,6 +307,7 @@ class Media:
         sample_rate: audio rate in Hz, or None.
         video_codec / audio_codec: FFmpeg codec names ("h264", "aac", ...), or None.
         duration_s: container duration in seconds (longest stream), or None if unknown.
+        source_size: (height, width) of the frames as shown (:func:`read_clip` resizes them), or None.
     """
 
     video: np.ndarray | None
@@ -300,6 +318,7 @@ class Media:
     video_codec: str | None
     audio_codec: str | None
     duration_s: float | None
+    source_size: tuple[int, int] | None = None  # (height, width) of the stream's frames as shown, before resizing
 
 
 def _open_input(path: PathLike) -> Any:
@@ -350,6 +369,10 @@ class _AudioCollector:
             self.resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=self.out_rate)
         for out in self.resampler.resample(frame):
             self.chunks.append(out.to_ndarray())
+
+    def decoded_s(self) -> float:
+        """Seconds of audio collected so far."""
+        return sum(c.shape[1] for c in self.chunks) / self.out_rate if self.out_rate else 0.0
 
     def result(self) -> tuple[np.ndarray, int] | None:
         if self.resampler is None:
@@ -410,6 +433,156 @@ def read_mp4(path: PathLike) -> Media:
         )
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Frames at a clip's rate and size (streaming)
+# --------------------------------------------------------------------------------------------------------------
+
+# A stream that decodes this much shorter than its header says is treated as damaged (FrameStream.error).
+SHORTFALL_S = 1.0
+SHORTFALL_FRACTION = 0.02
+
+
+def stream_start_s(stream: Any) -> float | None:
+    """A stream's start time in seconds (its first frame), or None when the container does not say."""
+    if stream.start_time is not None and stream.time_base:
+        return float(stream.start_time * stream.time_base)
+    return None
+
+
+def display_rgb(frame: Any) -> np.ndarray:
+    """A decoded frame as shown: uint8 RGB ``[H, W, 3]`` turned by its display-matrix rotation (phone videos
+    store portrait footage as landscape frames plus a rotation)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # counter-clockwise quarter turns
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+
+def center_crop_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 ``[H0, W0, 3]`` → ``[height, width, 3]``: centre-crop to the target aspect ratio, then resize (bicubic)
+    (docs/model.md#image-conditioning)."""
+    h_img, w_img = image.shape[:2]
+    if h_img / w_img < height / width:  # too wide: keep the full height
+        keep = int((h_img / height) * width)
+        left = (w_img - keep) // 2
+        image = image[:, left:left + keep]
+    else:  # too tall: keep the full width
+        keep = int((w_img / width) * height)
+        top = (h_img - keep) // 2
+        image = image[top:top + keep]
+    if image.shape[:2] == (height, width):
+        return np.ascontiguousarray(image)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((width, height), Image.Resampling.BICUBIC))
+
+
+class FrameStream:
+    """Iterate ``(j, frame)`` at ``fps``: output frame ``j`` (time ``j / fps`` on the video clock) is the source
+    frame whose timestamp is nearest. ``convert`` maps each used source frame (:func:`display_rgb`) to the clip
+    frame;
+    a source frame repeated by the rate conversion is converted once.
+
+    After iteration, ``error`` holds the damage message (None otherwise): decoding stopped on an error, or ended
+    more than ``max(1 s, 2 %)`` short of ``declared_duration_s`` (a file cut at a packet boundary decodes
+    cleanly but ends early). ``source_frames`` is the number of frames decoded.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], fps: float, convert: Any, declared_duration_s: float | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.convert = convert
+        self.declared_duration_s = declared_duration_s
+        self.error: str | None = None
+        self.source_frames = 0
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        j = 0  # next output frame
+        prev: tuple[float, Any] | None = None  # (time, av frame) not yet fully emitted
+        cache: tuple[int, np.ndarray] | None = None  # (source index, converted)
+        src_step = None
+
+        def converted(index: int, frame: Any) -> np.ndarray:
+            nonlocal cache
+            if cache is None or cache[0] != index:
+                cache = (index, self.convert(display_rgb(frame)))
+            return cache[1]
+
+        with _open_input(self.path) as container:
+            vs = container.streams.video[0]
+            vs.thread_type = "SLICE"  # frame threading ("AUTO"/"FRAME") hides decoding errors of damaged files
+            rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+            src_step = 1.0 / float(rate) if rate else 1.0 / self.fps
+            origin = stream_start_s(vs)  # the same origin decode_audio measures the audio offset from
+            index = -1
+            try:
+                for frame in container.decode(vs):
+                    index += 1
+                    self.source_frames += 1
+                    t_abs = frame.time if frame.time is not None else index * src_step
+                    if origin is None:
+                        origin = float(t_abs)
+                    t = float(t_abs) - origin
+                    if prev is not None:
+                        if t <= prev[0]:  # duplicate / non-increasing timestamp: keep the later frame
+                            prev = (prev[0], (index, frame))
+                            continue
+                        mid = 0.5 * (prev[0] + t)
+                        while j / self.fps < mid - 1e-9:
+                            yield j, converted(*prev[1])
+                            j += 1
+                    prev = (t, (index, frame))
+            except (av.FFmpegError, OSError) as exc:
+                self.error = f"video decoding stopped after {self.source_frames} frames ({exc})"
+                logger.warning("%s: %s", self.path, self.error)
+            if prev is not None and self.error is None and self.declared_duration_s:
+                decoded = prev[0] + src_step
+                if decoded < self.declared_duration_s - max(SHORTFALL_S, SHORTFALL_FRACTION * self.declared_duration_s):
+                    self.error = f"decoded {decoded:.2f} s of the declared {self.declared_duration_s:.2f} s"
+                    logger.warning("%s: %s", self.path, self.error)
+            if prev is not None:
+                end = prev[0] + 0.5 * src_step
+                while j / self.fps < end - 1e-9:
+                    yield j, converted(*prev[1])
+                    j += 1
+
+
+def read_clip(path: PathLike, *, fps: float, height: int, width: int, sample_rate: int,
+              max_seconds: float | None = None) -> Media:
+    """A clip conformed to a generation's geometry, holding no more than it returns.
+
+    The first video stream at ``fps`` (nearest frame in time, :class:`FrameStream`), each frame turned as shown,
+    centre-cropped and resized to ``height × width`` (:func:`center_crop_resize`); the first audio stream mixed to
+    mono and resampled to ``sample_rate``; both cut at ``max_seconds``. ``source_size`` is the frames' shown size
+    before resizing. A file without a video stream gives ``video=None``, without an audio stream ``audio=None``.
+    """
+    sizes: list[tuple[int, int]] = []
+
+    def convert(frame: np.ndarray) -> np.ndarray:
+        if not sizes:
+            sizes.append(frame.shape[:2])
+        return center_crop_resize(frame, height, width)
+
+    info = probe(path)
+    frames: list[np.ndarray] = []
+    if info.get("video_codec") is not None:
+        limit = None if max_seconds is None else int(math.floor(max_seconds * fps + 1e-9))
+        stream = FrameStream(path, fps, convert, info.get("video_duration_s"))
+        for j, frame in stream:
+            if limit is not None and j >= limit:
+                break
+            frames.append(frame)
+        if stream.error is not None and not frames:
+            raise ValueError(f"path: failed to decode {str(path)!r} ({stream.error})")
+    audio = None
+    if info.get("audio_codec") is not None:
+        audio, _ = read_audio(path, sample_rate=sample_rate, max_seconds=max_seconds)
+    return Media(video=np.stack(frames) if frames else None, fps=float(fps), audio=audio,
+                 audio_channels=info.get("audio_channels"), sample_rate=int(sample_rate) if audio is not None else None,
+                 video_codec=info.get("video_codec"), audio_codec=info.get("audio_codec"),
+                 duration_s=info.get("duration_s"), source_size=sizes[0] if sizes else None)
+
+
 def probe(path: PathLike) -> dict[str, Any]:
     """Stream information without decoding frames.
 
@@ -454,12 +627,14 @@ def probe(path: PathLike) -> dict[str, Any]:
     return info
 
 
-def read_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
+def read_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True,
+               max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Read the first audio stream of any container PyAV opens (wav, flac, mp3, mp4, ...).
 
     Args:
         sample_rate: resample to this rate (PyAV ``AudioResampler``, i.e. libswresample); None keeps the file's.
         mono: True mixes channels to mono (mean) and returns ``[N]``; False returns ``[N, C]``.
+        max_seconds: stop decoding after this much audio (an hour-long upload is never held whole) and cut to it.
 
     Returns:
         ``(audio float32, sample_rate)``.
@@ -474,9 +649,13 @@ def read_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True
         try:
             for packet in container.demux(stream):
                 collector.packet(packet)
+                if max_seconds is not None and collector.decoded_s() > max_seconds + 1.0:
+                    break
         except av.FFmpegError as exc:
             raise ValueError(f"path: failed to decode audio of {str(path)!r} ({exc})") from exc
         decoded = collector.result()
+        if decoded is not None and max_seconds is not None:
+            decoded = (decoded[0][:, :int(round(max_seconds * decoded[1]))], decoded[1])
     if decoded is None:
         channels = stream.codec_context.channels or 1
         rate = sample_rate or stream.codec_context.sample_rate

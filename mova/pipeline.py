@@ -1,17 +1,25 @@
-"""MOVAPipeline: image + text (IT2VA) or text alone (T2VA) → video with synchronised audio.
+"""MOVAPipeline: image + text (IT2VA) or text alone (T2VA) → video with synchronised audio, and the generation
+modes of ``mova.modes`` (first–last frame, audio → video, video → audio, extend, retake, long clips).
 
 ``__call__`` takes :class:`~mova.settings.GenerationSettings` and runs in numbered stages, each a method
 (docs/model.md#generation-order, #text-encoding, #inference-defaults):
 
-1. ``check``             the model's defaults filled in and its limits checked (errors name the field)
+1. ``check``             the model's defaults filled in and its limits checked (errors name the field); the mode's
+                         media read and checked (``mova.modes.read_inputs``), its windows planned (``modes.Plan``)
 2. ``encode_prompt``     UMT5: cleaned prompt and negative prompt → [B, 512, 4096], zero-padded
+
+   then for each window (one, unless a clip is extended or ``num_windows`` > 1):
+
 3. ``prepare_condition`` first frame (a white frame for T2VA) → VAE latent (posterior mode), normalised,
-                         behind a 4-channel first-frame mask → y [1, 20, T', H/8, W/8]
+                         behind a 4-channel first-frame mask → y [1, 20, T', H/8, W/8];
+   ``prepare_known``     what the window is given (frames, last frame, sound) → known latents (``mova.conditioning``)
 4. ``prepare_latents``   seeded noise: video [1, 16, T', H/8, W/8] first, then audio [1, C_a, N_a]
 5. ``denoise``           paired (video t, audio t) schedule; per step the expert by the boundary and the
-                         guidance branches in one batched forward; Euler update in fp32
-6. ``decode``            Wan VAE → uint8 frames; DAC → waveform trimmed to the video length; LUFS
-                         normalisation with a true-peak ceiling
+                         guidance branches in one batched forward; Euler update in fp32; known latents held
+                         (a modality given whole runs clean at t = 0)
+6. ``decode``            Wan VAE → uint8 frames; DAC → waveform trimmed to the video length; joined into the
+                         output (``Plan.join``); LUFS normalisation with a true-peak ceiling unless the output
+                         carries given sound
 
 It returns a :class:`GenerationResult` of arrays and writes nothing (``mova.outputs.save_clip`` does).
 """
@@ -29,12 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mova import media
+from mova import media, modes
 from mova.acceleration import fp8_unavailable, precision_context
 from mova.cache import StepCache
 from mova import validation as check
+from mova.conditioning import KnownLatents, audio_latent_known, video_latent_known
 from mova.guidance import Guidance, guided_velocity
 from mova.loading import load_components, read_model_index
+from mova.media import center_crop_resize
 from mova.models import DualTowerDenoiser
 from mova.settings import WORK_NFE, WORK_STEPS, GenerationCancelled, GenerationSettings, ModelInfo
 from mova.validation import clean_prompt
@@ -67,7 +77,7 @@ class GenerationResult:
     fps: float
     seed: int
     settings: GenerationSettings
-    nfe: int = 0  # denoiser evaluations made (steps × guidance branches, less the steps the cache skipped)
+    nfe: int = 0  # denoiser evaluations made (steps × guidance branches × windows, less what the cache skipped)
     cached_steps: int = 0  # steps that reused the last velocity (settings.cache)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -107,22 +117,6 @@ def encode_tokens(text_encoder: torch.nn.Module, ids: torch.Tensor, mask: torch.
     hidden = text_encoder(ids, attention_mask=mask).last_hidden_state
     keep = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < mask.sum(dim=1, keepdim=True)
     return hidden * keep[..., None].to(hidden.dtype)
-
-
-def center_crop_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Centre-crop to the target aspect ratio, then resize (bicubic) to width×height (docs/model.md#image-conditioning)."""
-    from PIL import Image
-
-    h_img, w_img = image.shape[:2]
-    if h_img / w_img < height / width:  # too wide: keep the full height
-        keep = int((h_img / height) * width)
-        left = (w_img - keep) // 2
-        image = image[:, left:left + keep]
-    else:  # too tall: keep the full width
-        keep = int((w_img / width) * height)
-        top = (h_img - keep) // 2
-        image = image[top:top + keep]
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
 
 
 class MOVAPipeline:
@@ -459,6 +453,52 @@ class MOVAPipeline:
         mask[:, :, 0] = 1.0  # latent frame 0 covers the given first frame (its 4 mask channels all ones)
         return torch.cat([mask, latent], dim=1).to(self.device)
 
+    @torch.no_grad()
+    def encode_audio(self, audio: np.ndarray, context: np.ndarray | None = None) -> torch.Tensor:
+        """float32 [n] at the VAE's rate → DAC posterior means [1, C_a, ⌈n / hop⌉] (float32, on this pipeline's
+        device). ``context``: a whole number of hops of the sound just before, encoded with it so the encoder sees
+        real audio at its start; its latents are dropped."""
+        self._on_device("audio_vae")
+        device = next(self.audio_vae.parameters()).device
+        skip = 0 if context is None else context.shape[0] // self.audio_vae.hop
+        wave = audio if not skip else np.concatenate([context[-skip * self.audio_vae.hop:], audio])
+        with torch.autocast(device.type, dtype=torch.float32, enabled=device.type == "cuda"):
+            latent = self.audio_vae.encode(torch.from_numpy(np.ascontiguousarray(wave, np.float32))[None, None]
+                                           .to(device)).float()
+        return latent[..., skip:].to(self.device)
+
+    @torch.no_grad()
+    def prepare_known(self, spec: modes.WindowSpec, height: int, width: int,
+                      fps: float) -> tuple[KnownLatents | None, KnownLatents | None]:
+        """What a window is given (``mova.modes.WindowSpec``) → its known (video, audio) latents, or None.
+
+        Video: the given frames VAE-encoded; a latent frame is known when all its frames are (the VAE is causal,
+        so frames after the known ones do not change them). A last frame is held as the last latent frame of the
+        frame repeated (a still ending over the frames that latent holds). Audio: the given samples DAC-encoded
+        with their context; a latent is known when its samples and ``AUDIO_MARGIN_LATENTS`` latents' worth on
+        either side are. ``spec.fade`` makes the known leading run's weights fall linearly (the latent join).
+        """
+        n = spec.window.num_frames
+        video_shape, audio_shape, _ = self.latent_shapes(height, width, n, fps)
+        known_video = known_audio = None
+        if spec.frames is not None or spec.last_frame is not None:
+            x0 = torch.zeros(video_shape, device=self.device)
+            weight = np.zeros(video_shape[2], np.float32)
+            if spec.frames is not None:
+                x0 = self.encode_video(_pixels(spec.frames)).to(self.device)
+                weight[:] = video_latent_known(spec.frames_known, self.vae_scale_temporal)
+            if spec.last_frame is not None:
+                still = self.encode_video(_pixels(np.repeat(spec.last_frame[None], n, axis=0))).to(self.device)
+                x0[:, :, -1:] = still[:, :, -1:]
+                weight[-1] = 1.0
+            known_video = KnownLatents(x0, torch.from_numpy(_faded(weight) if spec.fade else weight))
+        if spec.audio is not None:
+            x0 = self.encode_audio(spec.audio, spec.audio_context)[..., :audio_shape[2]]
+            weight = audio_latent_known(spec.audio_known, self.audio_vae.hop, audio_shape[2],
+                                        modes.AUDIO_MARGIN_LATENTS).astype(np.float32)
+            known_audio = KnownLatents(x0, torch.from_numpy(_faded(weight) if spec.fade else weight))
+        return known_video, known_audio
+
     # ----------------------------------------------------------------------------------------------------
     # 4. Noise
     # ----------------------------------------------------------------------------------------------------
@@ -486,38 +526,74 @@ class MOVAPipeline:
     @torch.no_grad()
     def denoise(self, z_video, z_audio, condition, text, negative, fps: float, steps: int, guidance: Guidance,
                 video_shift: float | None, audio_shift: float | None, progress: ProgressFn | None,
-                sequential_cfg: bool = False, bridge_strength: float = 1.0,
-                cache: StepCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        schedule = self.scheduler.make_schedule(steps, video_shift=video_shift, audio_shift=audio_shift)
+                sequential_cfg: bool = False, bridge_strength: float = 1.0, *,
+                known_video: KnownLatents | None = None, known_audio: KnownLatents | None = None,
+                strength: tuple[float, float] = (1.0, 1.0), step_offset: int = 0,
+                total_steps: int | None = None, cache: StepCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Denoise from the noise ``z_video`` / ``z_audio`` (it is also the ε that known latents are noised with).
+
+        ``known_video`` / ``known_audio``: given latents (``mova.conditioning``): a modality given whole is clean (its
+        latent is the given one, at t = 0, with the low-noise video expert); one given in part is held at each step's
+        σ. ``strength`` (video, audio) < 1: a partial re-noising (SDEdit) — the schedule starts at that strength
+        from the known latents noised to its first σ. Progress reports step ``step_offset + i + 1`` of
+        ``total_steps`` (the steps of every window). ``cache``: a ``mova.cache.StepCache`` whose steps reuse the last
+        evaluated velocity (``settings.cache``)."""
+        clean_v = known_video is not None and known_video.clean
+        clean_a = known_audio is not None and known_audio.clean
+        sv, sa = (1.0 if clean_v else strength[0]), (1.0 if clean_a else strength[1])
+        schedule = self.scheduler.make_schedule(steps, video_shift=video_shift, audio_shift=audio_shift,
+                                                video_strength=sv, audio_strength=sa)
+        noise_video, noise_audio = z_video, z_audio
+        if clean_v:
+            z_video = known_video.x0.to(z_video)
+        elif sv < 1.0:
+            z_video = known_video.start(noise_video, float(schedule.sigmas[0, 0]))
+        if clean_a:
+            z_audio = known_audio.x0.to(z_audio)
+        elif sa < 1.0:
+            z_audio = known_audio.start(noise_audio, float(schedule.sigmas[0, 1]))
+        hold_v = known_video is not None and not clean_v and known_video.any
+        hold_a = known_audio is not None and not clean_a and known_audio.any
         single_expert = self.denoiser.video_dit_2 is None
         current = None
         cache = cache or StepCache(0.0, steps)
         for i in range(steps):
+            t_video, t_audio = (float(t) for t in schedule.timesteps[i])
+            sigma_video, sigma_audio = (float(x) for x in schedule.sigmas[i])
+            if clean_v:
+                t_video = 0.0
+            elif hold_v:
+                z_video = known_video.hold(z_video, noise_video, sigma_video)
+            if clean_a:
+                t_audio = 0.0
+            elif hold_a:
+                z_audio = known_audio.hold(z_audio, noise_audio, sigma_audio)
             if cache.reuse(i, schedule.sigmas[i]):  # the last evaluated velocity stands in (mova.cache)
                 v_video, v_audio = cache.velocity
+            else:
+                expert = 0 if single_expert else 1 if clean_v else schedule.expert_for_step(i, self.boundary_ratio)
+                if expert != current:
+                    if current == 0:
+                        self._release("video_dit")  # irreversible switch: the high-noise expert is done
+                    self._on_device("video_dit" if expert == 0 else "video_dit_2", "audio_dit", "dual_tower_bridge")
+                    current = expert
+                model_in = torch.cat([z_video, condition], dim=1).to(self.dtype)
+                v_video, v_audio = guided_velocity(
+                    self.velocity_model, guidance, model_in, z_audio.to(self.dtype), text, negative, t_video, t_audio,
+                    fps, expert=expert, sequential=sequential_cfg, runner=self.branch_runner,
+                    bridge_strength=bridge_strength,
+                )
+                cache.store(schedule.sigmas[i], v_video, v_audio)
+            if not clean_v:
                 z_video = schedule.step(v_video, i, z_video, "video")
+            if not clean_a:
                 z_audio = schedule.step(v_audio, i, z_audio, "audio")
-                if progress is not None:
-                    progress("denoise", i + 1, steps)
-                continue
-            expert = 0 if single_expert else schedule.expert_for_step(i, self.boundary_ratio)
-            if expert != current:
-                if current == 0:
-                    self._release("video_dit")  # irreversible switch: the high-noise expert is done
-                self._on_device("video_dit" if expert == 0 else "video_dit_2", "audio_dit", "dual_tower_bridge")
-                current = expert
-            t_video, t_audio = (float(t) for t in schedule.timesteps[i])
-            model_in = torch.cat([z_video, condition], dim=1).to(self.dtype)
-            v_video, v_audio = guided_velocity(
-                self.velocity_model, guidance, model_in, z_audio.to(self.dtype), text, negative, t_video, t_audio,
-                fps, expert=expert, sequential=sequential_cfg, runner=self.branch_runner,
-                bridge_strength=bridge_strength,
-            )
-            cache.store(schedule.sigmas[i], v_video, v_audio)
-            z_video = schedule.step(v_video, i, z_video, "video")
-            z_audio = schedule.step(v_audio, i, z_audio, "audio")
             if progress is not None:
-                progress("denoise", i + 1, steps)
+                progress("denoise", step_offset + i + 1, total_steps or steps)
+        if hold_v:  # σ = 0: the given latents themselves
+            z_video = known_video.hold(z_video, noise_video, 0.0)
+        if hold_a:
+            z_audio = known_audio.hold(z_audio, noise_audio, 0.0)
         return z_video, z_audio
 
     # ----------------------------------------------------------------------------------------------------
@@ -563,21 +639,22 @@ class MOVAPipeline:
             output_type: ``"np"`` (a GenerationResult) or ``"latent"`` (the final latents, no decoding).
             sequential_cfg: run the guidance branches one by one instead of batched (less memory, same result).
         """
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"text": 0.0, "condition": 0.0, "denoise": 0.0, "decode": 0.0}
         t0 = time.perf_counter()
         if self.denoiser is None:
             raise ValueError("this pipeline was loaded with encoders_only=True: it encodes, it cannot generate")
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type={output_type!r} is invalid: expected 'np' or 'latent'")
-        # 1. Settings: validated, the model's defaults filled in, its limits checked; a seed drawn
+        # 1. Settings: validated, the model's defaults filled in, its limits checked; a seed drawn; the mode's media
+        #    read and checked, its windows planned
         info = self.model_info()
         s = info.check(self.settings(settings, **kwargs))
         if s.seed is None:
             s = s.replace(seed=int.from_bytes(os.urandom(4), "little"))
         guidance = s.guidance_config
-        first_frame = None if s.image is None else center_crop_resize(media.load_image(s.image), s.height, s.width)
-        condition_frame = np.full((s.height, s.width, 3), 255, np.uint8) if first_frame is None else first_frame
-        video_shape, audio_shape, n_samples = self.latent_shapes(s.height, s.width, s.num_frames, s.fps)
+        inputs = modes.read_inputs(s, self.audio_sample_rate, self.vae_scale_temporal)
+        plan = modes.Plan(s, inputs, sample_rate=self.audio_sample_rate, hop=self.audio_vae.hop,
+                          temporal=self.vae_scale_temporal)
 
         self._use_lora(s.lora, s.lora_scale)
 
@@ -590,38 +667,52 @@ class MOVAPipeline:
         text, negative = embeds[:1], (embeds[1:] if guidance.needs_negative else None)
         timings["text"] = time.perf_counter() - t0
 
-        # 3. Condition; 4. noise
-        t1 = time.perf_counter()
-        condition = self.prepare_condition(condition_frame, s.height, s.width, s.num_frames)
-        z_video, z_audio = self.prepare_latents(video_shape, audio_shape, s.seed)
-        timings["condition"] = time.perf_counter() - t1
+        # 3–6, window by window: condition and known latents, noise, denoising, decoding and joining
+        output = plan.initial()
+        total_steps = len(plan.windows) * s.num_inference_steps
+        cached = 0  # steps the cache skipped, over every window
+        for window in plan.windows:
+            t1 = time.perf_counter()
+            spec = plan.spec(window, output)
+            frame = spec.condition_frame
+            if frame is None:
+                frame = np.full((s.height, s.width, 3), 255, np.uint8)
+            condition = self.prepare_condition(frame, s.height, s.width, window.num_frames)
+            known_video, known_audio = self.prepare_known(spec, s.height, s.width, s.fps)
+            video_shape, audio_shape, n_samples = self.latent_shapes(s.height, s.width, window.num_frames, s.fps)
+            z_video, z_audio = self.prepare_latents(video_shape, audio_shape,
+                                                    (s.seed + window.index) % (check.MAX_SEED + 1))
+            t2 = time.perf_counter()
+            timings["condition"] += t2 - t1
+            cache = StepCache(s.cache, s.num_inference_steps)
+            with precision_context(s.precision, self._denoiser_models(), self.device):
+                z_video, z_audio = self.denoise(
+                    z_video, z_audio, condition, text, negative, s.fps, s.num_inference_steps, guidance,
+                    s.video_shift, s.audio_shift, progress, sequential_cfg, s.bridge_strength, known_video=known_video,
+                    known_audio=known_audio, strength=spec.strength, step_offset=window.index * s.num_inference_steps,
+                    total_steps=total_steps, cache=cache)
+            cached += cache.skipped
+            t3 = time.perf_counter()
+            timings["denoise"] += t3 - t2
+            if output_type == "latent" and window is plan.windows[-1]:
+                return z_video, z_audio
+            output = plan.join(output, spec, self.decode_video(z_video), self.decode_audio(z_audio, n_samples))
+            timings["decode"] += time.perf_counter() - t3
 
-        # 5. Denoise
-        t2 = time.perf_counter()
-        cache = StepCache(s.cache, s.num_inference_steps)
-        with precision_context(s.precision, self._denoiser_models(), self.device):
-            z_video, z_audio = self.denoise(z_video, z_audio, condition, text, negative, s.fps,
-                                            s.num_inference_steps, guidance, s.video_shift, s.audio_shift, progress,
-                                            sequential_cfg, s.bridge_strength, cache)
-        timings["denoise"] = time.perf_counter() - t2
-        if output_type == "latent":
-            return z_video, z_audio
-
-        # 6. Decode
-        t3 = time.perf_counter()
-        video = self.decode_video(z_video)
-        audio = self.decode_audio(z_audio, n_samples)
-        if s.loudness_lufs is not None:
+        # 6. The output: a modality given whole as given; loudness unless the output carries given sound
+        t4 = time.perf_counter()
+        output = plan.finish(output)
+        audio = output.audio
+        if s.loudness_lufs is not None and plan.normalize_loudness:
             audio = media.normalize_loudness(audio, self.audio_sample_rate, s.loudness_lufs, s.true_peak_db)
-        timings["decode"] = time.perf_counter() - t3
+        timings["decode"] += time.perf_counter() - t4
         timings["total"] = time.perf_counter() - t0
         if progress is not None:
             progress("done", 1, 1)
-        cached = cache.skipped
-        return GenerationResult(video=video, audio=audio.astype(np.float32), sample_rate=self.audio_sample_rate,
-                                fps=float(s.fps), seed=s.seed, nfe=s.nfe - cached * guidance.nfe,
-                                cached_steps=cached, timings=timings, settings=s,
-                                warnings=warnings, first_frame=first_frame, model=info.name)
+        return GenerationResult(video=output.frames, audio=audio.astype(np.float32),
+                                sample_rate=self.audio_sample_rate, fps=float(s.fps), seed=s.seed,
+                                nfe=s.nfe - cached * guidance.nfe, cached_steps=cached, timings=timings, settings=s, warnings=warnings, first_frame=inputs.first_frame,
+                                model=info.name)
 
     @staticmethod
     def settings(settings: GenerationSettings | str | None = None, **kwargs: Any) -> GenerationSettings:
@@ -635,6 +726,20 @@ class MOVAPipeline:
         if settings is not None:
             kwargs["prompt"] = settings
         return GenerationSettings.from_values(kwargs)
+
+
+def _pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, H, W, 3] → [1, 3, T, H, W] in [-1, 1] (the VAE's input)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 255.0 * 2.0 - 1.0
+
+
+def _faded(weight: np.ndarray) -> np.ndarray:
+    """Known-latent weights whose leading known run falls linearly from 1 (the latent join of chained windows):
+    [1, 1, 0, …] → [1, 0.5, 0, …]."""
+    run = int(np.argmin(weight >= 1.0)) if not (weight >= 1.0).all() else weight.shape[0]
+    out = weight.copy()
+    out[:run] = 1.0 - np.arange(run) / max(run, 1)
+    return out
 
 
 def _declared_resolutions(value: Any) -> list[tuple[int, int]]:

@@ -38,7 +38,9 @@ class Setting:
 
     ``group``: ``"main"`` (laid out by the generation tabs), ``"advanced"`` (a plain control in the Advanced box,
     the default for a new field) or ``"api"`` (API, CLI and Python only). ``model_default``: ``None`` means the
-    checkpoint's own value. A field may be ``None`` when its default is, or when ``nullable``. ``flags``: extra CLI spellings besides ``--name-with-dashes`` and ``--name_with_underscores``.
+    checkpoint's own value. A field may be ``None`` when its default is, or when ``nullable``. ``flags``: extra CLI
+    spellings besides ``--name-with-dashes`` and ``--name_with_underscores``. ``media``: the field is a media input
+    (see :data:`MEDIA_KINDS`): a file path in the CLI and the API; in Python also what the kind lists.
     """
 
     help: str
@@ -51,6 +53,7 @@ class Setting:
     model_default: bool = False
     nullable: bool = False  # None is allowed besides a default that is not None (loudness_lufs: off)
     flags: tuple[str, ...] = ()
+    media: str | None = None  # a media input: "image", "audio", "video" or "clip" (a file; in Python also arrays)
 
     def allowed(self) -> str:
         if self.choices:
@@ -76,7 +79,7 @@ class GenerationSettings:
     or, for ``seed``, a random seed (the one used comes back in the result). Field order is the API's."""
 
     image: Any = _field(None, "first frame (a file; in Python also a PIL image or uint8 array); empty: text only, "
-                        "MOVA's white first frame", str, group="main")
+                        "MOVA's white first frame", str, group="main", media="image")
     prompt: str = _field("", "what is seen and heard: the scene, the motion, the sounds, dialogue in \"quotes\"", str,
                          group="main")
     negative_prompt: str | None = _field(None, "what to steer away from; empty: the model's default negative prompt",
@@ -117,6 +120,30 @@ class GenerationSettings:
     cache: float = _field(0.0, "step cache threshold: 0 evaluates every step; 0.05-0.3 reuse the last velocity while "
                           "its predicted drift stays below that fraction (fewer denoiser evaluations, slightly "
                           "different clips)", float, low=0.0, high=1.0)
+    # Generation modes (mova.modes): what the clip is given besides the prompt, and how it is made of windows
+    last_image: Any = _field(None, "last frame (a file; in Python also a PIL image or uint8 array): the clip ends on "
+                             "it; empty: a free ending", str, group="main", media="image")
+    audio: Any = _field(None, "audio → video: a sound file (wav, mp3, flac, or an mp4's sound) kept as given while "
+                        "the picture is generated to match it", str, group="main", media="audio")
+    video: Any = _field(None, "video → audio: a video file kept as given (cropped, resized and retimed to the "
+                        "clip) while its sound is generated", str, group="main", media="video")
+    extend: Any = _field(None, "a clip to continue (an mp4 with sound): num_windows windows of num_frames new "
+                         "frames follow it", str, group="main", media="clip")
+    retake: Any = _field(None, "a clip (an mp4 with sound) whose span retake_start…retake_end is generated again, "
+                         "the rest kept", str, group="main", media="clip")
+    retake_start: float | None = _field(None, "start of the retaken span, seconds; empty: the clip's start", float,
+                                        low=0.0, high=check.MAX_DURATION_S, group="main")
+    retake_end: float | None = _field(None, "end of the retaken span, seconds; empty: the clip's end", float,
+                                      low=0.0, high=check.MAX_DURATION_S, group="main")
+    retake_modality: str = _field("both", "what a retake generates again: both, video (the sound is kept) or audio "
+                                  "(the picture is kept)", str, choices=check.RETAKE_MODALITIES, group="main")
+    strength: float = _field(1.0, "how far a retake re-noises its span: 1 generates it anew, less keeps more of the "
+                             "original (SDEdit-style variations)", float, low=0.0, high=1.0, low_open=True,
+                             group="main")
+    num_windows: int = _field(1, "windows generated one after another, each continuing the last: a long clip of "
+                              "num_windows × num_frames frames", int, low=1, high=check.MAX_WINDOWS)
+    crossfade: str = _field("pixel", "how chained windows are joined where they overlap: pixel (frames and samples "
+                            "cross-faded) or latent (the known latents fade out)", str, choices=check.CROSSFADES)
 
     def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -137,6 +164,30 @@ class GenerationSettings:
                              "(e.g. 9, 97, 121, 193)")
         if self.num_frames is not None and self.fps is not None:
             check.clip_duration(self.num_frames, self.fps)
+        self._check_modes()
+
+    def _check_modes(self) -> None:
+        """The mode inputs that exclude or need each other (what depends on the files is ``mova.modes``')."""
+        given = [name for name in ("audio", "video", "extend", "retake") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{given[1]} cannot be combined with {given[0]}: give one of audio (audio → video), "
+                             "video (video → audio), extend or retake")
+        source = given[0] if given else None
+        if self.image is not None and source in ("video", "extend", "retake"):
+            raise ValueError(f"image cannot be combined with {source}: the first frame is the given clip's own")
+        if self.last_image is not None and source in ("video", "retake"):
+            raise ValueError(f"last_image cannot be combined with {source}: the given clip's frames are kept")
+        if self.retake is None:
+            for name, unset in (("retake_start", None), ("retake_end", None), ("retake_modality", "both"),
+                                ("strength", 1.0)):
+                if getattr(self, name) != unset:
+                    raise ValueError(f"{name}={getattr(self, name)!r} needs a clip to retake: give retake (a clip)")
+        if self.retake_start is not None and self.retake_end is not None and self.retake_start >= self.retake_end:
+            raise ValueError(f"retake_start={self.retake_start:g} is invalid: expected a start before "
+                             f"retake_end={self.retake_end:g}")
+        if self.num_windows > 1 and source in ("retake",):
+            raise ValueError(f"num_windows={self.num_windows} is invalid with retake: a retake runs one window "
+                             "(expected 1)")
 
     # derived ----------------------------------------------------------------------------------------------------
 
@@ -148,25 +199,34 @@ class GenerationSettings:
 
     @property
     def kind(self) -> str:
-        """``it2va`` with a first frame, ``t2va`` without."""
-        return "t2va" if self.image is None else "it2va"
+        """The generation mode: ``retake``, ``extend``, ``v2a`` (video given), ``a2v`` (audio given), ``flf2va`` (a
+        last frame), else ``it2va`` with a first frame and ``t2va`` without."""
+        for name, kind in (("retake", "retake"), ("extend", "extend"), ("video", "v2a"), ("audio", "a2v"),
+                           ("last_image", "flf2va"), ("image", "it2va")):
+            if getattr(self, name) is not None:
+                return kind
+        return "t2va"
 
     @property
     def nfe(self) -> int | None:
-        """Denoiser evaluations of the whole run (steps × the guidance mode's branches); ``None`` until resolved."""
-        return None if self.num_inference_steps is None else self.num_inference_steps * self.guidance_config.nfe
+        """Denoiser evaluations of the whole run (windows × steps × the guidance mode's branches); ``None`` until
+        resolved."""
+        if self.num_inference_steps is None:
+            return None
+        return self.num_windows * self.num_inference_steps * self.guidance_config.nfe
 
     def replace(self, **changes: Any) -> GenerationSettings:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: a first frame by its file name (never a server path), an in-memory image as ``"<image>"``."""
+        """JSON-safe: a media input by its file name (never a server path), an in-memory one as ``"<image>"``,
+        ``"<audio>"``, ``"<video>"`` or ``"<clip>"``."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if isinstance(self.image, str):
-            out["image"] = Path(self.image).name
-        elif self.image is not None:
-            out["image"] = "<image>"
+        for f in dataclasses.fields(self):
+            media, value = f.metadata["setting"].media, out[f.name]
+            if media is not None and value is not None:
+                out[f.name] = Path(value).name if isinstance(value, str) else f"<{media}>"
         return out
 
     @classmethod
@@ -186,8 +246,8 @@ def setting_fields() -> list[tuple[str, Any, Setting]]:
 
 def _coerce(name: str, value: Any, spec: Setting, optional: bool) -> Any:
     """One field's value, normalised and checked against its declaration."""
-    if name == "image":
-        return _image(value)
+    if spec.media is not None:
+        return _media(name, value, spec.media)
     if spec.kind is str:
         if value is None or (optional and isinstance(value, str) and not value.strip()):
             if not optional:
@@ -213,18 +273,35 @@ def _coerce(name: str, value: Any, spec: Setting, optional: bool) -> Any:
     return check.real(name, value, spec.low, spec.high, low_open=spec.low_open)
 
 
-def _image(value: Any) -> Any:
+MEDIA_KINDS = {  # what a media field takes in Python besides a file path
+    "image": "a PIL image or a uint8 array [H, W, 3]",
+    "audio": "a (samples float [N], sample_rate) pair",
+    "video": "uint8 frames [T, H, W, 3] at the settings' fps",
+    "clip": "a GenerationResult (or anything with video, fps, audio and sample_rate)",
+}
+
+
+def _media(name: str, value: Any, kind: str) -> Any:
+    """A media input: a path that exists, or the in-memory forms of :data:`MEDIA_KINDS` (decoded by mova.modes)."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str):
         if not Path(value).is_file():
-            raise ValueError(f"image is invalid: no such file ({Path(value).name!r})")
+            raise ValueError(f"{name} is invalid: no such file ({Path(value).name!r})")
         return value
-    if hasattr(value, "convert") or hasattr(value, "__array__"):  # a PIL image or an array, decoded by the pipeline
-        return value
-    raise ValueError(f"image={type(value).__name__} is invalid: expected a file path, a PIL image, an array or nothing")
+    ok = {
+        "image": lambda v: hasattr(v, "convert") or hasattr(v, "__array__"),
+        "audio": lambda v: isinstance(v, tuple) and len(v) == 2 and hasattr(v[0], "__array__")
+        and isinstance(v[1], numbers.Integral) and not isinstance(v[1], bool) and v[1] > 0,
+        "video": lambda v: hasattr(v, "__array__") and getattr(v, "ndim", 0) == 4,
+        "clip": lambda v: all(hasattr(v, a) for a in ("video", "fps", "audio", "sample_rate")),
+    }[kind]
+    if not ok(value):
+        raise ValueError(f"{name}={type(value).__name__} is invalid: expected a file path, {MEDIA_KINDS[kind]} or "
+                         "nothing")
+    return value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,8 +316,8 @@ class ModelInfo:
     """A loaded model's facts: its defaults (which fill unset settings), presets for the UI, and the ceilings every
     request is checked against before it is queued.
 
-    ``max_work`` bounds height × width × num_frames × num_inference_steps × NFE per step (what GPU time scales
-    with); ``max_duration_s`` bounds num_frames / fps (the length of the generated audio too).
+    ``max_work`` bounds height × width × num_frames × num_inference_steps × NFE per step × num_windows (what GPU
+    time scales with); ``max_duration_s`` bounds num_frames / fps (the length of the generated audio too).
     """
 
     name: str
@@ -320,9 +397,9 @@ class ModelInfo:
         if self.max_work is not None and work > self.max_work:
             raise ValueError(
                 f"num_inference_steps={s.num_inference_steps} is too much work for {self.name} at this size and "
-                f"length: height×width×num_frames×num_inference_steps×NFE = {s.height}×{s.width}×{s.num_frames}×"
-                f"{s.num_inference_steps}×{s.guidance_config.nfe} = {work:.3g}, at most {self.max_work:.3g}: lower "
-                "num_inference_steps, num_frames or the size")
+                f"length: height×width×num_frames×num_inference_steps×NFE×num_windows = {s.height}×{s.width}×"
+                f"{s.num_frames}×{s.num_inference_steps}×{s.guidance_config.nfe}×{s.num_windows} = {work:.3g}, at "
+                f"most {self.max_work:.3g}: lower num_inference_steps, num_frames, num_windows or the size")
         for precision, why in self.unavailable_precisions:
             if s.precision == precision:
                 raise ValueError(f"precision={precision!r} is unavailable here: {why}; use precision='bf16'")

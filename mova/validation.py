@@ -26,6 +26,9 @@ MAX_SEED = 2**63 - 1
 MAX_GUIDANCE_SCALE = 100.0  # s_T and s_B; far beyond anything useful (MOVA uses 5 and 3.5), still finite in fp32
 LOUDNESS_RANGE = (-70.0, 0.0)
 MAX_IMAGE_PIXELS = 40_000_000  # first frames larger than this are refused before decoding
+MAX_WINDOWS = 8  # a long clip chains at most this many windows (8 × MOVA's 8 s clip ≈ 64 s)
+RETAKE_MODALITIES = ("both", "video", "audio")  # what a retake generates again
+CROSSFADES = ("pixel", "latent")  # how chained windows are joined over their overlap
 
 
 def integral(name: str, value: Any, low: int, high: int, hint: str = "") -> int:

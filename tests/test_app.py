@@ -19,7 +19,8 @@ from gradio_client.exceptions import AppError
 from tests.test_app_support import FAST, app_checkpoint, running_app, streams, write_png
 
 ROOT = Path(__file__).resolve().parents[1]
-ENDPOINTS = {"/generate_i2va", "/generate_t2va", "/compare", "/describe", "/rewrite", "/first_frame_prompt"}
+ENDPOINTS = {"/generate_i2va", "/generate_t2va", "/generate_a2v", "/generate_v2a", "/extend", "/retake", "/compare",
+             "/describe", "/rewrite", "/first_frame_prompt"}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,8 @@ def assert_playable(path: str, frames: int = 9) -> None:
 
 
 def test_ui_never_imports_torch():
-    code = "import sys, ui, ui.generate, ui.cfg_compare, ui.prompting, ui.widgets, ui.arena; " \
+    code = "import sys, ui, ui.generate, ui.cfg_compare, ui.prompting, ui.widgets, ui.arena, ui.audio_to_video, " \
+           "ui.video_to_audio, ui.extend_retake, mova.modes, mova.eval; " \
            "assert 'torch' not in sys.modules, 'ui imported torch'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
@@ -78,10 +80,11 @@ def test_progress_adapter_shows_steps_and_eta_and_pickles():
 def test_tabs_build_alone_and_the_app_builds_twice(server):
     import gradio as gr
 
-    from ui import build_app, cfg_compare, generate, prompting
+    from ui import audio_to_video, build_app, cfg_compare, extend_retake, generate, prompting, video_to_audio
 
     backend = server[1]
     demos = [generate.build(backend, with_image=True), generate.build(backend, with_image=False),
+             audio_to_video.build(backend), video_to_audio.build(backend), extend_retake.build(backend),
              prompting.build(), cfg_compare.build(backend), build_app(backend, examples=False),
              build_app(backend, examples=False)]
     assert all(isinstance(demo, gr.Blocks) for demo in demos)
@@ -92,13 +95,26 @@ def test_named_endpoints(client, server):
     assert ENDPOINTS <= set(api), set(api)
     from mova.settings import setting_fields
 
-    t2va = [p["parameter_name"] for p in api["/generate_t2va"]["parameters"]]
-    fields = [name for name, _, _ in setting_fields() if name != "image"]  # the settings' fields, in order
+    def parameters(route):
+        return [p["parameter_name"] for p in api[route]["parameters"]]
+
+    # the settings' fields, in order, less the mode inputs each tab lays out only where they belong
+    modes = {"image", "last_image", "audio", "video", "extend", "retake", "retake_start", "retake_end",
+             "retake_modality", "strength"}
+    fields = [name for name, _, _ in setting_fields() if name not in modes]
+    t2va = parameters("/generate_t2va")
     assert t2va == [*fields[:fields.index("seed") + 1], "randomize_seed", *fields[fields.index("seed") + 1:]]
     assert t2va[:14] == ["prompt", "negative_prompt", "height", "width", "num_frames", "fps", "num_inference_steps",
                          "guidance", "text_scale", "bridge_scale", "video_shift", "audio_shift", "seed",
                          "randomize_seed"]  # the contract words API clients already use keep their places
-    assert [p["parameter_name"] for p in api["/generate_i2va"]["parameters"]] == ["image", *t2va]
+    # the mode inputs come after the settings API clients already use, so positional calls keep working
+    after = t2va.index("num_windows")  # the mode inputs are declared before num_windows and crossfade
+    assert parameters("/generate_i2va") == ["image", *t2va[:after], "last_image", *t2va[after:]]
+    assert parameters("/generate_a2v") == ["image", *t2va[:after], "audio", *t2va[after:]]
+    assert parameters("/generate_v2a") == [*t2va[:after], "video", *t2va[after:]]
+    assert parameters("/extend") == [*t2va[:after], "extend", *t2va[after:]]  # num_windows, crossfade in place
+    assert parameters("/retake") == [*t2va[:after], "retake", "retake_start", "retake_end", "retake_modality",
+                                     "strength"]  # a retake is one window
     for route in ("/", "/arena", "/leaderboard"):
         assert httpx.get(server[0] + route, timeout=30).status_code == 200
 
@@ -146,6 +162,77 @@ def test_compare(client, frame):
     assert [d["nfe"] for d in details] == [4, 4]
     assert all("A/V offset" in f and "loudness" in f for f in figures[:2])
     assert len(table["data"]) == 2
+
+
+@pytest.fixture(scope="module")
+def media_files(server):
+    """A 1 s tone (WAV), a silent WAV, a 9-frame clip with sound and one without (MP4), 64×64 at 12 fps."""
+    import numpy as np
+
+    from mova import media
+
+    folder, rate = server[2], 48000
+    t = np.arange(rate) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t) * (t * 8 % 1 < 0.2)).astype(np.float32)
+    frames = np.full((9, 64, 64, 3), 70, np.uint8)
+    for k in range(9):
+        frames[k, 30:40, 4 + 6 * k:14 + 6 * k] = (230, 40, 40)
+    return {"tone": str(media.write_wav(folder / "tone.wav", tone, rate)),
+            "short": str(media.write_wav(folder / "short.wav", tone[:rate // 4], rate)),
+            "silent": str(media.write_wav(folder / "silent.wav", np.zeros(rate, np.float32), rate)),
+            "clip": str(media.write_mp4(folder / "clip.mp4", frames, 12.0, tone[:36000], rate)),
+            "no_sound": str(media.write_mp4(folder / "nosound.mp4", frames, 12.0))}
+
+
+def test_audio_to_video_and_video_to_audio(client, server, media_files):
+    video, _, figures, details = client.predict(audio=handle_file(media_files["tone"]), prompt="a drum", seed=2,
+                                                randomize_seed=False, **FAST, api_name="/generate_a2v")
+    assert_playable(video)
+    assert details["settings"]["audio"] == "tone.wav" and "A/V offset" in figures  # a name, never a server path
+    video, *_, details = client.predict(video=handle_file(media_files["clip"]), prompt="a red square slides",
+                                        **FAST, api_name="/generate_v2a")
+    assert_playable(video)
+    assert details["settings"]["video"] == "clip.mp4"
+
+
+def test_extend_and_retake(client, media_files):
+    video, *_, details = client.predict(extend=handle_file(media_files["clip"]), prompt="a red square slides",
+                                        num_windows=2, **FAST, api_name="/extend")
+    assert_playable(video, frames=9 + 2 * 9)
+    video, *_, details = client.predict(retake=handle_file(media_files["clip"]), prompt="a red square slides",
+                                        retake_start=0.25, retake_end=0.5, retake_modality="audio", **FAST,
+                                        api_name="/retake")
+    assert_playable(video)
+    assert details["settings"]["retake_modality"] == "audio"
+
+
+def test_compare_a_modes_guidance(client, media_files):
+    out = client.predict(prompt="a drum", audio=handle_file(media_files["tone"]), seed=5, randomize_seed=False,
+                         **FAST, enabled_3=False, api_name="/compare")
+    videos, details = out[:2], out[10]
+    for video in videos:
+        assert_playable(video)
+    assert [d["settings"]["audio"] for d in details] == ["tone.wav", "tone.wav"]
+    assert [d["settings"]["guidance"] for d in details] == ["text", "text+bridge"]
+
+
+@pytest.mark.parametrize("inputs, api_name, words", [
+    (dict(), "/generate_a2v", ["audio is missing"]),
+    (dict(audio="short"), "/generate_a2v", ["audio is invalid", "0.25 s long, shorter than the 0.75 s"]),
+    (dict(audio="silent"), "/generate_a2v", ["audio is invalid", "silent"]),
+    (dict(extend="no_sound"), "/extend", ["extend is invalid", "no sound"]),
+    (dict(retake="clip", retake_start=0.5, retake_end=2.0), "/retake", ["retake_end=2 is outside the clip"]),
+    (dict(retake="clip", retake_start=0.6, retake_end=0.3), "/retake", ["retake_start=0.6", "before retake_end"]),
+    (dict(video="no_sound", num_windows=2), "/generate_v2a", ["video is invalid", "shorter than the clip"]),
+])
+def test_bad_mode_inputs_give_a_message(client, media_files, inputs, api_name, words):
+    files = {k: handle_file(media_files[v]) if k in ("audio", "video", "extend", "retake") else v
+             for k, v in inputs.items()}
+    with pytest.raises(ValueError) as err:  # refused before the queue, naming the field
+        client.predict(**{**FAST, "prompt": "a drum", **files}, api_name=api_name)
+    for word in words:
+        assert word in str(err.value), str(err.value)
+    assert "Traceback" not in str(err.value)
 
 
 def test_prompting_endpoints(client, frame):

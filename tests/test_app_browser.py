@@ -67,15 +67,21 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name, exact=True).click()
 
 
-def test_app_in_browser(browser_context, app_url):
-    url, root = app_url
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = browser_context.new_page()
+def open_app(context, url: str) -> tuple:
+    """A new page on the app, loaded, and the list its console errors and page errors go to."""
+    page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
     page.goto(url)
     page.wait_for_selector("#it2va-generate", timeout=TIMEOUT_MS)
+    return page, errors
+
+
+def test_app_in_browser(browser_context, app_url):
+    url, root = app_url
+    ARTIFACTS.mkdir(exist_ok=True)
+    page, errors = open_app(browser_context, url)
 
     # 0. A bad value is refused at once, before any queue, with the field named beside the input
     open_tab(page, "Text → Video+Audio")

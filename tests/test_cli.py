@@ -46,6 +46,12 @@ def bad_args(tmp: Path) -> list[tuple[list[str], str]]:
         (["--out", ok, "--fps", "1e-300"], re.escape("--fps=1e-300 is invalid: expected a number in [1, 240]")),
         (["--out", ok, "--fps", "nan"], "--fps=nan is invalid"),
         (["--out", ok, "--fps", "2", "--num-frames", "1025"], "num_frames / fps = 1025 / 2 = 512.5 s is too long"),
+        (["--out", ok, "--audio", str(tmp / "missing.wav")], "--audio .*missing.wav' is not a file: expected a sound"),
+        (["--out", ok, "--extend", str(tmp / "frame.png")], "--extend .*frame.png' is not a file: expected a clip"),
+        (["--out", ok, "--retake-start", "0.5"], "retake_start=0.5 needs a clip to retake"),
+        (["--out", ok, "--num-windows", "9"], re.escape("num_windows=9 is invalid: expected an integer in [1, 8]")),
+        (["--out", ok, "--audio", str(tmp / "somefile.txt"), "--video", str(tmp / "somefile.txt")],
+         "video cannot be combined with audio"),
     ]
 
 

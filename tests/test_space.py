@@ -181,7 +181,8 @@ def test_mcp_lists_the_generation_tools_with_descriptions_and_runs_t2va(space_ap
     tools, result = asyncio.run(mcp_session(url, calls))
     by_name = {tool.name: tool for tool in tools}
     # the generation and prompt endpoints; the arena's battles, votes and leaderboard are for people
-    assert set(by_name) == {"generate_i2va", "generate_t2va", "compare", "describe", "rewrite", "first_frame_prompt"}
+    assert set(by_name) == {"generate_i2va", "generate_t2va", "generate_a2v", "generate_v2a", "extend", "retake",
+                            "compare", "describe", "rewrite", "first_frame_prompt"}
     t2va = by_name["generate_t2va"]
     assert "video" in t2va.description.lower() and "audio" in t2va.description.lower()
     properties = t2va.inputSchema["properties"]

@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -137,15 +136,6 @@ def _resolve(path: Any, root: Path) -> Path:
     return p
 
 
-def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    if rate == target:
-        return audio.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(rate), int(target))
-    return resample_poly(audio, target // g, rate // g).astype(np.float32)
-
-
 def pick_frames(video: np.ndarray, src_fps: float, spec: CacheSpec, start_s: float) -> np.ndarray:
     """``spec.num_frames`` frames at ``spec.fps`` from ``start_s``; SkipRow when the file is too short."""
     if abs(src_fps - spec.fps) <= 1e-3 * spec.fps:
@@ -228,7 +218,7 @@ def load_row_media(row: dict[str, Any], root: Path, spec: CacheSpec, sample_rate
         frames = pick_frames(frames, float(src_fps), spec, float(start_s))
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise SkipRow("invalid video", f"frames {frames.shape} {frames.dtype}, expected uint8 [T, H, W, 3]")
-    audio = cut_audio(_resample(audio, rate, sample_rate), sample_rate, spec, float(start_s))
+    audio = cut_audio(media.resample_audio(audio, rate, sample_rate), sample_rate, spec, float(start_s))
     return frames, audio
 
 

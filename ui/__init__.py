@@ -4,10 +4,12 @@
     app = build_app(backend, arena_service)          # backend: a mova.backends.Backend
     app.launch(**launch_options(backend, arena_service))
 
-Tabs: Image+Text → Video+Audio (``ui.generate``), Text → Video+Audio (``ui.generate``), Prompt rewriting
-(``ui.prompting``), CFG comparison (``ui.cfg_compare``); with an arena service, the Arena and Leaderboard pages
-(``ui.arena``, routes ``/arena`` and ``/leaderboard``). Named API endpoints: ``/generate_i2va``, ``/generate_t2va``,
-``/compare`` (GPU queue, one job at a time), ``/describe``, ``/rewrite``, ``/first_frame_prompt``, and on the arena
+Tabs: Image+Text → Video+Audio (``ui.generate``, with an optional last frame), Text → Video+Audio (``ui.generate``),
+Audio → Video (``ui.audio_to_video``), Video → Audio (``ui.video_to_audio``), Extend & retake (``ui.extend_retake``),
+Prompt rewriting (``ui.prompting``), CFG comparison (``ui.cfg_compare``); with an arena service, the Arena and
+Leaderboard pages (``ui.arena``, routes ``/arena`` and ``/leaderboard``). Named API endpoints: ``/generate_i2va``,
+``/generate_t2va``, ``/generate_a2v``, ``/generate_v2a``, ``/extend``, ``/retake``, ``/compare`` (GPU queue, one job
+at a time), ``/describe``, ``/rewrite``, ``/first_frame_prompt``, and on the arena
 page ``/next_battle``, ``/vote``.
 
 This package never imports torch and holds no module-level mutable state: per-user data lives in ``gr.State``,
@@ -28,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["build_app", "launch_options", "TAB_IDS", "QUEUE_MAX_SIZE"]
 
 TAB_IDS = MappingProxyType({"it2va": "Image+Text → Video+Audio", "t2va": "Text → Video+Audio",
+                           "a2v": "Audio → Video", "v2a": "Video → Audio", "extend_retake": "Extend & retake",
                            "prompting": "Prompt rewriting", "compare": "CFG comparison"})
 # Gradio's max_size counts every queued event of the app together: kept far above the GPU group's own bound
 # (ui.widgets.GPU_QUEUE_MAX_WAITING), so waiting generations never refuse an arena vote or a prompt rewrite.
@@ -51,7 +54,7 @@ def build_app(backend: Backend, arena_service: ArenaService | None = None, *, ex
               prompt_provider: Any = None) -> gr.Blocks:
     """The whole app for ``backend``; can be built any number of times (no shared state between builds).
     ``prompt_provider``: the prompt-rewriting tab's (default: ``MOVA_PROMPT_PROVIDER``, else offline)."""
-    from ui import cfg_compare, generate, prompting
+    from ui import audio_to_video, cfg_compare, extend_retake, generate, prompting, video_to_audio
     from ui.widgets import demo_world_examples, history_markdown
 
     info = backend.model_info()
@@ -64,6 +67,12 @@ def build_app(backend: Backend, arena_service: ArenaService | None = None, *, ex
                 it2va = generate.render(backend, info, with_image=True, examples=example_rows)
             with gr.Tab(TAB_IDS["t2va"], id="t2va", elem_id="tab-t2va"):
                 t2va = generate.render(backend, info, with_image=False, examples=example_rows)
+            with gr.Tab(TAB_IDS["a2v"], id="a2v", elem_id="tab-a2v"):
+                a2v = audio_to_video.render(backend, info, examples=example_rows)
+            with gr.Tab(TAB_IDS["v2a"], id="v2a", elem_id="tab-v2a"):
+                v2a = video_to_audio.render(backend, info, examples=example_rows)
+            with gr.Tab(TAB_IDS["extend_retake"], id="extend_retake", elem_id="tab-extend-retake"):
+                extend, retake = extend_retake.render(backend, info, examples=example_rows)
             with gr.Tab(TAB_IDS["prompting"], id="prompting", elem_id="tab-prompting"):
                 rewriting = prompting.render(prompt_provider)
             with gr.Tab(TAB_IDS["compare"], id="compare", elem_id="tab-compare"):
@@ -71,7 +80,7 @@ def build_app(backend: Backend, arena_service: ArenaService | None = None, *, ex
         with gr.Accordion("This session's clips", open=False):
             history_view = gr.Markdown(history_markdown([]), elem_id="history")
 
-        for tab in (it2va, t2va):
+        for tab in (it2va, t2va, a2v, v2a, extend, retake):
             tab.done.success(_history_recorder(tab.kind), [history, tab.details], [history, history_view],
                              api_visibility="private", queue=False, show_progress="hidden")
 

@@ -1,5 +1,6 @@
 """CFG comparison tab: one prompt and one seed, 2–4 guidance settings side by side (text CFG, text+bridge, dual
-with s_B / s_T), each clip with its NFE, time, audio-visual offset (``mova.eval.av_offset``) and loudness.
+with s_B / s_T), each clip with its NFE, time, audio-visual offset (``mova.eval.av_offset``) and loudness. The
+optional first frame, last frame, audio (audio → video) or video (video → audio) compare a mode's guidance.
 
 Public API event: ``compare(prompt, image, ..., enabled_1, guidance_1, text_scale_1, bridge_scale_1, ...,
 enabled_4, ...)`` → four clips (``None`` where a setting is off), their figures, a summary table, the seed used and
@@ -92,7 +93,8 @@ def render(backend: Backend, info: ModelInfo | None = None) -> CompareTab:
                 "figures: NFE (denoiser evaluations), time, audio-visual offset (positive = audio late) and loudness.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            controls = render_controls(info, "compare", with_image=True, image_required=False, with_guidance=False)
+            controls = render_controls(info, "compare", media=("image", "last_image", "audio", "video"),
+                                       with_guidance=False)
         with gr.Column(scale=1, min_width=320):
             slots_inputs = []
             for k, (enabled, mode, s_t, s_b) in enumerate(DEFAULT_SETTINGS, start=1):

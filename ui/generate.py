@@ -1,11 +1,15 @@
-"""Image+Text → Video+Audio (IT2VA) and Text → Video+Audio (T2VA) tabs, and the request path every GPU event of
-the UI takes: form values → ``GenerationSettings`` → checked before the queue (the event's validator) → the backend
-in a worker thread, with progress and cancellation through one callback → the clip's figures.
+"""The generation tabs — Image+Text → Video+Audio (IT2VA, with an optional last frame), Text → Video+Audio (T2VA) and
+the modes' tabs (:data:`MODES`, built by ``ui.audio_to_video``, ``ui.video_to_audio``, ``ui.extend_retake``) — and
+the request path every GPU event of the UI takes: form values → ``GenerationSettings`` → checked before the queue
+(the event's validator) → the backend in a worker thread, with progress and cancellation through one callback →
+the clip's figures.
 
-Public API events: ``generate_i2va(image, prompt, ...)`` and ``generate_t2va(prompt, ...)``; their parameters are
+Public API events: ``generate_i2va(image, prompt, ..., last_image, ...)``, ``generate_t2va(prompt, ...)`` and the
+modes' ``generate_a2v(audio, ...)``, ``generate_v2a(video, ...)``, ``extend(extend, ..., num_windows)``,
+``retake(retake, ..., retake_start, retake_end, retake_modality, strength)`` (:data:`MODES`); their parameters are
 the settings' fields (``mova.settings``: ``num_frames``, ``fps``, ``num_inference_steps``, ``guidance``,
 ``text_scale``, ``bridge_scale``, ``seed``, …) plus ``randomize_seed``. They return the mp4, the seed used, the
-figures (Markdown) and the details (JSON). Both share the GPU queue (``concurrency_id="gpu"``); the CFG comparison
+figures (Markdown) and the details (JSON). All share the GPU queue (``concurrency_id="gpu"``); the CFG comparison
 tab (``ui.cfg_compare``) uses the same path.
 
 Run alone: ``build(backend, with_image=True).launch()``.
@@ -53,12 +57,20 @@ STAGE_LABELS = MappingProxyType({
 })
 
 TITLES = MappingProxyType({"it2va": "Image+Text → Video+Audio", "t2va": "Text → Video+Audio"})
-API_NAMES = MappingProxyType({"it2va": "generate_i2va", "t2va": "generate_t2va"})
+API_NAMES = MappingProxyType({"it2va": "generate_i2va", "t2va": "generate_t2va", "a2v": "generate_a2v",
+                              "v2a": "generate_v2a", "extend": "extend", "retake": "retake"})
 API_SUMMARIES = MappingProxyType({
     "it2va": "Generate a video with synchronised audio (speech, sound effects, music) from a first frame and a text "
              "prompt with MOVA (IT2VA). Settings left empty take the model's defaults.",
     "t2va": "Generate a video with synchronised audio (speech, sound effects, music) from a text prompt alone with "
             "MOVA (T2VA: MOVA's white first frame). Settings left empty take the model's defaults.",
+    "a2v": "Generate a video that moves with a given sound (audio → video): the sound is kept as given, the picture is "
+           "generated from the prompt (and an optional first frame) to match it.",
+    "v2a": "Generate the sound of a given video (video → audio, Foley): the frames are kept as given, the audio is "
+           "generated from the prompt to match them.",
+    "extend": "Continue a clip (an mp4 with sound) by num_windows windows of new frames and sound, joined without a "
+              "seam.",
+    "retake": "Generate a time span of a clip (an mp4 with sound) again, both modalities or one, keeping the rest.",
 })
 API_RETURNS = "the mp4 (H.264 video + AAC audio), the seed used, the clip's figures (Markdown: NFE, time, " \
               "audio-visual offset, loudness) and its details (JSON)"
@@ -321,39 +333,59 @@ def cost_text(backend: Backend, values: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def image_path(value: Any) -> str | None:
-    """A first-frame value as a path: events run with ``preprocess=False`` (so a non-image upload reaches our own
-    check and its clear message), which gives the uploaded file's FileData dict.
+UPLOADS = MappingProxyType({  # each media setting: what to upload, for the messages
+    "image": "the first frame as a file (PNG, JPEG or WebP)", "last_image": "the last frame as a file (PNG, JPEG or "
+    "WebP)", "audio": "a sound file (WAV, MP3, FLAC, or an MP4)", "video": "a video file (MP4, WebM, MOV)",
+    "extend": "the clip to extend (an MP4 with sound)", "retake": "the clip to retake (an MP4 with sound)"})
+
+
+def upload_path(value: Any, name: str = "image") -> str | None:
+    """A media value as a path: events run with ``preprocess=False`` (so a bad upload reaches our own check and its
+    clear message), which gives the uploaded file's FileData dict.
 
     Only a file in Gradio's upload folder is accepted — one a client uploaded to this app. A FileData (or a plain
     string) naming any other server path is refused, so the API can neither read server files nor test whether
-    they exist."""
+    they exist. ``name``: the setting, for the message."""
     if value is None or value == "":
         return None
     if isinstance(value, dict):
         value = value.get("path")
     if not isinstance(value, str) or not value:
-        raise ValueError("image is invalid: upload the first frame as a file (PNG, JPEG or WebP)")
+        raise ValueError(f"{name} is invalid: upload {UPLOADS[name]}")
     upload_folder = os.path.realpath(gr.utils.get_upload_folder())
     path = os.path.realpath(value)
     if os.path.commonpath([path, upload_folder]) != upload_folder or not os.path.isfile(path):
-        raise ValueError("image is invalid: only a file uploaded to this app is accepted; upload the first frame")
+        raise ValueError(f"{name} is invalid: only a file uploaded to this app is accepted; upload {UPLOADS[name]}")
     return path
 
 
-def form_settings(values: dict[str, Any], *, image_required: bool | None = None) -> GenerationSettings:
+def image_path(value: Any) -> str | None:
+    """:func:`upload_path` of a first frame."""
+    return upload_path(value, "image")
+
+
+def form_settings(values: dict[str, Any], *, image_required: bool | None = None,
+                  required: tuple[str, ...] = ()) -> GenerationSettings:
     """Settings from form values (API names). ``image_required``: True for IT2VA (an image must be given), False
-    for T2VA (an image is ignored), None when optional (CFG comparison). ``randomize_seed`` (true or false only)
-    clears the seed; the adapter ``"none"`` is no adapter."""
+    for T2VA (an image is ignored), None when optional; ``required``: other media settings that must be given
+    (the audio of Audio → Video, …). ``randomize_seed`` (true or false only) clears the seed; the adapter
+    ``"none"`` is no adapter."""
     values = dict(values)
-    image = image_path(values.pop("image", None))
-    if image_required and image is None:
+    for name in UPLOADS:
+        if name in values:
+            values[name] = upload_path(values[name], name)
+    if image_required and values.get("image") is None:
         raise ValueError("image is missing: upload a first frame, or use the Text → Video+Audio tab")
+    for name in required:
+        if values.get(name) is None:
+            raise ValueError(f"{name} is missing: upload {UPLOADS[name]}")
+    if image_required is False:
+        values["image"] = None
     if validation.boolean("randomize_seed", values.pop("randomize_seed", True)):
         values["seed"] = None
     if values.get("lora") == NO_LORA:
         values["lora"] = None
-    return GenerationSettings.from_values({**values, "image": None if image_required is False else image})
+    return GenerationSettings.from_values(values)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -361,9 +393,46 @@ def form_settings(values: dict[str, Any], *, image_required: bool | None = None)
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Mode:
+    """A generation tab: its kind (``GenerationSettings.kind``), title, API name, the media it takes (``required``
+    ones must be given), the mode settings laid out below its prompt and the advanced ones it leaves out."""
+
+    kind: str
+    title: str
+    api_name: str
+    media: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    main: tuple[str, ...] = ()
+    hide: tuple[str, ...] = ()
+    button: str = "Generate"
+    intro: str = ""
+
+
+MODES = MappingProxyType({
+    "it2va": Mode("it2va", TITLES["it2va"], API_NAMES["it2va"], ("image", "last_image"), ("image",)),
+    "t2va": Mode("t2va", TITLES["t2va"], API_NAMES["t2va"]),
+    "a2v": Mode("a2v", "Audio → Video", API_NAMES["a2v"], ("audio", "image"), ("audio",),
+                intro="Bring a sound (speech, music, effects): it is kept as given and a picture is generated to "
+                      "move with it, from the prompt and an optional first frame."),
+    "v2a": Mode("v2a", "Video → Audio", API_NAMES["v2a"], ("video",), ("video",),
+                intro="Bring a video: its frames are kept (cropped, resized and retimed to the clip) and a "
+                      "soundtrack is generated for them."),
+    "extend": Mode("extend", "Extend", API_NAMES["extend"], ("extend",), ("extend",), ("num_windows", "crossfade"),
+                   "Extend",
+                   intro="Continue a clip with its sound: each window adds num_frames new frames, starting from the "
+                         "clip's last frames and the sound under them."),
+    "retake": Mode("retake", "Retake", API_NAMES["retake"], ("retake",), ("retake",),
+                   ("retake_start", "retake_end", "retake_modality", "strength"), ("num_windows", "crossfade"),
+                   "Retake",
+                   intro="Generate a span of a clip again — picture, sound or both — and keep the rest as it is; "
+                         "a strength below 1 makes a variation of the span."),
+})
+
+
 @dataclass
 class GenerateTab:
-    kind: str  # "it2va" | "t2va"
+    kind: str  # a Mode's kind
     controls: GenerationControls
     button: gr.Button
     video: gr.Video
@@ -373,16 +442,22 @@ class GenerateTab:
     cost: gr.Markdown  # the estimated cost of the current settings, under the button
 
 
-def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
-           examples: list[tuple[str, str]] | None = None) -> GenerateTab:
-    """Build the tab's form and output inside the current layout and wire its events."""
+def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool | None = None,
+           mode: Mode | None = None, examples: list[dict[str, str]] | None = None) -> GenerateTab:
+    """Build a generation tab's form and output inside the current layout and wire its event. ``mode`` (one of
+    :data:`MODES`), or ``with_image`` for IT2VA / T2VA; ``examples``: demo-world rows (``ui.widgets``)."""
     info = info or backend.model_info()
-    kind = "it2va" if with_image else "t2va"
+    mode = mode or MODES["it2va" if with_image else "t2va"]
+    kind = mode.kind
+    image_required = True if "image" in mode.required else False if "image" not in mode.media else None
+    if mode.intro:
+        gr.Markdown(mode.intro, elem_id=f"{kind}-intro")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=320):
-            controls = render_controls(info, kind, with_image=with_image)
+            controls = render_controls(info, kind, media=mode.media, required=mode.required, main=mode.main,
+                                       hide=mode.hide)
             with gr.Row():
-                button = gr.Button("Generate", variant="primary", elem_id=f"{kind}-generate", scale=3)
+                button = gr.Button(mode.button, variant="primary", elem_id=f"{kind}-generate", scale=3)
                 stop = gr.Button("Stop", variant="stop", elem_id=f"{kind}-stop", scale=1)
             cost_names = [name for name in COST_INPUTS if name in controls.by_name]
             cost = gr.Markdown(cost_text(backend, {name: controls.by_name[name].value for name in cost_names}),
@@ -393,20 +468,19 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
             with gr.Accordion("Details", open=False):
                 details = gr.JSON(label="details", elem_id=f"{kind}-details")
     if examples:
-        if with_image:
-            gr.Examples([[image, caption] for image, caption in examples], [controls.image, controls.prompt],
-                        label="Examples from the demo world", cache_examples=False)
-        else:
-            gr.Examples([[caption] for _, caption in examples], [controls.prompt],
-                        label="Examples from the demo world", cache_examples=False)
+        source = {"image": "image", "audio": "audio", "video": "video", "extend": "video", "retake": "video"}
+        columns = [name for name in mode.media if name in source] + ["prompt"]
+        gr.Examples([[row[source.get(c, "caption")] for c in columns] for row in examples],
+                    [getattr(controls, c) for c in columns], label="Examples from the demo world",
+                    cache_examples=False)
 
     def check(**values: Any) -> None:
         """Run before the job is queued (the event's validator): a bad value never waits behind a GPU job."""
-        backend.check(form_settings(values, image_required=with_image))
+        backend.check(form_settings(values, image_required=image_required, required=mode.required))
 
     @user_errors
     async def generate(progress: gr.Progress = gr.Progress(), **values: Any) -> dict:
-        settings = form_settings(values, image_required=with_image)
+        settings = form_settings(values, image_required=image_required, required=mode.required)
         clip = await run_job(lambda report: backend.generate(settings, report), progress)
         show_warnings(clip)
         return {video: clip.video_path, controls.seed: clip.seed, figures: figures_markdown(clip),
@@ -415,9 +489,9 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
     inputs = controls.inputs()
     with_api_signature(generate, list(inputs), optional=optional_inputs(inputs))
     mcp_tool(generate, API_NAMES[kind], api_docstring(API_SUMMARIES[kind], list(inputs), API_RETURNS))
-    # preprocess=False: the first frame arrives as its uploaded file, so a non-image gets our clear message.
+    # preprocess=False: uploads arrive as their files, so a bad one gets our clear message.
     done = button.click(
-        generate, inputs_kwargs=inputs, outputs=[video, controls.seed, figures, details], api_name=API_NAMES[kind],
+        generate, inputs_kwargs=inputs, outputs=[video, controls.seed, figures, details], api_name=mode.api_name,
         preprocess=False, validator=gpu_validator(check, list(inputs)),
         concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=backend.concurrency_limit,
     )
@@ -434,9 +508,9 @@ def render(backend: Backend, info: ModelInfo | None = None, *, with_image: bool,
     return GenerateTab(kind, controls, button, video, figures, details, done, cost)
 
 
-def build(backend: Backend, *, with_image: bool) -> gr.Blocks:
+def build(backend: Backend, *, with_image: bool | None = None, mode: Mode | None = None) -> gr.Blocks:
     """The tab as an app of its own."""
-    kind = "it2va" if with_image else "t2va"
-    with gr.Blocks(title=f"MOVA Studio · {TITLES[kind]}") as demo:
-        render(backend, with_image=with_image)
+    mode = mode or MODES["it2va" if with_image else "t2va"]
+    with gr.Blocks(title=f"MOVA Studio · {mode.title}") as demo:
+        render(backend, with_image=with_image, mode=mode)
     return demo

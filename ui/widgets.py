@@ -86,18 +86,41 @@ class GenerationControls:
         return dict(self.by_name)
 
 
-def render_controls(info: ModelInfo, prefix: str, *, with_image: bool, image_required: bool = True,
-                    with_guidance: bool = True) -> GenerationControls:
+MEDIA_LABELS = MappingProxyType({"image": "First frame", "last_image": "Last frame", "audio": "Audio",
+                                  "video": "Video", "extend": "Clip to extend", "retake": "Clip to retake"})
+
+
+def media_control(name: str, spec: Setting, prefix: str, required: bool) -> Any:
+    """The upload control of a media setting (``Setting.media``): an image, an audio file or a video file."""
+    label = MEDIA_LABELS.get(name, name) + ("" if required else " (optional)")
+    elem_id = f"{prefix}-{name.replace('_', '-')}"
+    if spec.media == "image":
+        return gr.Image(label=label, type="filepath", sources=["upload", "clipboard"], height=240, elem_id=elem_id)
+    if spec.media == "audio":
+        return gr.Audio(label=label, type="filepath", sources=["upload"], elem_id=elem_id)
+    return gr.Video(label=label, sources=["upload"], height=240, elem_id=elem_id)
+
+
+def render_controls(info: ModelInfo, prefix: str, *, with_image: bool = False, image_required: bool = True,
+                    with_guidance: bool = True, media: tuple[str, ...] = (), required: tuple[str, ...] = (),
+                    main: tuple[str, ...] = (), hide: tuple[str, ...] = ()) -> GenerationControls:
     """Build the form inside the current layout. ``prefix`` makes elem_ids unique per tab (``it2va-prompt``).
 
-    The main settings get a hand-made layout; every other setting (group ``"advanced"`` in ``mova.settings``) gets
-    a plain control in the Advanced box from its declaration — label = its name, info = its help, its range — so
-    a new setting needs no UI code."""
+    ``media``: the media settings the tab takes (uploads, in this order; ``with_image`` adds the first frame),
+    ``required`` those that must be given; ``main``: mode settings laid out below the prompt (``retake_start``,
+    ``num_windows``, …) instead of in the Advanced box; ``hide``: advanced settings the tab leaves out (their defaults
+    apply). The main settings get a hand-made layout; every other
+    setting (group ``"advanced"`` in ``mova.settings``) gets a plain control in the Advanced box from its
+    declaration — label = its name, info = its help, its range — so a new setting needs no UI code."""
     decl = {name: spec for name, _, spec in setting_fields()}
+    defaults = {name: default for name, default, _ in setting_fields()}
     c: dict[str, Any] = {}
-    if with_image:
-        c["image"] = gr.Image(label="First frame" if image_required else "First frame (optional)", type="filepath",
-                              sources=["upload", "clipboard"], height=240, elem_id=f"{prefix}-image")
+    media = (("image",) if with_image else ()) + tuple(m for m in media if not (with_image and m == "image"))
+    required = tuple(required) + (("image",) if with_image and image_required else ())
+    if media:
+        with gr.Row():
+            for name in media:
+                c[name] = media_control(name, decl[name], prefix, name in required)
     c["prompt"] = gr.Textbox(label="Prompt", lines=4, max_lines=12, elem_id=f"{prefix}-prompt",
                              placeholder=decl["prompt"].help[0].upper() + decl["prompt"].help[1:] + ".")
     presets = [(resolution_label(h, w), resolution_value(h, w)) for h, w in info.resolutions]
@@ -112,6 +135,10 @@ def render_controls(info: ModelInfo, prefix: str, *, with_image: bool, image_req
     c["num_inference_steps"] = gr.Slider(1, max(100, info.default_num_inference_steps),
                                          value=info.default_num_inference_steps, step=1, label="num_inference_steps",
                                          info=decl["num_inference_steps"].help, elem_id=f"{prefix}-steps")
+    if main:
+        with gr.Row():
+            for name in main:
+                c[name] = generic_control(name, defaults[name], decl[name], info, prefix)
     if with_guidance:
         c["guidance"], c["text_scale"], c["bridge_scale"] = render_guidance(info, prefix)
     with gr.Row():
@@ -126,7 +153,7 @@ def render_controls(info: ModelInfo, prefix: str, *, with_image: bool, image_req
                               info=decl["width"].help, elem_id=f"{prefix}-width")
         advanced = {}
         for name, default, spec in setting_fields():
-            if spec.group == "advanced" and name not in ("lora", "lora_scale"):
+            if spec.group == "advanced" and name not in ("lora", "lora_scale", *main, *hide):
                 advanced[name] = generic_control(name, default, spec, info, prefix)
         with gr.Row(visible=info.has_lora):
             lora = gr.Dropdown([NO_LORA, *info.lora_adapters], value=NO_LORA, label="lora",
@@ -240,27 +267,33 @@ def clip_details(clip: Clip) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def demo_world_examples(folder: Path, n: int = 4) -> list[tuple[str, str]]:
-    """(first-frame PNG, caption) pairs from the demo world's held-out prompts, written once under ``folder``.
-    Empty when the demo world (``train/``) is not present or fails."""
+def demo_world_examples(folder: Path, n: int = 4) -> list[dict[str, str]]:
+    """Rows of demo-world held-out clips, written once under ``folder``: ``caption``, ``image`` (the first frame,
+    PNG), ``audio`` (the clip's sound, WAV) and ``video`` (the clip with its sound, MP4) — the inputs of every
+    generation tab's examples. Empty when the demo world (``train/``) is not present or fails."""
     manifest = folder / "examples.json"
+    keys = ("image", "audio", "video")
     try:
         if manifest.is_file():
             rows = json.loads(manifest.read_text(encoding="utf-8"))
-            if len(rows) >= n and all(Path(r["image"]).is_file() for r in rows[:n]):
-                return [(r["image"], r["caption"]) for r in rows[:n]]
+            if len(rows) >= n and all(Path(r.get(k, "")).is_file() for r in rows[:n] for k in keys):
+                return rows[:n]
         from PIL import Image
 
+        from mova import media
         from train.demo_world import held_out_prompts
 
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for item in held_out_prompts(n):
-            path = folder / f"{item.prompt_id}.png"
-            Image.fromarray(item.first_frame).save(path)
-            rows.append({"image": str(path), "caption": item.caption, "scene": item.scene})
+            clip, stem = item.clip, folder / item.prompt_id
+            Image.fromarray(item.first_frame).save(stem.with_suffix(".png"))
+            media.write_wav(stem.with_suffix(".wav"), clip.audio, clip.sample_rate)
+            media.write_mp4(stem.with_suffix(".mp4"), clip.video, clip.fps, clip.audio, clip.sample_rate)
+            rows.append({"image": str(stem.with_suffix(".png")), "audio": str(stem.with_suffix(".wav")),
+                         "video": str(stem.with_suffix(".mp4")), "caption": item.caption, "scene": item.scene})
         manifest.write_text(json.dumps(rows, indent=2), encoding="utf-8")
-        return [(r["image"], r["caption"]) for r in rows]
+        return rows
     except Exception as exc:  # noqa: BLE001 - examples are a convenience; the app works without them
         logger.warning("no demo-world examples: %s", exc)
         return []

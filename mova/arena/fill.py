@@ -36,10 +36,11 @@ PipelineFactory = Callable[..., Any]  # (source, device=, dtype=, offload=) -> p
 
 
 def spec_keys() -> dict[str, type]:
-    """Keys a model spec may set: the generation settings (not the prompt or first frame) and loading."""
+    """Keys a model spec may set: the generation settings (not the prompt or a media input such as the first frame:
+    those belong to a prompt) and loading."""
     from mova.settings import setting_fields
 
-    keys = {name: spec.kind for name, _, spec in setting_fields() if name not in ("prompt", "image")}
+    keys = {name: spec.kind for name, _, spec in setting_fields() if name != "prompt" and spec.media is None}
     return {**keys, **LOAD_KEYS}
 
 

@@ -19,7 +19,6 @@ from mova import outputs
 from mova.backends.durations import DurationModel
 from mova.outputs import Clip, OutputsPolicy, resolve_data_dir
 from mova.settings import GenerationSettings, ModelInfo
-from mova.validation import MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:  # pragma: no cover
     from mova.pipeline import GenerationResult, MOVAPipeline
@@ -80,14 +79,15 @@ class Backend(abc.ABC):
 
     def check(self, settings: GenerationSettings) -> GenerationSettings:
         """The settings resolved with the model's defaults, refused (``ValueError`` naming the field) when the model
-        should not run them; a first-frame file is decoded once here, so a non-image fails before any queue."""
+        should not run them; the media inputs (first and last frame, audio, video, a clip to extend or retake) are
+        decoded and checked here (``mova.modes.read_inputs``), so a bad file fails before any queue."""
         if not isinstance(settings, GenerationSettings):
             raise ValueError(f"settings must be a GenerationSettings, got {type(settings).__name__}")
-        resolved = self.model_info().check(settings)
-        if isinstance(resolved.image, str):
-            from mova import media
+        info = self.model_info()
+        resolved = info.check(settings)
+        from mova import modes
 
-            media.load_image(resolved.image, max_pixels=MAX_IMAGE_PIXELS)
+        modes.read_inputs(resolved, info.sample_rate, info.frame_multiple)
         return resolved
 
     def generate(self, settings: GenerationSettings, progress: ProgressFn | None = None) -> Clip:

@@ -228,9 +228,15 @@ class DurationModel:
                                              fps).values())
 
     def estimate_settings(self, settings: GenerationSettings) -> float:
-        """Unclamped seconds for resolved settings."""
-        return self.estimate(settings.height, settings.width, settings.num_frames, settings.num_inference_steps,
-                             settings.guidance_config.nfe, settings.fps)
+        """Unclamped seconds for resolved settings: every window of a long clip or an extension (those that continue
+        another are ``mova.modes.overlap_frames`` longer)."""
+        from mova.modes import overlap_frames
+
+        s, longer = settings, overlap_frames(settings.num_frames, self.token_frames)
+        first = s.num_frames + (longer if s.extend is not None else 0)
+        frames = [first] + [s.num_frames + longer] * (s.num_windows - 1)
+        return sum(self.estimate(s.height, s.width, n, s.num_inference_steps, s.guidance_config.nfe, s.fps)
+                   for n in frames)
 
     def __call__(self, settings: GenerationSettings, progress: Any = None) -> int:
         """The ``spaces.GPU(duration=...)`` callable (resolved settings): whole seconds in [min_s, max_s]."""

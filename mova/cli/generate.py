@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
 
 
 CLI_ONLY = ("image", "lora")  # settings whose flag takes a path here (a first-frame file; an adapter [NAME=]DIR)
+MODES_HELP = ("modes: --last-image F (first-last frame), --audio F (audio → video), --video F (video → audio), "
+              "--extend CLIP [--num-windows N] (continue a clip), --retake CLIP --retake-start S --retake-end S "
+              "[--retake-modality both|video|audio] [--strength X] (generate a span again), --num-windows N (a long "
+              "clip)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from mova.settings import setting_fields
 
-    p = subparsers.add_parser("generate", help="generate a video with audio (IT2VA with --image, else T2VA)")
+    p = subparsers.add_parser("generate", help="generate a video with audio (IT2VA with --image, else T2VA)",
+                              description="Generate a clip (IT2VA with --image, else T2VA). " + MODES_HELP)
     p.add_argument("--model", default="demo", help="checkpoint folder (official layout) or 'demo' (default)")
     p.add_argument("--out", required=True, help="output .mp4 path (H.264 + AAC); its sidecar JSON (and first "
                    "frame PNG) are written beside it")
@@ -27,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  else "" if default in (None, "") else f" (default {default})")
         if name == "image":
             help_text = "first frame image file (IT2VA); omit for text only (MOVA's white first frame)"
+        elif spec.media is not None:
+            help_text = re.sub(r" \(a file; in Python[^)]*\)", "", spec.help) + " (a file)"
         elif name == "lora":
             help_text = "a LoRA adapter to run with, [NAME=]DIR (mova.lora format)"
         kwargs = dict(dest=name, default=None, help=help_text, required=name == "prompt")
@@ -108,6 +116,12 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Path | None]:
         raise ValueError(f"--wav {args.wav!r} is the --out path: give the audio its own file")
     if args.image is not None and not Path(args.image).expanduser().is_file():
         raise ValueError(f"--image {args.image!r} is not a file: expected a first-frame image (PNG, JPEG, ...)")
+    for name, what in (("last_image", "a last-frame image (PNG, JPEG, ...)"), ("audio", "a sound file (WAV, MP3, "
+                       "FLAC, MP4)"), ("video", "a video file (MP4, ...)"), ("extend", "a clip with sound (MP4)"),
+                       ("retake", "a clip with sound (MP4)")):
+        value = getattr(args, name)
+        if value is not None and not Path(value).expanduser().is_file():
+            raise ValueError(f"--{name.replace('_', '-')} {value!r} is not a file: expected {what}")
     if args.fps is not None:
         check.real("--fps", args.fps, check.MIN_FPS, check.MAX_FPS)
         if args.num_frames is not None:

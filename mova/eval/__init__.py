@@ -6,7 +6,8 @@ seconds; offsets in video frames with positive = audio after video.
 """
 
 from mova.eval.audio import bandwidth_hz, clipping_ratio, integrated_loudness, silence_ratio
-from mova.eval.onsets import detect_motion_events, detect_onsets, onset_alignment, pick_peaks
+from mova.eval.onsets import detect_motion_events, detect_onsets, nearest_offsets, onset_alignment, pick_peaks
+from mova.eval.seams import Join, seam_figures
 from mova.eval.sync import (audio_onset_envelope, av_correlation, av_offset, lagged_correlation, motion_energy,
                             peak_lag, spectral_flux)
 
@@ -22,6 +23,9 @@ __all__ = [
     "detect_motion_events",
     "pick_peaks",
     "onset_alignment",
+    "nearest_offsets",
+    "Join",
+    "seam_figures",
     "integrated_loudness",
     "silence_ratio",
     "bandwidth_hz",

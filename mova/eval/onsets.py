@@ -11,7 +11,7 @@ from scipy.signal import find_peaks
 
 from mova.eval.sync import _check_fps, motion_energy, spectral_flux
 
-__all__ = ["pick_peaks", "detect_onsets", "detect_motion_events", "onset_alignment"]
+__all__ = ["pick_peaks", "detect_onsets", "detect_motion_events", "onset_alignment", "nearest_offsets"]
 
 
 def pick_peaks(
@@ -146,3 +146,19 @@ def onset_alignment(
         "mean_offset_s": float(offsets.mean()) if n else float("nan"),
         "mean_abs_offset_s": float(np.abs(offsets).mean()) if n else float("nan"),
     }
+
+
+def nearest_offsets(events_s: np.ndarray, reference_s: np.ndarray) -> np.ndarray:
+    """For each reference event, the signed time to the nearest of ``events_s`` (``event − reference``, seconds;
+    positive = the event comes after). float64 ``[R]``; NaN for every reference event when there are no events.
+
+    Unlike :func:`onset_alignment` this is per reference event and not one-to-one: with events closer together than
+    the offsets measured, a chance baseline (events of another clip) shows how much that flatters."""
+    events = np.sort(np.asarray(events_s, np.float64).ravel())
+    reference = np.asarray(reference_s, np.float64).ravel()
+    if events.size == 0:
+        return np.full(reference.shape, np.nan)
+    right = np.clip(np.searchsorted(events, reference), 0, events.size - 1)
+    left = np.clip(right - 1, 0, events.size - 1)
+    candidates = np.stack([events[left] - reference, events[right] - reference])  # [2, R]
+    return candidates[np.argmin(np.abs(candidates), axis=0), np.arange(reference.size)]

@@ -1,4 +1,5 @@
-"""Streaming decode of long source videos with PyAV: stream facts, sampled frames, audio, frames at a fixed rate.
+"""Streaming decode of long source videos with PyAV: stream facts, sampled frames, audio (frames at a fixed rate:
+:class:`mova.media.FrameStream`, shared with the generation modes).
 
 A source may be hours long, so nothing here holds a whole video: frames come one at a time (converted to the
 clip frame rate by nearest timestamp, as FFmpeg's ``fps`` filter does), and the audio track is decoded once,
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+
+from mova.media import FrameStream, display_rgb, stream_start_s
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +35,6 @@ __all__ = [
 ]
 
 
-# A stream that decodes this much shorter than its header says is treated as damaged.
-SHORTFALL_S = 1.0
-SHORTFALL_FRACTION = 0.02
 
 
 class InputError(Exception):
@@ -101,20 +100,6 @@ def inspect_source(path: str | os.PathLike[str]) -> SourceInfo:
         )
 
 
-def _stream_start_s(stream: Any) -> float | None:
-    if stream.start_time is not None and stream.time_base:
-        return float(stream.start_time * stream.time_base)
-    return None
-
-
-def display_rgb(frame: Any) -> np.ndarray:
-    """A decoded frame as shown: uint8 RGB ``[H, W, 3]`` turned by its display-matrix rotation (phone videos
-    store portrait footage as landscape frames plus a rotation)."""
-    rgb = frame.to_ndarray(format="rgb24")
-    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # counter-clockwise quarter turns
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-
-
 def sample_frames(path: str | os.PathLike[str], n: int, duration_s: float | None) -> list[np.ndarray]:
     """Up to ``n`` frames (:func:`display_rgb`) spread evenly over the video (seek to ``(i + 0.5) / n`` of the
     duration, decode to the first frame at or after it); ``n`` = 1 or an unknown duration takes the first frame.
@@ -123,7 +108,7 @@ def sample_frames(path: str | os.PathLike[str], n: int, duration_s: float | None
     frames: list[np.ndarray] = []
     with _open(path) as container:
         vs = container.streams.video[0]
-        start = _stream_start_s(vs) or 0.0
+        start = stream_start_s(vs) or 0.0
         if n == 1 or not duration_s or duration_s <= 0 or not vs.time_base:
             targets = [None]  # unknown length: the first frame only
         else:
@@ -178,7 +163,7 @@ def decode_audio(path: str | os.PathLike[str], sample_rate: int, spool: str | os
     with _open(path) as container, open(spool, "wb") as sink:
         vs = container.streams.video[0] if container.streams.video else None
         stream = container.streams.audio[0]
-        video_start = (_stream_start_s(vs) if vs is not None else None) or 0.0
+        video_start = (stream_start_s(vs) if vs is not None else None) or 0.0
         resampler = None
 
         def emit(frames: list[Any]) -> None:
@@ -216,76 +201,3 @@ def decode_audio(path: str | os.PathLike[str], sample_rate: int, spool: str | os
     samples = np.memmap(spool, dtype=np.float32, mode="r", shape=(n,)) if n else np.zeros(0, np.float32)
     offset = round(((first_s if first_s is not None else video_start) - video_start) * sample_rate)
     return AudioTrack(samples, sample_rate, offset, error)
-
-
-class FrameStream:
-    """Iterate ``(j, frame)`` at ``fps``: output frame ``j`` (time ``j / fps`` on the video clock) is the source
-    frame whose timestamp is nearest. ``convert`` maps each used source frame (:func:`display_rgb`) to the clip
-    frame;
-    a source frame repeated by the rate conversion is converted once.
-
-    After iteration, ``error`` holds the damage message (None otherwise): decoding stopped on an error, or ended
-    more than ``max(1 s, 2 %)`` short of ``declared_duration_s`` (a file cut at a packet boundary decodes
-    cleanly but ends early). ``source_frames`` is the number of frames decoded.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], fps: float, convert: Any, declared_duration_s: float | None = None
-    ) -> None:
-        self.path = Path(path)
-        self.fps = float(fps)
-        self.convert = convert
-        self.declared_duration_s = declared_duration_s
-        self.error: str | None = None
-        self.source_frames = 0
-
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        j = 0  # next output frame
-        prev: tuple[float, Any] | None = None  # (time, av frame) not yet fully emitted
-        cache: tuple[int, np.ndarray] | None = None  # (source index, converted)
-        src_step = None
-
-        def converted(index: int, frame: Any) -> np.ndarray:
-            nonlocal cache
-            if cache is None or cache[0] != index:
-                cache = (index, self.convert(display_rgb(frame)))
-            return cache[1]
-
-        with _open(self.path) as container:
-            vs = container.streams.video[0]
-            vs.thread_type = "SLICE"  # frame threading ("AUTO"/"FRAME") hides decoding errors of damaged files
-            rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-            src_step = 1.0 / float(rate) if rate else 1.0 / self.fps
-            origin = _stream_start_s(vs)  # the same origin decode_audio measures the audio offset from
-            index = -1
-            try:
-                for frame in container.decode(vs):
-                    index += 1
-                    self.source_frames += 1
-                    t_abs = frame.time if frame.time is not None else index * src_step
-                    if origin is None:
-                        origin = float(t_abs)
-                    t = float(t_abs) - origin
-                    if prev is not None:
-                        if t <= prev[0]:  # duplicate / non-increasing timestamp: keep the later frame
-                            prev = (prev[0], (index, frame))
-                            continue
-                        mid = 0.5 * (prev[0] + t)
-                        while j / self.fps < mid - 1e-9:
-                            yield j, converted(*prev[1])
-                            j += 1
-                    prev = (t, (index, frame))
-            except (av.FFmpegError, OSError) as exc:
-                self.error = f"video decoding stopped after {self.source_frames} frames ({exc})"
-                logger.warning("%s: %s", self.path, self.error)
-            if prev is not None and self.error is None and self.declared_duration_s:
-                decoded = prev[0] + src_step
-                if decoded < self.declared_duration_s - max(SHORTFALL_S, SHORTFALL_FRACTION * self.declared_duration_s):
-                    self.error = f"decoded {decoded:.2f} s of the declared {self.declared_duration_s:.2f} s"
-                    logger.warning("%s: %s", self.path, self.error)
-            if prev is not None:
-                end = prev[0] + 0.5 * src_step
-                while j / self.fps < end - 1e-9:
-                    yield j, converted(*prev[1])
-                    j += 1
-
