@@ -125,7 +125,7 @@ def main() -> int:
             result = pipe(p.caption, seed=args.generation_seed + i, bridge_strength=strength, **call)
             times[name].append(time.perf_counter() - t0)
             nfe[name].append(result.nfe)
-            settings = settings or {k: v for k, v in result.settings.items() if k not in ("prompt", "seed")}
+            settings = settings or {k: v for k, v in result.settings.to_dict().items() if k not in ("prompt", "seed")}
             score = _score(p, result.video, result.audio, result.fps, result.sample_rate)
             score["seed"] = args.generation_seed + i
             per_clip[name].append(score)
