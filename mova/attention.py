@@ -6,8 +6,9 @@ Modules hold the projection weights; :func:`attention` holds the math. Inputs ar
 Backends (``AttentionBackend``):
 
 * ``auto``   — FlashAttention-3 when it is importable (``flash_attn_interface`` of a FlashAttention build, or
-  ``fa3_fwd_interface`` of the ``fa3-fwd`` wheel: a prebuilt FA3 forward) and the tensors are CUDA bf16/fp16; otherwise PyTorch SDPA letting PyTorch pick among cuDNN, flash, memory-efficient and math,
-  with cuDNN attention first in the priority list (on Hopper it measured 577 TFLOP/s vs 362 for the
+  ``fa3_fwd_interface`` of the ``fa3-fwd`` wheel: a prebuilt FA3 forward) and the tensors are CUDA bf16/fp16;
+  otherwise PyTorch SDPA letting PyTorch pick among cuDNN, flash, memory-efficient and math, with cuDNN attention
+  first in the priority list (on Hopper it measured 577 TFLOP/s vs 362 for the
   flash backend at 43k tokens, ``shared/spec/performance.md`` §2.5).
 * ``cudnn``, ``flash``, ``efficient``, ``math`` — SDPA restricted to that one kernel.
 * ``fa3``    — FlashAttention-3 (errors when it is not installed).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import importlib.util
 import logging
 import os
@@ -63,8 +65,9 @@ _logged: set[str] = set()
 _FA3_MODULES = ("flash_attn_interface", "fa3_fwd_interface")
 
 
+@functools.cache
 def _fa3_module():
-    """The FlashAttention-3 interface module that is installed, or None."""
+    """The FlashAttention-3 interface module that is installed, or None (looked up once: every attention call asks)."""
     for name in _FA3_MODULES:
         if importlib.util.find_spec(name) is not None:
             return importlib.import_module(name)
@@ -72,7 +75,7 @@ def _fa3_module():
 
 
 def _fa3_available() -> bool:
-    return any(importlib.util.find_spec(name) is not None for name in _FA3_MODULES)
+    return _fa3_module() is not None
 
 
 def current_backend() -> AttentionBackend:

@@ -198,13 +198,14 @@ class MOVAPipeline:
         folder = resolve_checkpoint(path_or_name, revision=revision, high_noise_expert=high_noise_expert)
         load_device = "cpu" if offload != "none" else device
         names = ENCODER_COMPONENTS if encoders_only else None
-        if not high_noise_expert and not encoders_only:
+        low_noise_only = not high_noise_expert and not encoders_only
+        if low_noise_only:
             names = [n for n in read_model_index(folder) if n != "video_dit"]
             if "video_dit_2" not in names:
                 raise ValueError(f"high_noise_expert=False needs a checkpoint with two experts; {name} has only "
                                  "video_dit")
         components = load_components(folder, device=load_device, dtype=dtype, names=names)
-        if not high_noise_expert and not encoders_only:
+        if low_noise_only:
             logger.warning("high_noise_expert=False: the low-noise expert serves every step (the released sampler "
                            "switches experts at boundary_ratio)")
             components["video_dit"] = components.pop("video_dit_2")

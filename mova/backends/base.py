@@ -145,8 +145,7 @@ def resolve_model_folder(model: str | os.PathLike, revision: str | None = None) 
     try:
         folder = resolve_checkpoint(model, revision=revision)
     except ValueError as exc:
-        raise ModelUnavailableError(f"{exc}. Pass a MOVA checkpoint folder or Hub repo id with --model or MOVA_MODEL, "
-                                    "or --model demo for the shipped demo checkpoint.") from None
+        raise _unavailable(exc) from None
     if not (folder / "model_index.json").is_file():
         what = "does not exist" if not folder.exists() else "has no model_index.json"
         raise ModelUnavailableError(
@@ -156,20 +155,31 @@ def resolve_model_folder(model: str | os.PathLike, revision: str | None = None) 
     return folder
 
 
+def _unavailable(exc: Exception) -> ModelUnavailableError:
+    return ModelUnavailableError(f"{exc}. Pass a MOVA checkpoint folder or Hub repo id with --model or MOVA_MODEL, "
+                                 "or --model demo for the shipped demo checkpoint.")
+
+
 def load_pipeline(model: str | os.PathLike = "demo", *, revision: str | None = None, dtype: Any = None,
                   **kwargs: Any) -> MOVAPipeline:
-    """``MOVAPipeline.from_pretrained`` for what a user named: ``"demo"``, a checkpoint folder, or a Hub repo id at
-    ``revision``, after :func:`resolve_model_folder` has made sure it exists (``kwargs``: device, offload).
+    """``MOVAPipeline.from_pretrained`` for what a user named: ``"demo"``, a checkpoint folder (first checked by
+    :func:`resolve_model_folder`), or a Hub repo id at ``revision`` (resolved once, by the pipeline) (``kwargs``:
+    device, offload).
 
     Raises:
         ModelUnavailableError: a missing folder or demo checkpoint, or a repo the Hub (or, offline, the cache)
             cannot give, with what to pass instead.
     """
+    from mova.hub import ModelNotFound, is_repo_id
     from mova.pipeline import MOVAPipeline
 
-    folder = resolve_model_folder(model, revision)
-    logger.info("loading %s from %s (%s)", os.fspath(model), folder, _placement({"dtype": dtype, **kwargs}))
-    return MOVAPipeline.from_pretrained(model, revision=revision, torch_dtype=dtype, **kwargs)
+    if not is_repo_id(os.fspath(model)):
+        resolve_model_folder(model, revision)
+    logger.info("loading %s (%s)", os.fspath(model), _placement({"dtype": dtype, **kwargs}))
+    try:
+        return MOVAPipeline.from_pretrained(model, revision=revision, torch_dtype=dtype, **kwargs)
+    except ModelNotFound as exc:
+        raise _unavailable(exc) from None
 
 
 def _placement(kwargs: dict) -> str:
