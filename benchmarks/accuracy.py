@@ -22,9 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from step_time import RESOLUTIONS, build_denoiser  # noqa: E402
+from step_time import RESOLUTIONS, build_denoiser, fp8_context  # noqa: E402
 
-from mova.acceleration import precision_context  # noqa: E402
 from mova.attention import _fa3_available, attention_backend  # noqa: E402
 from mova.config import tiny_preset  # noqa: E402
 from mova.guidance import Guidance, guided_velocity  # noqa: E402
@@ -69,15 +68,17 @@ def main() -> int:
             ref = velocity(den32, torch.float32)
         den16 = copy.deepcopy(den32)
         del den32
-        models = [*den16.experts, den16.audio_dit, den16.bridge]
-        for m in models:
+        for m in [*den16.experts, den16.audio_dit, den16.bridge]:
             cast_(m, torch.bfloat16)
         runs = {}
         variants = [("bf16, cuDNN attention", "cudnn", "bf16")]
         if _fa3_available():
-            variants += [("bf16, FlashAttention-3", "fa3", "bf16"), ("fp8 (e4m3 GEMMs, FA3 e4m3)", "auto", "fp8")]
-        for name, backend, precision in variants:
-            with attention_backend(backend), precision_context(precision, models, device):
+            variants += [("bf16, FlashAttention-3", "fa3", "bf16"),
+                         ("fp8 (e4m3 GEMMs, FA3 e4m3 self-attention)", "fa3", "fp8"),
+                         ("fp8 GEMMs only", "fa3", "fp8gemm"), ("fp8 self-attention only", "fa3", "fp8attn"),
+                         ("fp8 in the video experts only", "fa3", "fp8video")]
+        for name, backend, scope in variants:
+            with attention_backend(backend), fp8_context(den16, None if scope == "bf16" else scope, device):
                 out = velocity(den16, torch.bfloat16)
             runs[name] = {k: round(float((a.double() - b.double()).norm() / b.double().norm()), 5)
                           for k, a, b in (("rel_l2_video", out[0], ref[0]), ("rel_l2_audio", out[1], ref[1]))}

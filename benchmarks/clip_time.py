@@ -10,6 +10,10 @@ it). The ZeroGPU duration model (``mova/backends/durations.py``) reads the JSON 
     python benchmarks/clip_time.py --preset mova-360p --num-frames 97 --steps 20 --out ... --append
     python benchmarks/clip_time.py --preset mova-360p --num-frames 97 --steps 4 --aot --out R.json   # the AoT path
     python benchmarks/clip_time.py --preset tiny --device cpu --steps 2 --out /tmp/clip_time_tiny.json
+    # one process, one build: the exact clip (figures), the fastest combination into its own file (--fast-out), then
+    # the Space's default request fitted to the figures and measured (--space-defaults)
+    python benchmarks/clip_time.py --compile --steps 50 --warmup-steps 1 --space-defaults \
+        --fast-out benchmarks/results/clip_time_fast_h200.json --out benchmarks/results/clip_time_h200.json
 
 Stages (``stages_s``, each bracketed by a device synchronisation): ``text`` (the text encoder, prompt and negative
 prompt), ``encode`` (the first-frame condition: the VAE encode of the num_frames-long conditioning clip),
@@ -18,6 +22,12 @@ prompt), ``encode`` (the first-frame condition: the VAE encode of the num_frames
 measured outside). Each run also records the duration model's estimate for its request before the run (from
 the figures it had), so an estimate can be compared with a measured clip: ``estimate_before.h200_s`` is the
 slice estimate without the margin divided by the slice factor.
+
+``--fast-out`` then runs the first request again at ``--fast-precision`` / ``--fast-cache`` / ``--fast-steps`` into
+a file of its own (the duration model's figures stay those of one configuration). ``--space-defaults`` finally runs
+the request a ZeroGPU Space defaults to (``durations.fit_defaults`` on the figures
+written so far: the clip shortened and steps lowered to fit the Space's target), with its estimate recorded before
+the run.
 """
 
 from __future__ import annotations
@@ -151,6 +161,13 @@ def estimate_before(settings: GenerationSettings, figures: Path | None) -> dict[
             "stages_slice_s": {k: round(v, 3) for k, v in stages.items()}}
 
 
+def attention_in_use() -> str:
+    """The attention kernels the run used (as ``mova.attention`` logged them)."""
+    import mova.attention as att
+
+    return ", ".join(sorted(att._logged)) or "unknown"
+
+
 def run_clip(pipe: MOVAPipeline, settings: GenerationSettings, device: torch.device) -> dict[str, Any]:
     """One timed clip; the stage seconds, per-step times and peak memory."""
     timer = StageTimer(pipe, device)
@@ -169,6 +186,7 @@ def run_clip(pipe: MOVAPipeline, settings: GenerationSettings, device: torch.dev
             "step_times_s": [round(t, 4) for t in steps], "step_s": round(statistics.median(steps), 4),
             "peak_memory_gb": (round(torch.cuda.max_memory_allocated(device) / 1e9, 2) if device.type == "cuda"
                                else None),
+            "evaluations": result.nfe, "cached_steps": result.cached_steps,
             "finite": bool(result.video.size and (result.audio == result.audio).all()),
             "video_shape": list(result.video.shape), "audio_samples": int(result.audio.shape[0])}
 
@@ -188,10 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offload", default="none", choices=("none", "model", "sequential"))
     parser.add_argument("--one-expert", action="store_true", help="leave out video_dit_2 (less memory)")
     parser.add_argument("--compile", action="store_true", help="regional torch.compile of the repeated blocks")
+    parser.add_argument("--precision", default="bf16", choices=("bf16", "fp8"))
+    parser.add_argument("--cache", type=float, default=0.0, help="step cache threshold (0: every step evaluated)")
     parser.add_argument("--aot", action="store_true",
                         help="ahead-of-time compile the repeated blocks for this request (mova.backends.aot, the "
                              "spaces package's AoT helpers) before the clips")
     parser.add_argument("--max-sequence-length", type=int, default=None, help="text tokens (default 512; tiny 32)")
+    parser.add_argument("--space-defaults", action="store_true",
+                        help="then measure the Space's default request fitted to the figures in --out")
+    parser.add_argument("--fast-out", type=Path, default=None, help="then the fastest combination, into this file")
+    parser.add_argument("--fast-precision", default="fp8", choices=("bf16", "fp8"))
+    parser.add_argument("--fast-cache", type=float, default=0.1)
+    parser.add_argument("--fast-steps", type=int, default=50)
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--append", action="store_true", help="add the run to an existing results file")
     args = parser.parse_args(argv)
@@ -209,12 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    results: dict[str, Any] = {"benchmark": "clip_time", "runs": []}
-    if args.append and args.out.exists():
-        results = json.loads(args.out.read_text())
-    results.update(device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-                   or "cpu", torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version())
-
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         pipe = build_pipeline(args.preset, device, dtype, args.offload, args.one_expert, max_len, Path(tmp) / "tok")
@@ -223,40 +243,71 @@ def main(argv: list[str] | None = None) -> int:
     print(f"built {args.preset} in {build_s:.1f} s" + (f", {weights_gb:.1f} GB on the GPU" if weights_gb else ""),
           flush=True)
     if args.compile:
-        pipe.denoiser.compile_blocks()
+        pipe.compile()
 
     settings = GenerationSettings(prompt=PROMPT, height=height, width=width, num_frames=num_frames, fps=fps,
-                                  num_inference_steps=args.steps, guidance=args.guidance, seed=0)
+                                  num_inference_steps=args.steps, guidance=args.guidance, seed=0,
+                                  precision=args.precision, cache=args.cache)
+    common = dict(preset=args.preset, max_sequence_length=max_len, dtype=str(dtype).replace("torch.", ""),
+                  offload=args.offload, experts=1 if args.one_expert else 2, compiled=args.compile,
+                  build_s=round(build_s, 2), weights_gb=None if weights_gb is None else round(weights_gb, 2))
+    aot_report = None
+    if args.aot:
+        import dataclasses
+
+        from mova.backends import aot
+
+        t1 = time.perf_counter()
+        report = aot.prepare(pipe, settings)
+        aot_report = {**dataclasses.asdict(report), "compile_s": round(time.perf_counter() - t1, 2)}
+        print(f"AoT: {aot_report}", flush=True)
+    ok = record_run(pipe, settings, device, args.out, args.append, args.warmup_steps,
+                    dict(common, aot=aot_report, request="as given"))
+    if ok and args.fast_out is not None:
+        fast = settings.replace(precision=args.fast_precision, cache=args.fast_cache,
+                                num_inference_steps=args.fast_steps)
+        ok = record_run(pipe, fast, device, args.fast_out, args.append, args.warmup_steps,
+                        dict(common, aot=aot_report, request="fastest combination"), figures=args.out)
+    if ok and args.space_defaults:
+        from mova.backends.durations import DurationModel, fit_defaults
+
+        info = fit_defaults(pipe.model_info(), DurationModel.load(args.out))
+        space = settings.replace(num_frames=info.default_num_frames,
+                                 num_inference_steps=info.default_num_inference_steps)
+        ok = record_run(pipe, space, device, args.out, True, args.warmup_steps,
+                        dict(common, aot=aot_report, request="space defaults"))
+    return 0 if ok else 1
+
+
+def record_run(pipe: MOVAPipeline, settings: GenerationSettings, device: torch.device, out: Path, append: bool,
+               warmup_steps: int, common: dict[str, Any], figures: Path | None = None) -> bool:
+    """Warm up, time one clip of ``settings`` and add its record to ``out``; True when it ran."""
+    results: dict[str, Any] = {"benchmark": "clip_time", "runs": []}
+    if append and out.exists():
+        results = json.loads(out.read_text())
+    results.update(device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+                   or "cpu", torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version())
+    s = settings
     record: dict[str, Any] = {
-        "preset": args.preset, "height": height, "width": width, "num_frames": num_frames, "fps": fps,
-        "steps": args.steps, "guidance": args.guidance, "nfe": settings.guidance_config.nfe,
-        "video_tokens": (height // 16) * (width // 16) * ((num_frames - 1) // 4 + 1),
-        "max_sequence_length": max_len, "dtype": str(dtype).replace("torch.", ""), "offload": args.offload,
-        "experts": 1 if args.one_expert else 2, "compiled": args.compile, "aot": None,
-        "warmup_steps": args.warmup_steps,
-        "build_s": round(build_s, 2), "weights_gb": None if weights_gb is None else round(weights_gb, 2),
-        "estimate_before": estimate_before(settings, args.out if args.append else None),
+        **common, "height": s.height, "width": s.width, "num_frames": s.num_frames, "fps": s.fps,
+        "steps": s.num_inference_steps, "guidance": s.guidance, "nfe": s.guidance_config.nfe,
+        "video_tokens": (s.height // 16) * (s.width // 16) * ((s.num_frames - 1) // 4 + 1),
+        "precision": s.precision, "cache": s.cache, "warmup_steps": warmup_steps,
+        "estimate_before": estimate_before(s, figures or (out if append else None)),
     }
     try:
-        if args.aot:
-            import dataclasses
-
-            from mova.backends import aot
-
-            t1 = time.perf_counter()
-            report = aot.prepare(pipe, settings)
-            record["aot"] = {**dataclasses.asdict(report), "compile_s": round(time.perf_counter() - t1, 2)}
-            print(f"AoT: {record['aot']}", flush=True)
-        if args.warmup_steps > 0:
-            pipe(settings.replace(num_inference_steps=args.warmup_steps))
-        record.update(run_clip(pipe, settings, device), status="ok")
+        if warmup_steps > 0:
+            pipe(s.replace(num_inference_steps=warmup_steps))
+        record.update(run_clip(pipe, s, device), status="ok")
+        record["attention"] = attention_in_use()
     except torch.OutOfMemoryError as exc:
         record.update(status="oom", error=str(exc).splitlines()[0])
+        torch.cuda.empty_cache()
     results["runs"].append(record)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(record, indent=2), flush=True)
-    return 0 if record["status"] == "ok" else 1
+    return record["status"] == "ok"
 
 
 if __name__ == "__main__":

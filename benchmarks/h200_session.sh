@@ -2,16 +2,23 @@
 # The measurements of one H200 session, in the order they matter (README's speed tables come from them):
 #   bash benchmarks/h200_session.sh accuracy   # float32 reference vs cuDNN / FA3 / fp8 (full width, 4 blocks)
 #   bash benchmarks/h200_session.sh timing     # step times: 360p exact and fp8, offload, 720p, one-GPU multigpu
+#   bash benchmarks/h200_session.sh wave2      # speed (eager fusion, fp8 by part, offload memory), then clip (whole
+#                                              # clips: exact, the Space's defaults, the fastest combination)
 # Results (JSON) and a log go to $RESULTS (default benchmarks/results/h200); `done` marks the end. The device image
-# lacks diffusers and FlashAttention-3: wheels in .whl/ (diffusers, importlib_metadata, fa3-fwd) are installed first.
+# lacks diffusers, PyAV and FlashAttention-3: wheels in .whl/ (diffusers, importlib_metadata, fa3-fwd, av) are
+# installed first, or .whl/site.tar.xz (the same packages installed with pip --target and packed with xz: the four
+# wheels are 70 MB, more than a device call carries; xz packs them into 37 MB).
 set -u
 cd "$(dirname "$0")/.."
 R=${RESULTS:-benchmarks/results/h200}
 mkdir -p "$R" /tmp/site
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-if [ -d .whl ] && [ ! -f /tmp/site/.installed ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && touch /tmp/site/.installed
+if [ -f .whl/site.tar.xz ] && [ ! -f /tmp/site/.unpacked ]; then
+  tar -xJf .whl/site.tar.xz -C /tmp/site && touch /tmp/site/.unpacked
+fi
+if compgen -G ".whl/*.whl" > /dev/null && [ ! -f /tmp/site/.installed ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    --find-links .whl $(ls .whl/*.whl | sed 's#.*/##; s/-.*//' | sort -u) && touch /tmp/site/.installed
 fi
 run() { echo "=== $(date +%T) $*" >> "$R/log"; "$@" >> "$R/log" 2>&1; echo "=== $(date +%T) rc $?" >> "$R/log"; }
 case "${1:-all}" in
@@ -28,5 +35,18 @@ case "${1:-all}" in
     run python3 benchmarks/step_time.py --resolution 720p --steps 1 --out "$R/step_time_720p_h200.json" --configs \
       text:sequential:fa3:compile text:sequential:fa3:compile:fp8
     run torchrun --nproc-per-node 1 benchmarks/multigpu.py --skip-equivalence --out "$R/multigpu_sp1_h200.json"
+    touch "$R/done" ;;
+  wave2)
+    bash "$0" speed && bash "$0" clip ;;
+  speed)
+    run python3 benchmarks/step_time.py --resolution 360p --configs text:sequential:cudnn:stream --steps 2 \
+      --out "$R/step_time_360p_stream_h200.json"
+    run python3 benchmarks/step_time.py --resolution 360p --out "$R/step_time_360p_h200.json" --steps 2 --configs \
+      text:sequential:fa3 text:sequential:fa3:compile text:sequential:fa3:compile:fp8 \
+      text:sequential:fa3:compile:fp8gemm text:sequential:fa3:compile:fp8video
+    run python3 benchmarks/accuracy.py --layers 4 --out "$R/accuracy_360p_h200.json" ;;
+  clip)
+    run python3 benchmarks/clip_time.py --compile --steps 15 --warmup-steps 1 --space-defaults \
+      --fast-out "$R/clip_time_fast_h200.json" --out "$R/clip_time_h200.json"
     touch "$R/done" ;;
 esac

@@ -13,7 +13,8 @@ branching ``batched`` (all branches in one forward) or ``sequential`` (one forwa
 pipeline), attention an ``AttentionBackend`` value (auto = FA3 if installed, else cuDNN-first SDPA); ``compile`` runs
 with regional torch.compile of the blocks (``mova.acceleration.compile_repeated_blocks``; its time is reported as
 ``warmup_s``, the warm-up steps); ``fp8`` runs the blocks in fp8 (``mova.acceleration.fp8``: e4m3 GEMMs and
-FlashAttention-3 e4m3 attention) and reports the relative L2 of one guided velocity against the bf16 path;
+FlashAttention-3 e4m3 self-attention) and reports the relative L2 of one guided velocity against the bf16 path
+(``fp8gemm``: the GEMMs alone, ``fp8attn``: the attention alone, ``fp8video``: the video experts alone);
 ``stream`` runs with the pipeline's ``offload="sequential"`` mode (blocks streamed from pinned host memory,
 ``mova.offload.BlockStreamer``), ``groupoffload`` with diffusers' leaf-level group offloading on a CUDA stream (the
 block-level kind needs each model's own forward, which the dual-tower denoiser does not call) — list either last.
@@ -22,6 +23,7 @@ block-level kind needs each model's own forward, which the dual-tower denoiser d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
@@ -33,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mova.acceleration import compile_repeated_blocks, precision_context  # noqa: E402
+from mova.acceleration import compile_repeated_blocks, fp8, precision_context  # noqa: E402
 from mova.config import get_preset  # noqa: E402
 from mova.guidance import Guidance, guided_velocity  # noqa: E402
 from mova.loading import build_on_meta, cast_  # noqa: E402
@@ -96,6 +98,20 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+# fp8 flags: ``fp8`` is ``precision="fp8"`` as the pipeline runs it; the others measure one part of it alone
+FP8_SCOPES = {"fp8": dict(), "fp8gemm": dict(attention=False), "fp8attn": dict(linears=False),
+              "fp8video": dict(video_only=True)}
+
+
+def fp8_context(den, scope: str | None, device):
+    """The fp8 context of a flag (``contextlib.nullcontext`` for bf16)."""
+    if scope is None:
+        return contextlib.nullcontext()
+    opts = dict(FP8_SCOPES[scope])
+    models = den.experts if opts.pop("video_only", False) else [*den.experts, den.audio_dit, den.bridge]
+    return precision_context("fp8", models, device) if not opts else fp8(models, device, **opts)
+
+
 def run_config(den, preset, resolution: str, config: str, steps: int, warmup: int, device, dtype) -> dict:
     mode, branching, backend, *flags = config.split(":")
     guidance = Guidance(mode=mode, text_scale=5.0, bridge_scale=2.0 if mode == "dual" else 1.0)
@@ -122,12 +138,15 @@ def run_config(den, preset, resolution: str, config: str, steps: int, warmup: in
         z_a = z_a + va.float() * dt
 
     offload = "sequential" if "stream" in flags else "diffusers-leaf" if "groupoffload" in flags else "none"
-    precision = "fp8" if "fp8" in flags else "bf16"
+    scope = next((f for f in flags if f in FP8_SCOPES), None)
+    precision = "fp8" if scope else "bf16"
     record = dict(resolution=resolution, height=h, width=w, num_frames=193, fps=24, video_tokens=tokens_v,
                   audio_tokens=tokens_a, mode=mode, nfe=guidance.nfe, branching=branching, attention=backend,
                   compiled="compile" in flags, offload=offload, precision=precision,
                   dtype=str(dtype).replace("torch.", ""))
-    models = [*den.experts, den.audio_dit, den.bridge]
+    if scope:
+        record["fp8_scope"] = scope
+    context = fp8_context(den, scope, device)
     try:
         if precision == "fp8":  # the numerical cost: one guided velocity against the bf16 path, same inputs
             def velocity():
@@ -135,12 +154,12 @@ def run_config(den, preset, resolution: str, config: str, steps: int, warmup: in
                                        950.0, 950.0, 24.0, expert=0, sequential=(branching == "sequential"))
             with torch.no_grad():
                 ref = velocity()
-                with precision_context("fp8", models, device):
+                with fp8_context(den, scope, device):
                     fast = velocity()
             record.update({f"rel_l2_vs_bf16_{k}": round(float((a - b).norm() / b.norm()), 5)
                            for k, a, b in (("video", fast[0], ref[0]), ("audio", fast[1], ref[1]))})
             del ref, fast
-        with attention_backend(backend), precision_context(precision, models, device):
+        with attention_backend(backend), context:
             t0 = time.perf_counter()
             for i in range(warmup):
                 one_step(i)
@@ -231,7 +250,7 @@ def main() -> int:
     print(f"{'res':<5} {'config':<34} {'s/step':>8} {'peak GB':>8} {'TF/s':>7}")
     for r in results["runs"]:
         cfg = f"{r['mode']}:{r['branching']}:{r['attention']}" + (":compile" if r.get("compiled") else "") + \
-            (":fp8" if r.get("precision") == "fp8" else "") + \
+            (":" + r.get("fp8_scope", "fp8") if r.get("precision") == "fp8" else "") + \
             {"sequential": ":stream", "diffusers-leaf": ":groupoffload"}.get(r.get("offload"), "")
         print(f"{r['resolution']:<5} {cfg:<34} {r.get('step_s', r['status']):>8} {r.get('peak_memory_gb') or '-':>8} "
               f"{r.get('tflops_per_s', '-'):>7}")

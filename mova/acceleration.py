@@ -8,9 +8,11 @@ towers' blocks and each CFG batch size need entries of their own, hence the rais
 ``fp8(models)`` is the ``precision="fp8"`` context of one generation: inside it, every ``nn.Linear`` of the repeated
 blocks (attention projections and FFNs of both towers, the bridge's attention) runs as an e4m3 GEMM
 (``torch._scaled_mm`` with rowwise scales: each activation row and each weight row scaled by its amax / 448, the
-product in float32, bf16 out), and attention runs on FlashAttention-3's e4m3 path (``mova.attention``, backend
-``fa3_fp8``). The precision islands stay as they are: time embeddings, modulation, norms, RoPE tables, the heads and
-the text/time MLPs outside the blocks. The weights are quantised per call (their bf16 copy stays the only stored
+product in float32, bf16 out), and the towers' self-attention runs on FlashAttention-3's e4m3 path
+(``mova.attention.Fp8Attention`` in each ``SelfAttention``'s seam). The text cross-attention (512 keys) and the
+bridge's attention (403 audio tokens on one side) are a few percent of the attention FLOPs and stay bf16. The
+precision islands stay as they are: time embeddings, modulation, norms, RoPE tables, the heads and the text/time
+MLPs outside the blocks. The weights are quantised per call (their bf16 copy stays the only stored
 one; reading 37 GB of weights once per forward costs ~10 ms on an H200 against a ~4 s forward), so the setting is
 per request. Compiled, the activation scaling fuses into the op that produces the activation.
 """
@@ -24,7 +26,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from mova.attention import E4M3_MAX, _fa3_available, attention_backend
+from mova.attention import E4M3_MAX, Attention, Fp8Attention, _fa3_available
+from mova.models.layers import SelfAttention
 from mova.settings import PRECISIONS
 
 
@@ -102,22 +105,33 @@ def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Li
     return found
 
 
+def fp8_attention_seams(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, "attn", seam) of every self-attention whose seam is the plain :class:`Attention` (one that parallel
+    inference has replaced is left alone)."""
+    return [(m, "attn", m.attn) for model in models for m in model.modules()
+            if isinstance(m, SelfAttention) and type(m.attn) is Attention]
+
+
 @contextlib.contextmanager
-def fp8(models: Iterable[nn.Module], device: torch.device) -> Iterator[None]:
+def fp8(models: Iterable[nn.Module], device: torch.device, *, linears: bool = True,
+        attention: bool = True) -> Iterator[None]:
     """Run the models' blocks in fp8 (module docstring) inside the ``with``; ValueError naming ``precision`` when the
-    machine cannot (never a silent downgrade)."""
+    machine cannot (never a silent downgrade). ``linears`` / ``attention`` off leave that half in bf16 (for measuring
+    each half's numerical cost)."""
     problem = fp8_unavailable(device)
     if problem:
         raise ValueError(f"precision='fp8' is unavailable here: {problem}; use precision='bf16'")
-    targets = fp8_targets(list(models))
-    for parent, attr, linear in targets:
-        setattr(parent, attr, Fp8Linear.around(linear))
+    models = list(models)
+    swaps = [(parent, attr, old, Fp8Linear.around(old)) for parent, attr, old in fp8_targets(models)] if linears else []
+    if attention:
+        swaps += [(parent, attr, old, Fp8Attention()) for parent, attr, old in fp8_attention_seams(models)]
+    for parent, attr, _, new in swaps:
+        setattr(parent, attr, new)
     try:
-        with attention_backend("fa3_fp8"):
-            yield
+        yield
     finally:
-        for parent, attr, linear in targets:
-            setattr(parent, attr, linear)
+        for parent, attr, old, _ in swaps:
+            setattr(parent, attr, old)
 
 
 def precision_context(precision: str, models: Iterable[nn.Module], device: torch.device):

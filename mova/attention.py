@@ -12,9 +12,6 @@ Backends (``AttentionBackend``):
   flash backend at 43k tokens, ``shared/spec/performance.md`` §2.5).
 * ``cudnn``, ``flash``, ``efficient``, ``math`` — SDPA restricted to that one kernel.
 * ``fa3``    — FlashAttention-3 (errors when it is not installed).
-* ``fa3_fp8`` — FlashAttention-3 on e4m3 q/k/v (``precision="fp8"``): keys smoothed by their mean over the tokens
-  (exact: each query's logits shift by one constant, which softmax ignores), then q, k, v each scaled per
-  (batch, head) by amax/448 into e4m3, the scales handed to the kernel as descales; bf16 out.
 
 Select with the ``MOVA_ATTENTION`` environment variable or the :func:`attention_backend` context
 manager. The backend chosen for the first call on each device type is logged once.
@@ -45,7 +42,6 @@ class AttentionBackend(str, enum.Enum):
     EFFICIENT = "efficient"
     MATH = "math"
     FA3 = "fa3"
-    FA3_FP8 = "fa3_fp8"
 
 
 _SDPA_KERNELS = {
@@ -180,12 +176,6 @@ def attention(
     """
     backend = current_backend()
     device_type = q.device.type
-    if backend is AttentionBackend.FA3_FP8:
-        if kv_mask is not None or device_type != "cuda" or not _fa3_available():
-            raise ValueError("attention backend 'fa3_fp8' needs FlashAttention-3 (the fa3-fwd package), CUDA tensors "
-                             "and no kv_mask")
-        _log_once(device_type, "FlashAttention-3, e4m3")
-        return _fa3(q, k, v, fp8=True).to(q.dtype)
     use_fa3 = (
         kv_mask is None and device_type == "cuda" and q.dtype in (torch.bfloat16, torch.float16)
         and (backend is AttentionBackend.FA3 or (backend is AttentionBackend.AUTO and _fa3_available()))
@@ -211,3 +201,13 @@ class Attention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return attention(q, k, v)
+
+
+class Fp8Attention(Attention):
+    """FlashAttention-3 on e4m3 q, k, v (``precision="fp8"``, swapped in at a seam): keys smoothed by their mean over
+    the tokens (exact: each query's logits shift by one constant, which softmax ignores), then q, k, v each scaled
+    per (batch, head) by amax/448 into e4m3, the scales handed to the kernel as descales; out in q's dtype."""
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        _log_once(q.device.type, "FlashAttention-3, e4m3")
+        return _fa3(q, k, v, fp8=True).to(q.dtype)

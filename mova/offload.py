@@ -10,8 +10,9 @@ Why not diffusers' group offloading (``apply_group_offloading`` / ``enable_group
 (360p, text CFG, eager, cuDNN; ``benchmarks/results/step_time_360p_{stream,groupoffload}_h200.json``): its
 ``block_level`` kind onloads a model's non-block weights and records the prefetch order in that model's own
 ``forward``, which the dual-tower denoiser never calls (it runs the towers' embeddings, blocks and heads itself), so
-it cannot run here; ``leaf_level`` with ``use_stream=True`` ran at 10.93 s/step (this streamer: 10.87) at 5.9 GB
-(this: 8.2 GB), but without the recorded order every leaf copies on the side stream that the compute stream never
+it cannot run here; ``leaf_level`` with ``use_stream=True`` ran at 10.93 s/step at 5.9 GB (this streamer then
+10.87 s at 8.2 GB; since the tokens are freed as the first layer replaces them and the eager fixes, 10.09 s at
+6.55 GB: ``step_time_360p_stream_wave2_h200.json``), but without the recorded order every leaf copies on the side stream that the compute stream never
 waits for (its pre-forward hook synchronises only prefetched groups), a race we will not ship; without a stream the
 official layer-wise group offload takes 22.8 s/step (H100). This streamer prefetches block i+1 on a side stream,
 makes the compute stream wait on an event, and frees block i after it ran.

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mova.acceleration import Fp8Linear, fp8, fp8_linear, fp8_targets, fp8_unavailable
-from mova.attention import _to_e4m3
+from mova.attention import Fp8Attention, _to_e4m3
 from mova.config import tiny_preset
 from mova.models import DualTowerBridge, VideoDiT
 from mova.settings import GenerationSettings
@@ -47,10 +47,20 @@ def test_fp8_swaps_block_linears_and_restores_them(monkeypatch):
     assert all(not name.startswith(("time_", "text_")) for m in models for name, mod in m.named_modules()
                if isinstance(mod, Fp8Linear))
     monkeypatch.setattr("mova.acceleration.fp8_unavailable", lambda device: None)
+
+    def count(kind):
+        return sum(isinstance(mod, kind) for m in models for mod in m.modules())
+
     with fp8(models, torch.device("cpu")):
-        assert sum(isinstance(mod, Fp8Linear) for m in models for mod in m.modules()) == len(targets)
+        assert count(Fp8Linear) == len(targets)
+        # e4m3 attention in each block's self-attention only; the text cross-attention and the bridge stay bf16
+        assert count(Fp8Attention) == len(models[0].blocks) == 3 and all(type(b.self_attn.attn) is Fp8Attention for b in models[0].blocks)
         assert [list(m.state_dict()) for m in models] == keys  # the same parameters, the same keys
-    assert not any(isinstance(mod, Fp8Linear) for m in models for mod in m.modules())
+    assert count(Fp8Linear) == count(Fp8Attention) == 0
+    with fp8(models, torch.device("cpu"), linears=False):  # one half at a time, for measuring each half's cost
+        assert count(Fp8Linear) == 0 and count(Fp8Attention) == 3
+    with fp8(models, torch.device("cpu"), attention=False):
+        assert count(Fp8Linear) == len(targets) and count(Fp8Attention) == 0
 
 
 def test_fp8_is_refused_where_it_cannot_run(tiny_checkpoint):

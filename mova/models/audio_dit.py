@@ -44,7 +44,7 @@ class AudioDiT(DiTBackbone):
         if N % p:
             raise ValueError(f"audio latent length {N} must be divisible by patch_size={p}")
         tokens = self.patch_embedding(x.to(self.dtype))  # [B, dim, n]
-        return tokens.transpose(1, 2), (tokens.shape[2],)
+        return tokens.transpose(1, 2).contiguous(), (tokens.shape[2],)  # contiguous: see VideoDiT.patchify
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int]) -> torch.Tensor:
         """[B, n, p·out_dim] -> [B, out_dim, n·p] (channel index innermost)."""

@@ -94,10 +94,9 @@ def apply_rope_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> to
         x: [B, L, H, D]; cos, sin: [L, D].
     """
     compute = torch.promote_types(x.dtype, torch.float32)
-    xf = x.to(compute)
-    x1, x2 = xf.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    out = xf * cos.to(compute)[None, :, None, :] + rotated * sin.to(compute)[None, :, None, :]
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)  # exact in x.dtype; both products read x.dtype and compute in fp32
+    out = torch.addcmul(x * cos.to(compute)[None, :, None, :], rotated, sin.to(compute)[None, :, None, :])
     return out.to(x.dtype)
 
 
@@ -267,7 +266,9 @@ class DualTowerBridge(ConfigRules, ModelMixin, ConfigMixin, PeftAdapterMixin):
             strength = strength.to(device=video.device, dtype=video.dtype).reshape(-1, 1, 1)
         if self.config.trainable_condition_scale:
             strength = self.condition_scale.to(video.dtype) * strength
-        return video + a2v * strength, audio + v2a * strength
+        if isinstance(strength, torch.Tensor):
+            return torch.addcmul(video, a2v, strength), torch.addcmul(audio, v2a, strength)
+        return torch.add(video, a2v, alpha=strength), torch.add(audio, v2a, alpha=strength)  # one pass each
 
     @torch.no_grad()
     def init_weights(self) -> None:

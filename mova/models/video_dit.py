@@ -60,7 +60,9 @@ class VideoDiT(DiTBackbone):
             )
         tokens = self.patch_embedding(x.to(self.dtype))  # [B, dim, f, h, w]
         grid = tuple(tokens.shape[2:])
-        return tokens.flatten(2).transpose(1, 2), grid  # [B, f·h·w, dim]
+        # [B, f·h·w, dim], made contiguous once: a transposed view would stay transposed through every residual add
+        # (elementwise ops keep their first input's layout) and make each LayerNorm copy it again
+        return tokens.flatten(2).transpose(1, 2).contiguous(), grid
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """[B, L, pf·ph·pw·out_dim] -> [B, out_dim, f·pf, h·ph, w·pw]; channel index innermost
