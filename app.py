@@ -1,5 +1,5 @@
 """MOVA Studio app: ``python app.py [--model DIR|ORG/NAME|demo] [--revision REV] [--offload none|model|sequential]
-[--device DEV] [--host 127.0.0.1] [--port 7860] [--share] [--data-dir DIR] [--lora [NAME=]DIR ...] [--no-arena]
+[--compile auto|on|off] [--device DEV] [--host 127.0.0.1] [--port 7860] [--share] [--data-dir DIR] [--lora [NAME=]DIR ...] [--no-arena]
 [--mcp|--no-mcp]``.
 
 Environment: ``MOVA_MODEL`` (a checkpoint folder or a Hub repo id ``org/name``; default ``demo``), ``MOVA_REVISION``
@@ -28,9 +28,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from mova.settings import COMPILE_MODES, OFFLOAD_MODES  # torch-free
+
 logger = logging.getLogger("mova.app")
 
-OFFLOAD_MODES = ("none", "model", "sequential")
 
 
 def on_spaces(env: dict[str, str] | None = None) -> bool:
@@ -54,6 +55,9 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
                         help="Hub commit, branch or tag of a repo id (default: $MOVA_REVISION or main)")
     parser.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
                         help="GPU memory mode: none, model (one component on the GPU at a time), sequential")
+    parser.add_argument("--compile", default="auto", choices=COMPILE_MODES,
+                        help="regional torch.compile of the denoiser blocks: auto (on for one CUDA GPU without "
+                             "offload), on, off")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--host", default="0.0.0.0" if on_spaces(env) else "127.0.0.1",
                         help="address to listen on (0.0.0.0 for a LAN; default 0.0.0.0 on a Space, else 127.0.0.1)")
@@ -112,7 +116,7 @@ def build_backend(args: argparse.Namespace) -> Any:
     from mova.backends.local import LocalBackend
 
     return LocalBackend(args.model, revision=args.revision, device=args.device, offload=args.offload,
-                        data_dir=args.data_dir, loras=args.loras)
+                        data_dir=args.data_dir, loras=args.loras, compile=args.compile)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,3 +99,31 @@ def test_fa3_pads_head_sizes_it_lacks(monkeypatch):
     k_offset = k + 5.0  # a common key offset: smoothing removes it exactly, so it costs no e4m3 precision
     out8 = att._fa3(q, k_offset, v, fp8=True)
     assert seen[-1] == 64 and out8.shape == q.shape and rel(out8, ref) < 0.08
+
+
+def test_compile_choice_of_the_cli_and_the_app(tiny_checkpoint, caplog):
+    """``compile=auto`` compiles only where it pays (one CUDA device, no offload, no parallel inference); ``on``
+    compiles every repeated block in place; a wrong value names the flag and its choices."""
+    import logging
+
+    from mova import MOVAPipeline
+
+    def compiled_blocks(pipe):
+        return [b for m in pipe._denoiser_models() for b in m.modules()
+                if type(b).__name__ in m._repeated_blocks and b._compiled_call_impl is not None]
+
+    pipe = MOVAPipeline.from_pretrained(tiny_checkpoint, torch_dtype="fp32")
+    with caplog.at_level(logging.INFO, logger="mova.pipeline"):
+        assert pipe.apply_compile("auto") is False and pipe.apply_compile("off") is False
+    assert "compiles on CUDA only (this pipeline is on cpu)" in caplog.text and not compiled_blocks(pipe)
+    with pytest.raises(ValueError, match=r"compile='fast' is invalid: expected one of \['auto', 'on', 'off'\]"):
+        pipe.apply_compile("fast")
+    offloaded = MOVAPipeline.from_pretrained(tiny_checkpoint, torch_dtype="fp32", offload="model")
+    offloaded.device = torch.device("cuda")  # the decision only: nothing runs
+    with caplog.at_level(logging.INFO, logger="mova.pipeline"):
+        assert offloaded.apply_compile("auto") is False
+    assert "does not compile with offload='model'" in caplog.text
+    assert pipe.apply_compile("on") is True
+    blocks = compiled_blocks(pipe)
+    assert len(blocks) == sum(1 for m in pipe._denoiser_models() for b in m.modules()
+                              if type(b).__name__ in m._repeated_blocks) > 0

@@ -35,6 +35,7 @@ class LocalBackend(Backend):
         loras: LoRA adapters the UI may pick, name → adapter folder (``mova.lora`` format), registered with the
             pipeline (``MOVAPipeline.register_lora``); the settings name one (or none) and its ``lora_scale``.
         pipeline: an already loaded pipeline (tests, notebooks).
+        compile: ``auto``, ``on`` or ``off`` (``MOVAPipeline.apply_compile``; the app passes ``--compile``).
 
     Raises:
         ModelUnavailableError: the folder, the demo checkpoint or the Hub repo is not to be had.
@@ -44,10 +45,12 @@ class LocalBackend(Backend):
 
     def __init__(self, model: str | os.PathLike = "demo", *, revision: str | None = None, device: str | None = None,
                  dtype: Any = None, offload: str = "none", data_dir: str | os.PathLike | None = None,
-                 loras: Mapping[str, str | os.PathLike] | None = None, pipeline: MOVAPipeline | None = None) -> None:
+                 loras: Mapping[str, str | os.PathLike] | None = None, pipeline: MOVAPipeline | None = None,
+                 compile: str = "off") -> None:
         super().__init__(data_dir=data_dir)
         if pipeline is None:
             pipeline = load_pipeline(model, revision=revision, device=device, dtype=dtype, offload=offload)
+        pipeline.apply_compile(compile)
         self.pipeline = pipeline
         for name, path in (loras or {}).items():
             pipeline.register_lora(name, path)

@@ -18,7 +18,7 @@ MODES_HELP = ("modes: --last-image F (first-last frame), --audio F (audio → vi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from mova.settings import setting_fields
+    from mova.settings import COMPILE_MODES, OFFLOAD_MODES, setting_fields
 
     p = subparsers.add_parser("generate", help="generate a video with audio (IT2VA with --image, else T2VA)",
                               description="Generate a clip (IT2VA with --image, else T2VA). " + MODES_HELP)
@@ -47,7 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(*flags, **kwargs)
     p.add_argument("--no-loudness", dest="no_loudness", action="store_true", help="leave the audio level as decoded")
     # 2. Where and how it runs
-    p.add_argument("--offload", default="none", choices=["none", "model", "sequential"], help="GPU memory mode")
+    p.add_argument("--offload", default="none", choices=OFFLOAD_MODES, help="GPU memory mode")
+    p.add_argument("--compile", default="auto", choices=COMPILE_MODES,
+                   help="regional torch.compile of the denoiser blocks: auto (on for one CUDA GPU without offload or "
+                        "parallel inference), on, off")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--sequential-cfg", dest="sequential_cfg", action="store_true",
@@ -164,6 +167,7 @@ def main(args: argparse.Namespace) -> int:
     pipe = MOVAPipeline.from_pretrained(args.model, device=device, torch_dtype=args.dtype, offload=args.offload)
     if state is not None:
         pipe.enable_parallel(state)
+    pipe.apply_compile(args.compile)
     if args.lora is not None:
         pipe.register_lora(*lora_entry(args.lora))
     load_s = time.perf_counter() - t0
