@@ -20,6 +20,7 @@ per request. Compiled, the activation scaling fuses into the op that produces th
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -29,6 +30,8 @@ import torch.nn as nn
 from mova.attention import E4M3_MAX, Attention, Fp8Attention, _fa3_available
 from mova.models.layers import SelfAttention
 from mova.settings import PRECISIONS
+
+logger = logging.getLogger(__name__)
 
 
 def compile_repeated_blocks(models: Iterable[nn.Module], **compile_kwargs: Any) -> None:
@@ -124,7 +127,12 @@ def fp8(models: Iterable[nn.Module], device: torch.device, *, linears: bool = Tr
     models = list(models)
     swaps = [(parent, attr, old, Fp8Linear.around(old)) for parent, attr, old in fp8_targets(models)] if linears else []
     if attention:
-        swaps += [(parent, attr, old, Fp8Attention()) for parent, attr, old in fp8_attention_seams(models)]
+        seams = fp8_attention_seams(models)
+        swaps += [(parent, attr, old, Fp8Attention()) for parent, attr, old in seams]
+        others = sum(isinstance(m, SelfAttention) for model in models for m in model.modules()) - len(seams)
+        if others:
+            logger.warning("precision='fp8': %d self-attention(s) run another attention module (parallel inference) "
+                           "and keep it in bf16; their linears are fp8", others)
     for parent, attr, _, new in swaps:
         setattr(parent, attr, new)
     try:

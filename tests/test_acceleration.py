@@ -37,7 +37,7 @@ def test_e4m3_attention_inputs_round_trip_per_head():
         assert rel(back[:, :, h], q[:, :, h]) < 0.04
 
 
-def test_fp8_swaps_block_linears_and_restores_them(monkeypatch):
+def test_fp8_swaps_block_linears_and_restores_them(monkeypatch, caplog):
     p = tiny_preset()
     models = [VideoDiT(**p.video_dit), DualTowerBridge(**p.bridge)]
     keys = [list(m.state_dict()) for m in models]
@@ -61,6 +61,11 @@ def test_fp8_swaps_block_linears_and_restores_them(monkeypatch):
         assert count(Fp8Linear) == 0 and count(Fp8Attention) == 3
     with fp8(models, torch.device("cpu"), attention=False):
         assert count(Fp8Linear) == len(targets) and count(Fp8Attention) == 0
+    # a seam that parallel inference has taken keeps its module, and the log says so (no silent downgrade)
+    sharded = models[0].blocks[0].self_attn.attn = torch.nn.Module()
+    with caplog.at_level("WARNING", logger="mova.acceleration"), fp8(models, torch.device("cpu")):
+        assert count(Fp8Attention) == 2 and models[0].blocks[0].self_attn.attn is sharded
+    assert "1 self-attention(s) run another attention module" in caplog.text
 
 
 def test_fp8_is_refused_where_it_cannot_run(tiny_checkpoint):
