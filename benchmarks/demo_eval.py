@@ -11,7 +11,9 @@ seed, twice: with the bridge (as trained) and with ``bridge_strength=0`` (the tw
 same seed and noise). Each clip is scored by ``train.demo_world.scoring`` — pixel detectors for the picture, onset
 and loudness analysis for the sound, never the model's intent — and the figures are set beside two baselines
 computed the same way: the reference clips themselves (the detectors' own floor) and reference clips whose sound is
-taken from another prompt of the same scene (what "not in sync" scores).
+taken from another prompt of the same scene (what "not in sync" scores), and the generated pictures with another
+generated clip's sound (chance for the model). Ball clips are also scored per impact (``per_impact``: each contact's
+offset to its nearest onset and back, and the one-ball prompts' contact counts against the bounces asked for).
 
 Timing: ``generation_s`` is the pipeline call per clip (text encoding, condition, denoising, decoding, loudness),
 on this machine's CPU with ``torch.get_num_threads()`` threads; ``end_to_end_s`` runs ``python -m mova generate``
@@ -57,6 +59,22 @@ def baselines(prompts) -> dict:
             other = group[(i + 1) % len(group)]
             mismatched.append(_score(p, p.clip.video, other.clip.audio, p.clip.fps, p.clip.sample_rate))
     return {"reference": summarise(ref, fps), "reference_with_other_clips_sound": summarise(mismatched, fps)}
+
+
+def chance(clips) -> dict:
+    """The generated pictures scored against another generated clip's sound of the same scene: what the joint
+    model's figures would be if its sound were unrelated to its picture."""
+    from train.demo_world.scoring import summarise
+
+    by_scene: dict[str, list] = {}
+    for clip in clips:
+        by_scene.setdefault(clip[0].scene, []).append(clip)
+    scores = []
+    for group in by_scene.values():
+        for i, (p, video, _) in enumerate(group):
+            other_audio = group[(i + 1) % len(group)][2]
+            scores.append(_score(p, video, other_audio, p.clip.fps, p.clip.sample_rate))
+    return summarise(scores, clips[0][0].clip.fps)
 
 
 def end_to_end(model: str, prompt: str) -> dict:
@@ -119,6 +137,7 @@ def main() -> int:
     times: dict[str, list] = {name: [] for name in runs}
     nfe: dict[str, list] = {name: [] for name in runs}
     settings = None
+    joint_clips = []  # (prompt, video, audio) of the joint run, for the chance baseline
     for i, p in enumerate(prompts):
         for name, strength in runs.items():
             t0 = time.perf_counter()
@@ -129,6 +148,8 @@ def main() -> int:
             score = _score(p, result.video, result.audio, result.fps, result.sample_rate)
             score["seed"] = args.generation_seed + i
             per_clip[name].append(score)
+            if name == "joint":
+                joint_clips.append((p, result.video, result.audio))
             if args.clips:
                 from mova.media import write_mp4
 
@@ -154,7 +175,7 @@ def main() -> int:
         "criteria": {"median_abs_offset_frames": "<= 1", "impact_alignment": ">= 0.80",
                      "colour_match_rate": ">= 0.90", "end_to_end_s": "<= 20"},
         "results": {name: summarise(scores, fps) for name, scores in per_clip.items()},
-        "baselines": baselines(prompts),
+        "baselines": {**baselines(prompts), "generated_with_other_clips_sound": chance(joint_clips)},
         "generation_s": {name: {"median": statistics.median(t), "max": max(t)} for name, t in times.items()},
         "denoiser_evaluations": {name: {"mean": statistics.mean(n), "min": min(n), "max": max(n)}
                                  for name, n in nfe.items()},

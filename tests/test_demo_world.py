@@ -315,8 +315,39 @@ def test_scoring_reference_clips_gives_sync_and_mismatched_sound_does_not():
     # contacts, which is why the evaluation reports this baseline beside the model's figures
     assert bad["impact_alignment"] < 0.85 and bad["face_median_correlation"] < 0.6
     assert bad["median_abs_offset_frames"] > 1.0
+    # per impact: each reference contact has its onset within a frame, and each one-ball clip shows the bounces its
+    # prompt asked for; another clip's sound puts the nearest onset a frame or more away from half the contacts
+    gi, bi = good["per_impact"], bad["per_impact"]
+    assert gi["contacts_with_an_onset"] == gi["onsets_with_a_contact"] > 10 and gi["within_1_frame"] == 1.0
+    assert gi["median_abs_offset_frames"] <= 0.5 and gi["one_ball_clips"] > 0
+    assert gi["one_ball_contacts_within_1_of_prompted"] == 1.0
+    assert gi["one_ball_mean_contacts"] == gi["one_ball_mean_prompted"]
+    assert bi["median_abs_offset_frames"] > 2 * gi["median_abs_offset_frames"] and bi["within_1_frame"] < 0.7
     with pytest.raises(ValueError, match="scene='pendulum' is invalid"):
         score_clip("pendulum", c.video, c.audio, c.fps, c.sample_rate)
+
+
+def test_per_contact_offsets_read_a_delay_where_contacts_are_sparse():
+    """Per contact, a 2-frame delay reads +2 where contacts are 6 frames apart; where two balls land 2 frames apart
+    the nearest onset is often the other ball's, which is why the clip's one lag is reported beside it."""
+    from train.demo_world import bouncing_balls
+    from train.demo_world.scoring import score_balls
+
+    for seed, sparse in ((6, True), (5, False)):
+        c = bouncing_balls(seed)
+        shift = int(round(2 * c.sample_rate / c.fps))
+        s = score_balls(c.video, np.concatenate([np.zeros(shift, np.float32), c.audio[:-shift]]), c.fps,
+                        c.sample_rate)
+        assert (min(np.diff(s["impact_frames"])) >= 5) == sparse
+        assert all(abs(d - 2.0) <= 0.5 for d in s["contact_offsets_frames"]) == sparse, s["contact_offsets_frames"]
+        assert abs(s["offset_frames"] - 2.0) <= 0.5  # the clip's one lag reads the delay in both
+
+
+def test_nearest_offsets_pair_each_event_with_its_nearest_other():
+    from train.demo_world.scoring import nearest_offsets
+
+    assert nearest_offsets(np.array([1.0, 5.0, 8.0]), np.array([1.5, 4.0, 9.5])) == [0.5, -1.0, 1.5]
+    assert nearest_offsets(np.array([2.0]), np.array([])) == []
 
 
 def test_scoring_measures_a_known_audio_delay():

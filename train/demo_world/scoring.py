@@ -12,7 +12,10 @@ Per clip (``score_clip``):
   maximising the correlation of the contact train (1 on each contact frame) with the onset train (1 on the frame of
   each audio onset), within ``search_frames`` — one lag for the whole clip, since bounces come every few frames and
   matching each contact to its nearest onset would confuse a delay with the neighbouring bounce; equally good lags
-  (a single contact) resolve to the smallest; colour checks against the prompt's ball colours.
+  (a single contact) resolve to the smallest; colour checks against the prompt's ball colours. Per impact as well:
+  ``contact_offsets_frames``, for each visual contact the signed offset to the nearest audio onset, and
+  ``onset_offsets_frames``, for each onset the offset from the nearest contact (a clip's one lag flatters a sparse
+  contact train: these do not); ``prompted_contacts`` (the bounces the prompt asked for) beside ``impacts``.
 - talking face — ``offset_frames``: the lag maximising the correlation of the mouth opening with the audio's RMS
   envelope (both at the frame rate), within ``search_frames``; ``correlation`` at that lag.
 
@@ -46,9 +49,18 @@ def rms_envelope(audio: np.ndarray, sample_rate: int, fps: float, num_frames: in
     return out
 
 
+def nearest_offsets(events: np.ndarray, others: np.ndarray) -> list[float]:
+    """For each event, ``other − event`` to the nearest of ``others`` (same units; empty without others)."""
+    events, others = np.asarray(events, np.float64), np.asarray(others, np.float64)
+    if not others.size:
+        return []
+    diff = others[None, :] - events[:, None]
+    return [float(d) for d in diff[np.arange(len(events)), np.abs(diff).argmin(axis=1)]]
+
+
 def score_balls(video: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int,
-                prompt_colours: list[str] | None = None, *, tolerance_frames: int = TOLERANCE_FRAMES,
-                search_frames: int = SEARCH_FRAMES) -> dict[str, Any]:
+                prompt_colours: list[str] | None = None, *, prompted_contacts: int | None = None,
+                tolerance_frames: int = TOLERANCE_FRAMES, search_frames: int = SEARCH_FRAMES) -> dict[str, Any]:
     impacts = np.asarray(detect_ball_impacts(video, fps))
     onsets = detect_onsets(audio, sample_rate)
     tight = onset_alignment(onsets, impacts, tolerance_frames / fps)
@@ -63,7 +75,12 @@ def score_balls(video: np.ndarray, audio: np.ndarray, fps: float, sample_rate: i
         "offset_frames": offset,
         "impact_frames": [round(float(t) * fps, 3) for t in impacts],
         "onset_frames": [round(float(t) * fps, 3) for t in onsets],
+        # positive: the sound after the picture (onset − contact), in frames
+        "contact_offsets_frames": [round(d * fps, 3) for d in nearest_offsets(impacts, onsets)],
+        "onset_offsets_frames": [round(-d * fps, 3) for d in nearest_offsets(onsets, impacts)],
     }
+    if prompted_contacts is not None:
+        out["prompted_contacts"] = int(prompted_contacts)
     if prompt_colours is not None:
         dominant = dominant_ball_colour(video)
         seen = ball_colours(video)
@@ -87,8 +104,10 @@ def score_clip(scene: str, video: np.ndarray, audio: np.ndarray, fps: float, sam
     """Scores of one clip of ``scene`` (``bouncing_balls`` or ``talking_face``); ``params`` are the prompt's scene
     parameters (ball colours for the colour check)."""
     if scene == "bouncing_balls":
-        colours = [b["colour"] for b in params["balls"]] if params else None
-        return score_balls(video, audio, fps, sample_rate, colours)
+        balls = params["balls"] if params else None
+        out = score_balls(video, audio, fps, sample_rate, [b["colour"] for b in balls] if balls else None,
+                          prompted_contacts=sum(b["num_bounces"] for b in balls) if balls else None)
+        return {**out, "num_balls": len(balls)} if balls else out
     if scene == "talking_face":
         return score_face(video, audio, fps, sample_rate)
     raise ValueError(f"scene={scene!r} is invalid: expected 'bouncing_balls' or 'talking_face'")
@@ -116,4 +135,30 @@ def summarise(scores: list[dict[str, Any]], fps: float) -> dict[str, Any]:
         "impact_alignment": sum(s["aligned"] for s in balls) / impacts if impacts else float("nan"),
         "ball_clips_without_impacts": sum(1 for s in balls if s["impacts"] == 0),
         "colour_match_rate": float(np.mean(colour)) if colour else float("nan"),
+        "per_impact": per_impact(balls),
+    }
+
+
+def per_impact(balls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ball clips' figures per contact and per onset (not one lag per clip), and the contact counts of the
+    one-ball prompts against the bounces they asked for."""
+    contacts = [abs(d) for s in balls for d in s.get("contact_offsets_frames", [])]
+    onsets = [abs(d) for s in balls for d in s.get("onset_offsets_frames", [])]
+    one_ball = [s for s in balls if s.get("num_balls") == 1 and "prompted_contacts" in s]
+
+    def median(values: list[float]) -> float:
+        return float(np.median(values)) if values else float("nan")
+
+    return {
+        "contacts_with_an_onset": len(contacts),
+        "median_abs_offset_frames": median(contacts),
+        "within_1_frame": float(np.mean([d <= 1.0 for d in contacts])) if contacts else float("nan"),
+        "onsets_with_a_contact": len(onsets),
+        "onset_median_abs_offset_frames": median(onsets),
+        "one_ball_clips": len(one_ball),
+        "one_ball_contacts_within_1_of_prompted": float(np.mean(
+            [abs(s["impacts"] - s["prompted_contacts"]) <= 1 for s in one_ball])) if one_ball else float("nan"),
+        "one_ball_mean_contacts": float(np.mean([s["impacts"] for s in one_ball])) if one_ball else float("nan"),
+        "one_ball_mean_prompted": float(np.mean([s["prompted_contacts"] for s in one_ball])) if one_ball
+        else float("nan"),
     }
