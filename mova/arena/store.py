@@ -231,9 +231,6 @@ class ArenaStore:
         self._retrying(set_wal)
         self.write(migrate)
 
-    def schema_version(self) -> int:
-        return self.read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
-
     # meta
 
     def get_meta(self, key: str) -> str | None:
@@ -304,13 +301,6 @@ class ArenaStore:
             ).fetchall()
         )
         return [PoolClip(clip_id=r[0], path=r[1], media_key=r[2]) for r in rows]
-
-    def clip_path(self, clip_id: int) -> tuple[str, str]:
-        """``(path relative to the pool, media key)`` of a clip."""
-        row = self.read(lambda conn: conn.execute("SELECT path, media_key FROM clips WHERE id = ?", (clip_id,)).fetchone())
-        if row is None:
-            raise ArenaError(f"clip {clip_id} is not in the arena pool")
-        return row[0], row[1]
 
     def categories(self) -> list[str]:
         rows = self.read(
