@@ -178,7 +178,7 @@ def check_index_settings(index: dict[str, Any], path: Path) -> None:
             raise ValueError(f"default_height×default_width={values['default_height']}×{values['default_width']} "
                              f"is invalid: expected at most {v.MAX_PIXELS_PER_FRAME} pixels per frame")
         if "default_num_frames" in values or "default_fps" in values:
-            # with MOVAPipeline.default_num_frames_fps's defaults (193 frames, 24 fps) for the one not given
+            # with MOVAPipeline.model_info's defaults (193 frames, 24 fps) for the one not given
             v.clip_duration(values.get("default_num_frames", 193), values.get("default_fps", 24.0))
 
 

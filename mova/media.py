@@ -14,6 +14,7 @@ Invalid arguments raise ``ValueError`` naming the argument, the value and what i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -53,6 +54,7 @@ __all__ = [
     "normalize_loudness",
     "integrated_loudness",
     "DEFAULT_MAX_PIXELS",
+    "atomic_path",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -141,9 +143,18 @@ def _check_existing_file(path: PathLike, name: str = "path") -> Path:
     return p
 
 
-def _temp_sibling(path: Path) -> Path:
-    """A hidden temp path in the same directory (same filesystem, so ``os.replace`` is atomic)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A hidden temporary name beside ``path`` to write to (same filesystem, so ``os.replace`` is atomic): moved onto
+    ``path`` when the block ends, removed when it raises, so no reader ever sees a half-written file. Parent folders
+    are created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -203,9 +214,7 @@ def write_mp4(
             H, W, H + pad_h, W + pad_w,
         )
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             # 1. Video stream: exact rational frame rate, BT.709 limited range, tagged so players agree.
             vstream = container.add_stream("libx264", rate=fps_frac)
@@ -254,10 +263,6 @@ def write_mp4(
             if astream is not None:
                 encode_audio_until(planar.shape[1])
                 container.mux(astream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -279,14 +284,8 @@ def write_wav(path: PathLike, audio: np.ndarray, sample_rate: int) -> Path:
     data = np.clip(a, -1.0, 1.0)
     if audio.ndim == 1:
         data = data[:, 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -4,7 +4,7 @@ The UI form, the API parameters, the CLI flags and the arena's model specs are a
 (:func:`setting_fields`), so a new setting is one field here, its use in the pipeline and a test. Construction
 validates every field (``ValueError`` naming the field, the value and what is allowed) and normalises UI values
 (integral floats → int, blank text → ``None``); what depends on the model — its trained sizes, longest clip, work
-budget, adapters — is checked by :meth:`ModelInfo.check` (``MOVAPipeline.check``) once the model's defaults are
+budget, adapters — is checked by :meth:`ModelInfo.check` (``Backend.check``) once the model's defaults are
 filled in (:meth:`ModelInfo.resolve`).
 
 Nothing here imports torch: the UI builds settings without loading the model.
