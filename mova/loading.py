@@ -25,6 +25,7 @@ for our components).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -433,25 +434,18 @@ def save_native(module: nn.Module, subfolder: str | os.PathLike, max_shard_bytes
 # --------------------------------------------------------------------------------------------------------
 
 
+# (module, class) this pipeline loads for each library component, imported on first use
+LIBRARY_CLASSES = {"scheduler": ("mova.scheduler", "FlowMatchPairScheduler"),
+                   "video_vae": ("diffusers", "AutoencoderKLWan"), "text_encoder": ("transformers", "UMT5EncoderModel"),
+                   "tokenizer": ("transformers", "AutoTokenizer")}
+
+
 def library_class(name: str):
-    """The class this pipeline loads for a library component (``EXPECTED_CLASSES``; no other is ever looked up)."""
-    if name == "scheduler":
-        from mova.scheduler import FlowMatchPairScheduler
-
-        return FlowMatchPairScheduler
-    if name == "video_vae":
-        from diffusers import AutoencoderKLWan
-
-        return AutoencoderKLWan
-    if name == "text_encoder":
-        from transformers import UMT5EncoderModel
-
-        return UMT5EncoderModel
-    if name == "tokenizer":
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer
-    raise ValueError(f"{name!r} is not a library component; known: {sorted(LIBRARY_COMPONENTS)}")
+    """The class this pipeline loads for a library component (``LIBRARY_CLASSES``; no other is ever looked up)."""
+    if name not in LIBRARY_CLASSES:
+        raise ValueError(f"{name!r} is not a library component; known: {sorted(LIBRARY_COMPONENTS)}")
+    module, attr = LIBRARY_CLASSES[name]
+    return getattr(importlib.import_module(module), attr)
 
 
 def library_config(name: str, subfolder: Path) -> dict[str, Any]:

@@ -84,9 +84,7 @@ LIMITER_MAX_ITERATIONS = 4
 
 def _check_video(video: Any) -> np.ndarray:
     if not isinstance(video, np.ndarray) or video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-        desc = (
-            f"{type(video).__name__} {getattr(video, 'dtype', '')} {tuple(getattr(video, 'shape', ()))}".strip()
-        )
+        desc = f"{type(video).__name__} {getattr(video, 'dtype', '')} {tuple(getattr(video, 'shape', ()))}".strip()
         raise ValueError(f"video must be a uint8 numpy array [T, H, W, 3] (RGB), got {desc}")
     if min(video.shape[:3]) < 1:
         raise ValueError(f"video must have T, H, W >= 1, got shape {video.shape}")
@@ -590,13 +588,9 @@ def probe(path: PathLike) -> dict[str, Any]:
     (from the container index; None if unknown), ``fps``, ``pix_fmt``, ``video_duration_s``; audio:
     ``audio_codec``, ``sample_rate``, ``audio_channels``, ``audio_duration_s``.
     """
-    info: dict[str, Any] = {
-        key: None
-        for key in (
-            "video_codec", "width", "height", "num_frames", "fps", "pix_fmt", "video_duration_s",
-            "audio_codec", "sample_rate", "audio_channels", "audio_duration_s",
-        )
-    }
+    info: dict[str, Any] = dict.fromkeys(("video_codec", "width", "height", "num_frames", "fps", "pix_fmt",
+                                          "video_duration_s", "audio_codec", "sample_rate", "audio_channels",
+                                          "audio_duration_s"))
     with _open_input(path) as container:
         info["format_name"] = container.format.name
         info["duration_s"] = _container_duration(container)
