@@ -539,15 +539,10 @@ def save_pretrained(folder: str | os.PathLike, components: dict[str, Any], *, bo
             save_native(obj, folder / name, max_shard_bytes, dtype)
             index[name] = NATIVE_COMPONENTS[name][1]
         elif name in LIBRARY_COMPONENTS:
-            if name in ("video_vae", "text_encoder"):
-                obj.save_pretrained(folder / name, safe_serialization=True)
-            else:
-                obj.save_pretrained(folder / name)
-            index[name] = [LIBRARY_COMPONENTS[name][0], type(obj).__name__] if name != "scheduler" \
-                else LIBRARY_COMPONENTS[name]
-            if name == "tokenizer":
-                index[name] = ["transformers", "T5TokenizerFast"] if "T5" in type(obj).__name__ \
-                    else ["transformers", type(obj).__name__]
+            weights = {"safe_serialization": True} if name in ("video_vae", "text_encoder") else {}
+            obj.save_pretrained(folder / name, **weights)
+            cls_name = "T5TokenizerFast" if name == "tokenizer" and "T5" in type(obj).__name__ else type(obj).__name__
+            index[name] = LIBRARY_COMPONENTS[name] if name == "scheduler" else [LIBRARY_COMPONENTS[name][0], cls_name]
         else:
             raise ValueError(f"unknown component {name!r}")
     with open(folder / "model_index.json", "w", encoding="utf-8") as f:

@@ -253,9 +253,7 @@ def _coerce(name: str, value: Any, spec: Setting, optional: bool) -> Any:
             if not optional:
                 raise ValueError(f"{name} is missing: expected {spec.allowed()}")
             return None
-        if not isinstance(value, str):
-            raise ValueError(f"{name}={value!r} is invalid: expected {spec.allowed()}")
-        if spec.choices and value not in spec.choices:
+        if not isinstance(value, str) or (spec.choices and value not in spec.choices):
             raise ValueError(f"{name}={value!r} is invalid: expected {spec.allowed()}")
         return value
     if value is None or (isinstance(value, str) and not value.strip()):
