@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.ndimage import binary_erosion
 
 __all__ = ["KnownLatents", "video_latent_known", "audio_latent_known"]
 
@@ -79,7 +80,5 @@ def audio_latent_known(known_samples: np.ndarray, hop: int, num_latents: int, ma
     known = np.full(num_latents * hop, bool(given[-1]) if given.size else False)  # the encoder's zero padding
     known[:given.shape[0]] = given                                              # follows the last sample
     per_latent = known.reshape(num_latents, hop).all(axis=1)
-    if margin <= 0:
-        return per_latent
-    padded = np.pad(per_latent, margin, constant_values=True)  # outside the window: nothing to protect
-    return np.all(np.stack([padded[k:k + num_latents] for k in range(2 * margin + 1)]), axis=0)
+    # a latent stays given only when every latent within ``margin`` is; outside the window: nothing to protect
+    return binary_erosion(per_latent, np.ones(2 * max(margin, 0) + 1, bool), border_value=1)

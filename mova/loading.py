@@ -25,6 +25,7 @@ for our components).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -178,7 +179,7 @@ def check_index_settings(index: dict[str, Any], path: Path) -> None:
             raise ValueError(f"default_height×default_width={values['default_height']}×{values['default_width']} "
                              f"is invalid: expected at most {v.MAX_PIXELS_PER_FRAME} pixels per frame")
         if "default_num_frames" in values or "default_fps" in values:
-            # with MOVAPipeline.default_num_frames_fps's defaults (193 frames, 24 fps) for the one not given
+            # with MOVAPipeline.model_info's defaults (193 frames, 24 fps) for the one not given
             v.clip_duration(values.get("default_num_frames", 193), values.get("default_fps", 24.0))
 
 
@@ -433,25 +434,18 @@ def save_native(module: nn.Module, subfolder: str | os.PathLike, max_shard_bytes
 # --------------------------------------------------------------------------------------------------------
 
 
+# (module, class) this pipeline loads for each library component, imported on first use
+LIBRARY_CLASSES = {"scheduler": ("mova.scheduler", "FlowMatchPairScheduler"),
+                   "video_vae": ("diffusers", "AutoencoderKLWan"), "text_encoder": ("transformers", "UMT5EncoderModel"),
+                   "tokenizer": ("transformers", "AutoTokenizer")}
+
+
 def library_class(name: str):
-    """The class this pipeline loads for a library component (``EXPECTED_CLASSES``; no other is ever looked up)."""
-    if name == "scheduler":
-        from mova.scheduler import FlowMatchPairScheduler
-
-        return FlowMatchPairScheduler
-    if name == "video_vae":
-        from diffusers import AutoencoderKLWan
-
-        return AutoencoderKLWan
-    if name == "text_encoder":
-        from transformers import UMT5EncoderModel
-
-        return UMT5EncoderModel
-    if name == "tokenizer":
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer
-    raise ValueError(f"{name!r} is not a library component; known: {sorted(LIBRARY_COMPONENTS)}")
+    """The class this pipeline loads for a library component (``LIBRARY_CLASSES``; no other is ever looked up)."""
+    if name not in LIBRARY_CLASSES:
+        raise ValueError(f"{name!r} is not a library component; known: {sorted(LIBRARY_COMPONENTS)}")
+    module, attr = LIBRARY_CLASSES[name]
+    return getattr(importlib.import_module(module), attr)
 
 
 def library_config(name: str, subfolder: Path) -> dict[str, Any]:
@@ -545,15 +539,10 @@ def save_pretrained(folder: str | os.PathLike, components: dict[str, Any], *, bo
             save_native(obj, folder / name, max_shard_bytes, dtype)
             index[name] = NATIVE_COMPONENTS[name][1]
         elif name in LIBRARY_COMPONENTS:
-            if name in ("video_vae", "text_encoder"):
-                obj.save_pretrained(folder / name, safe_serialization=True)
-            else:
-                obj.save_pretrained(folder / name)
-            index[name] = [LIBRARY_COMPONENTS[name][0], type(obj).__name__] if name != "scheduler" \
-                else LIBRARY_COMPONENTS[name]
-            if name == "tokenizer":
-                index[name] = ["transformers", "T5TokenizerFast"] if "T5" in type(obj).__name__ \
-                    else ["transformers", type(obj).__name__]
+            weights = {"safe_serialization": True} if name in ("video_vae", "text_encoder") else {}
+            obj.save_pretrained(folder / name, **weights)
+            cls_name = "T5TokenizerFast" if name == "tokenizer" and "T5" in type(obj).__name__ else type(obj).__name__
+            index[name] = LIBRARY_COMPONENTS[name] if name == "scheduler" else [LIBRARY_COMPONENTS[name][0], cls_name]
         else:
             raise ValueError(f"unknown component {name!r}")
     with open(folder / "model_index.json", "w", encoding="utf-8") as f:

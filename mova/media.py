@@ -14,6 +14,7 @@ Invalid arguments raise ``ValueError`` naming the argument, the value and what i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -53,6 +54,7 @@ __all__ = [
     "normalize_loudness",
     "integrated_loudness",
     "DEFAULT_MAX_PIXELS",
+    "atomic_path",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -82,9 +84,7 @@ LIMITER_MAX_ITERATIONS = 4
 
 def _check_video(video: Any) -> np.ndarray:
     if not isinstance(video, np.ndarray) or video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
-        desc = (
-            f"{type(video).__name__} {getattr(video, 'dtype', '')} {tuple(getattr(video, 'shape', ()))}".strip()
-        )
+        desc = f"{type(video).__name__} {getattr(video, 'dtype', '')} {tuple(getattr(video, 'shape', ()))}".strip()
         raise ValueError(f"video must be a uint8 numpy array [T, H, W, 3] (RGB), got {desc}")
     if min(video.shape[:3]) < 1:
         raise ValueError(f"video must have T, H, W >= 1, got shape {video.shape}")
@@ -141,9 +141,18 @@ def _check_existing_file(path: PathLike, name: str = "path") -> Path:
     return p
 
 
-def _temp_sibling(path: Path) -> Path:
-    """A hidden temp path in the same directory (same filesystem, so ``os.replace`` is atomic)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A hidden temporary name beside ``path`` to write to (same filesystem, so ``os.replace`` is atomic): moved onto
+    ``path`` when the block ends, removed when it raises, so no reader ever sees a half-written file. Parent folders
+    are created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -203,9 +212,7 @@ def write_mp4(
             H, W, H + pad_h, W + pad_w,
         )
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             # 1. Video stream: exact rational frame rate, BT.709 limited range, tagged so players agree.
             vstream = container.add_stream("libx264", rate=fps_frac)
@@ -254,10 +261,6 @@ def write_mp4(
             if astream is not None:
                 encode_audio_until(planar.shape[1])
                 container.mux(astream.encode(None))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -279,14 +282,8 @@ def write_wav(path: PathLike, audio: np.ndarray, sample_rate: int) -> Path:
     data = np.clip(a, -1.0, 1.0)
     if audio.ndim == 1:
         data = data[:, 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -591,13 +588,9 @@ def probe(path: PathLike) -> dict[str, Any]:
     (from the container index; None if unknown), ``fps``, ``pix_fmt``, ``video_duration_s``; audio:
     ``audio_codec``, ``sample_rate``, ``audio_channels``, ``audio_duration_s``.
     """
-    info: dict[str, Any] = {
-        key: None
-        for key in (
-            "video_codec", "width", "height", "num_frames", "fps", "pix_fmt", "video_duration_s",
-            "audio_codec", "sample_rate", "audio_channels", "audio_duration_s",
-        )
-    }
+    info: dict[str, Any] = dict.fromkeys(("video_codec", "width", "height", "num_frames", "fps", "pix_fmt",
+                                          "video_duration_s", "audio_codec", "sample_rate", "audio_channels",
+                                          "audio_duration_s"))
     with _open_input(path) as container:
         info["format_name"] = container.format.name
         info["duration_s"] = _container_duration(container)

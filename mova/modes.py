@@ -29,7 +29,6 @@ output frame ``f`` starts at sample ``⌊f · rate / fps⌋``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -526,9 +525,3 @@ def _paste(generated: np.ndarray, given: np.ndarray, known: np.ndarray, fade: in
     w = w.reshape(-1, *([1] * (generated.ndim - 1)))
     mixed = w * given.astype(np.float64) + (1.0 - w) * generated.astype(np.float64)
     return np.round(mixed).astype(np.uint8) if generated.dtype == np.uint8 else mixed.astype(np.float32)
-
-
-def describe(plan: Plan) -> dict[str, Any]:
-    """The plan as JSON-safe facts (for a result's details)."""
-    return {"kind": plan.kind, "windows": [dataclasses.asdict(w) for w in plan.windows],
-            "total_frames": plan.total_frames}

@@ -330,15 +330,6 @@ class MOVAPipeline:
     def audio_sample_rate(self) -> int:
         return self.audio_vae.sample_rate
 
-    def default_size(self) -> tuple[int, int]:
-        index = self.model_index
-        if "default_height" in index and "default_width" in index:
-            return int(index["default_height"]), int(index["default_width"])
-        return (720, 1280) if "720" in str(index.get("_name_or_path", "")) else (352, 640)
-
-    def default_num_frames_fps(self) -> tuple[int, float]:
-        return int(self.model_index.get("default_num_frames", 193)), float(self.model_index.get("default_fps", 24.0))
-
     def default_guidance(self) -> Guidance:
         """Text CFG at the checkpoint's ``default_text_scale`` (model_index.json; our demo checkpoint: 3, chosen on
         tuning prompts), else MOVA's released s_T = 5."""
@@ -349,10 +340,6 @@ class MOVAPipeline:
         """T5 tokens the prompt embeddings are zero-padded to: 512 as MOVA trained, or the checkpoint's own
         ``max_sequence_length`` (model_index.json; our demo checkpoint trains and samples with 64)."""
         return int(self.model_index.get("max_sequence_length", MAX_SEQUENCE_LENGTH))
-
-    @property
-    def size_multiple(self) -> int:
-        return self.vae_scale_spatial * max(self.patch[1:])
 
     # ----------------------------------------------------------------------------------------------------
     # 1. Inputs
@@ -368,7 +355,10 @@ class MOVAPipeline:
         each overridable in ``model_index.json``.
         """
         index = self.model_index
-        default = tuple(int(v) for v in self.default_size())
+        if "default_height" in index and "default_width" in index:
+            default = int(index["default_height"]), int(index["default_width"])
+        else:
+            default = (720, 1280) if "720" in str(index.get("_name_or_path", "")) else (352, 640)
         presets = _declared_resolutions(index.get("resolutions"))
         if not presets:
             tag = f"{self.name} {index.get('_name_or_path', '')}"
@@ -377,7 +367,7 @@ class MOVAPipeline:
             elif "360" in tag or "default_height" not in index:
                 presets = [(352, 640), (640, 352)]
         presets = [default] + [p for p in presets if p != default]
-        frames, fps = self.default_num_frames_fps()
+        frames, fps = int(index.get("default_num_frames", 193)), float(index.get("default_fps", 24.0))
         max_frames = max(int(frames), int(index.get("max_num_frames", frames)))
         # ceilings (validated with the other model_index.json settings when it is read)
         max_pixels = int(index.get("max_pixels", max(h * w for h, w in presets)))
@@ -392,17 +382,12 @@ class MOVAPipeline:
             default_fps=float(fps), default_num_inference_steps=int(index.get("default_num_inference_steps", 50)),
             default_guidance=self.default_guidance(),
             default_negative_prompt=str(index.get("default_negative_prompt", DEFAULT_NEGATIVE_PROMPT)),
-            default_shift=None if shift is None else float(shift), size_multiple=int(self.size_multiple),
-            frame_multiple=int(self.vae_scale_temporal), sample_rate=int(self.audio_sample_rate),
+            default_shift=None if shift is None else float(shift), frame_multiple=int(self.vae_scale_temporal),
+            size_multiple=self.vae_scale_spatial * max(self.patch[1:]), sample_rate=int(self.audio_sample_rate),
             lora_adapters=tuple(self.loras), max_pixels=max_pixels,
             max_duration_s=max_duration, max_work=max_work, device=str(self.device), offload=self.offload,
             unavailable_precisions=tuple((p, why) for p, why in (("fp8", fp8_unavailable(self.device)),) if why),
         )
-
-    def check(self, settings: GenerationSettings) -> GenerationSettings:
-        """``settings`` with this model's defaults filled in, refused (``ValueError`` naming the field) when the
-        model cannot or should not run them."""
-        return self.model_info().check(settings)
 
     # ----------------------------------------------------------------------------------------------------
     # 2. Text

@@ -4,15 +4,9 @@ The model is trained with the rectified-flow interpolation ``x_σ = (1 − σ)·
 ``v = ε − x₀``; sampling integrates ``dx/dσ = v`` with Euler steps from σ = 1 (noise) to σ = 0 (data).
 Timesteps fed to the networks are ``t = num_train_timesteps · σ`` (floats, not integers).
 
-Three pieces live here:
-
-* :class:`PairSchedule` — one immutable inference schedule: an ``[N, 2]`` table of (video t, audio t), the σ grids,
-  the Euler ``step`` and the Wan 2.2 expert switch. Built per request by :meth:`FlowMatchPairScheduler.make_schedule`,
-  so requests sharing one scheduler share no mutable state.
-* :class:`FlowMatchPairScheduler` — a diffusers ``SchedulerMixin`` + ``ConfigMixin`` whose ``__init__`` arguments are
-  the fields of the official ``scheduler/scheduler_config.json``; owns the 1000-point training grid (used to snap σ exactly
-  like MOVA's ``step_from_to``, docs/model.md#euler-update), ``make_schedule``, and the training helpers
-  (continuous per-modality timestep sampling, ``add_noise``, ``velocity_target``).
+:class:`FlowMatchPairScheduler` (a diffusers ``SchedulerMixin`` + ``ConfigMixin`` on the official
+``scheduler_config.json`` fields) holds only the config and the training grid; each request gets its own immutable
+:class:`PairSchedule` from ``make_schedule``, so requests sharing one scheduler share no mutable state.
 
 Precision (docs/model.md#sigma-grid): every grid is float32 on the CPU — ``torch.linspace`` in float32, then
 ``σ = s·σ̃ / (1 + (s − 1)·σ̃)`` and ``t = 1000·σ`` with each operation rounded to float32 — so the 50-step shift-5 grid
@@ -218,12 +212,10 @@ class PairSchedule:
 
 
 def _check_boundary(boundary_ratio: Any) -> float:
-    if isinstance(boundary_ratio, bool) or not isinstance(boundary_ratio, numbers.Real):
+    ratio = boundary_ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio <= 1:
         raise ValueError(f"boundary_ratio={boundary_ratio!r} is invalid; allowed: a number in [0, 1]")
-    value = float(boundary_ratio)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"boundary_ratio={boundary_ratio!r} is invalid; allowed: a number in [0, 1]")
-    return value
+    return float(boundary_ratio)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -335,11 +327,10 @@ class FlowMatchPairScheduler(ConfigRules, SchedulerMixin, ConfigMixin):
         Returns:
             :class:`PairSchedule` with timesteps [N, 2], sigmas [N + 1, 2] and step_sigmas [N + 1, 2].
         """
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral):
-            raise ValueError(f"num_inference_steps={num_inference_steps!r} is invalid; allowed: an integer >= 1")
-        n = int(num_inference_steps)
-        if n < 1:
-            raise ValueError(f"num_inference_steps={n} is invalid; allowed: an integer >= 1")
+        n = num_inference_steps
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"num_inference_steps={n!r} is invalid; allowed: an integer >= 1")
+        n = int(n)
         shifts = {"video_shift": video_shift, "audio_shift": audio_shift}
         for name, value in shifts.items():
             if value is None:

@@ -4,7 +4,7 @@ The UI form, the API parameters, the CLI flags and the arena's model specs are a
 (:func:`setting_fields`), so a new setting is one field here, its use in the pipeline and a test. Construction
 validates every field (``ValueError`` naming the field, the value and what is allowed) and normalises UI values
 (integral floats → int, blank text → ``None``); what depends on the model — its trained sizes, longest clip, work
-budget, adapters — is checked by :meth:`ModelInfo.check` (``MOVAPipeline.check``) once the model's defaults are
+budget, adapters — is checked by :meth:`ModelInfo.check` (``Backend.check``) once the model's defaults are
 filled in (:meth:`ModelInfo.resolve`).
 
 Nothing here imports torch: the UI builds settings without loading the model.
@@ -256,9 +256,7 @@ def _coerce(name: str, value: Any, spec: Setting, optional: bool) -> Any:
             if not optional:
                 raise ValueError(f"{name} is missing: expected {spec.allowed()}")
             return None
-        if not isinstance(value, str):
-            raise ValueError(f"{name}={value!r} is invalid: expected {spec.allowed()}")
-        if spec.choices and value not in spec.choices:
+        if not isinstance(value, str) or (spec.choices and value not in spec.choices):
             raise ValueError(f"{name}={value!r} is invalid: expected {spec.allowed()}")
         return value
     if value is None or (isinstance(value, str) and not value.strip()):

@@ -8,7 +8,6 @@ with a SentencePiece tokenizer trained on the spot, and the scheduler config —
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from mova.config import ModelPreset, tiny_preset
 from mova.loading import save_pretrained
 from mova.models import AudioDiT, AudioVAE, DualTowerBridge, VideoDiT
+from mova.scheduler import FlowMatchPairScheduler
 
 _CORPUS = """
 A small red ball bounces three times on a wooden floor, each bounce a sharp knock.
@@ -94,19 +94,9 @@ def write_checkpoint(folder: str | os.PathLike, components: dict, preset: ModelP
                      extra_index: dict | None = None) -> Path:
     """Save ``components`` as an official-layout folder with ``preset``'s scheduler config and boundary, plus the
     ``model_index.json`` extras our own checkpoints carry (default size, frames, fps, trained resolutions)."""
-    folder = Path(folder)
     h, w = preset.resolutions[0]
-    save_pretrained(folder, components, boundary_ratio=preset.boundary_ratio, extra_index={
-        "default_height": h, "default_width": w, "default_num_frames": preset.default_num_frames,
-        "default_fps": preset.default_fps, "resolutions": [list(r) for r in preset.resolutions],
-        **(extra_index or {}),
-    })
-    scheduler_dir = folder / "scheduler"
-    scheduler_dir.mkdir(exist_ok=True)
-    with open(scheduler_dir / "scheduler_config.json", "w", encoding="utf-8") as f:
-        json.dump({"_class_name": "FlowMatchPairScheduler", "_diffusers_version": "0.36.0", **preset.scheduler}, f,
-                  indent=2)
-    index = json.loads((folder / "model_index.json").read_text())
-    index["scheduler"] = ["mova.diffusion.schedulers.flow_match_pair", "FlowMatchPairScheduler"]
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    return folder
+    index = {"default_height": h, "default_width": w, "default_num_frames": preset.default_num_frames,
+             "default_fps": preset.default_fps, "resolutions": [list(r) for r in preset.resolutions],
+             **(extra_index or {})}
+    return save_pretrained(folder, {**components, "scheduler": FlowMatchPairScheduler(**preset.scheduler)},
+                           boundary_ratio=preset.boundary_ratio, extra_index=index)

@@ -127,3 +127,8 @@ def session_call(base: str, api_name: str, data: list, session: str) -> tuple[st
     if kind == "error":
         raise RuntimeError(f"{api_name} failed: {payload}")
     return text, payload
+
+
+def schema_version(store) -> int:
+    """The database's ``PRAGMA user_version`` (the schema version ``schema.migrate`` brought it to)."""
+    return store.read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])

@@ -14,7 +14,7 @@ from mova.arena.pool import import_source
 from mova.arena.schema import MIGRATIONS, SCHEMA_VERSION
 from mova.arena.service import ArenaService, CountingRules, RateLimit
 from mova.arena.store import ArenaStore, Quota, RateLimited
-from tests.arena_fixtures import write_synthetic_pool
+from tests.arena_fixtures import schema_version, write_synthetic_pool
 
 SALT = bytes(range(16))
 
@@ -128,6 +128,6 @@ def test_schema_v1_votes_are_upgraded_in_place(tmp_path):
                  "VALUES ('b1', 'j', 'left', 'a', 'a', 'b', 'p', 1, 12.5)")
     conn.close()
     store = ArenaStore(path)
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert schema_version(store) == SCHEMA_VERSION == 2
     (row,) = store.vote_rows()
     assert (row["served"], row["flag"], row["client"], row["browser"], row["seconds_to_vote"]) == (10.0, "", "", "", 2.5)

@@ -20,7 +20,7 @@ from mova.arena.pool import import_source
 from mova.arena.sampling import choose_pair
 from mova.arena.schema import SCHEMA_VERSION
 from mova.arena.store import ArenaStore, Candidate
-from tests.arena_fixtures import write_synthetic_pool
+from tests.arena_fixtures import schema_version, write_synthetic_pool
 
 MODELS = ("zebra-model", "yak-model", "xenon-model", "walrus-model")
 
@@ -40,7 +40,7 @@ def make_service(tmp_path: Path, manifest: Path, **kwargs) -> ArenaService:
 
 def test_schema_is_versioned_and_wal(tmp_path):
     store = ArenaStore(tmp_path / "a.sqlite3")
-    assert store.schema_version() == SCHEMA_VERSION
+    assert schema_version(store) == SCHEMA_VERSION
     with sqlite3.connect(tmp_path / "a.sqlite3") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -66,7 +66,7 @@ def test_migrations_upgrade_an_existing_database(tmp_path, monkeypatch):
     monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, add_language))
     monkeypatch.setattr(schema, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     upgraded = ArenaStore(tmp_path / "a.sqlite3")
-    assert upgraded.schema_version() == SCHEMA_VERSION + 1 and upgraded.get_meta("kept") == "yes"
+    assert schema_version(upgraded) == SCHEMA_VERSION + 1 and upgraded.get_meta("kept") == "yes"
     columns = upgraded.read(lambda c: [r[1] for r in c.execute("PRAGMA table_info(votes)")])
     assert "language" in columns
 

@@ -42,7 +42,7 @@ def test_pages_and_api_hide_names_until_the_vote(server):
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
     assert not [m for m in MODELS if m.encode() in video.content]
 
-    judge = service.judge_id("voter-1")  # the voter watched for a minute before voting
+    judge = service.voter_ids("voter-1").judge  # the voter watched for a minute before voting
     service.store.write(lambda conn: conn.execute("UPDATE battles SET served = served - 60 WHERE judge = ?", (judge,)))
     raw, outputs = call(base, "vote", ["right"], session="voter-1")
     revealed = [m for m in MODELS if m in raw]
@@ -112,7 +112,7 @@ def test_every_serve_gets_a_fresh_name_url_and_size(server):
     assert len(set(urls)) == len(set(names)) == 16 and all(arena_ui.SERVE_FOLDER in url for url in urls)
     clips = service.store.read(lambda conn: conn.execute(
         "SELECT left_clip, right_clip FROM battles WHERE judge = ? ORDER BY served, rowid",
-        (service.judge_id(session),)).fetchall())
+        (service.voter_ids(session).judge,)).fetchall())
     by_clip: dict[int, set[int]] = {}
     for clip_id, (_, size) in zip([c for pair in clips for c in pair], served):
         by_clip.setdefault(clip_id, set()).add(size)

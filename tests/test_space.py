@@ -231,7 +231,7 @@ def test_arena_votes_and_clips_survive_a_restart_of_the_app(tmp_path):
     with app_process(args, env) as (url, _):
         base = url.rstrip("/")
         session_call(base, "next_battle", ["All categories"], session="voter-1")
-        judge = service.judge_id("voter-1")  # watched for a minute before voting, as a counted vote must
+        judge = service.voter_ids("voter-1").judge  # watched for a minute before voting, as a counted vote must
         service.store.write(lambda c: c.execute("UPDATE battles SET served = served - 60 WHERE judge = ?", (judge,)))
         session_call(base, "vote", ["left"], session="voter-1")
         Client(url, verbose=False).predict(prompt="rain on a roof", seed=1, randomize_seed=False, **FAST,

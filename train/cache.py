@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from mova.media import atomic_path
 from train.latents import CACHE_FORMAT, CACHE_VERSION, META, TEXT_NULL, LatentCache, is_cache  # noqa: F401
 
 logger = logging.getLogger(__name__)
@@ -328,9 +329,8 @@ class _ShardWriter:
         if not self.rows:
             return
         path = self.folder / self.rows[0]["shard"]
-        tmp = path.with_suffix(".tmp")
-        save_file(self.tensors, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(self.tensors, tmp, metadata={"format": "pt"})
         with open(self.folder / f"index-r{self.rank:03d}.jsonl", "a", encoding="utf-8") as fh:
             for row in self.rows:
                 fh.write(json.dumps(row) + "\n")
@@ -362,9 +362,8 @@ def build_cache(manifest: str | os.PathLike, model: str | os.PathLike, out: str 
         if not spec.audio_only:
             tensors["white_cond"] = encoder.white_condition(spec)
         save_file(tensors, out / TEXT_NULL, metadata={"format": "pt"})
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, meta_path)
+        with atomic_path(meta_path) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
     elif meta_path.is_file():
         old = json.loads(meta_path.read_text())
         diff = sorted(k for k in meta if k not in ("model", "shard_size", "batch_size") and old.get(k) != meta[k])

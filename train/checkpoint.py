@@ -44,11 +44,7 @@ def component_of(fqn: str) -> str:
 
 def component_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename root FQNs to component-prefixed keys (``bridge.`` → ``dual_tower_bridge.``)."""
-    out = {}
-    for key, value in state.items():
-        head, _, rest = key.partition(".")
-        out[f"{ATTRIBUTE_TO_COMPONENT.get(head, head)}.{rest}"] = value
-    return out
+    return {f"{component_of(key)}.{key.partition('.')[2]}": value for key, value in state.items()}
 
 
 def _state_dict_options(**kwargs):

@@ -182,10 +182,6 @@ class ArenaService:
 
     # who is voting
 
-    def judge_id(self, session_id: str) -> str:
-        """Pseudonymous judge id: HMAC-SHA256 of the session id with this arena's secret salt."""
-        return self.voter_ids(session_id).judge
-
     def voter_ids(self, voter: Voter | str) -> VoterIds:
         """The pseudonymous ids of a voter (a bare string is a session with no address and no cookie)."""
         try:

@@ -221,6 +221,10 @@ class ArenaStore:
 
         return self._retrying(attempt)
 
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Every row of one query, read in one transaction."""
+        return self.read(lambda conn: conn.execute(sql, params).fetchall())
+
     def _init_database(self) -> None:
         def set_wal() -> None:
             with closing(self._connect()) as conn:
@@ -230,9 +234,6 @@ class ArenaStore:
 
         self._retrying(set_wal)
         self.write(migrate)
-
-    def schema_version(self) -> int:
-        return self.read(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
 
     # meta
 
@@ -274,51 +275,28 @@ class ArenaStore:
         if prompt_set:
             sql += " AND p.prompt_set = ?"
             params.append(prompt_set)
-        rows = self.read(lambda conn: conn.execute(sql, params).fetchall())
-        return [Candidate(clip_id=r[0], prompt_id=r[1], model=r[2]) for r in rows]
+        return [Candidate(clip_id=r[0], prompt_id=r[1], model=r[2]) for r in self.rows(sql, params)]
 
     def pair_vote_counts(self) -> dict[tuple[int, int], int]:
         """Votes per unordered clip pair, keyed ``(smaller clip id, larger clip id)``."""
-        rows = self.read(
-            lambda conn: conn.execute(
-                "SELECT MIN(b.left_clip, b.right_clip), MAX(b.left_clip, b.right_clip), COUNT(*) "
-                "FROM votes v JOIN battles b ON b.id = v.battle_id GROUP BY 1, 2"
-            ).fetchall()
-        )
+        rows = self.rows("SELECT MIN(b.left_clip, b.right_clip), MAX(b.left_clip, b.right_clip), COUNT(*) "
+                         "FROM votes v JOIN battles b ON b.id = v.battle_id GROUP BY 1, 2")
         return {(r[0], r[1]): r[2] for r in rows}
 
     def pairs_served_to(self, judge: str) -> set[tuple[int, int]]:
-        rows = self.read(
-            lambda conn: conn.execute(
-                "SELECT MIN(left_clip, right_clip), MAX(left_clip, right_clip) FROM battles WHERE judge = ?",
-                (judge,),
-            ).fetchall()
-        )
+        rows = self.rows("SELECT MIN(left_clip, right_clip), MAX(left_clip, right_clip) FROM battles WHERE judge = ?",
+                         (judge,))
         return {(r[0], r[1]) for r in rows}
 
     def prompt_clips(self, prompt_id: str) -> list[PoolClip]:
         """The active clips of one prompt."""
-        rows = self.read(
-            lambda conn: conn.execute(
-                "SELECT id, path, media_key FROM clips WHERE prompt_id = ? AND active = 1 ORDER BY id", (prompt_id,)
-            ).fetchall()
-        )
+        rows = self.rows("SELECT id, path, media_key FROM clips WHERE prompt_id = ? AND active = 1 ORDER BY id",
+                         (prompt_id,))
         return [PoolClip(clip_id=r[0], path=r[1], media_key=r[2]) for r in rows]
 
-    def clip_path(self, clip_id: int) -> tuple[str, str]:
-        """``(path relative to the pool, media key)`` of a clip."""
-        row = self.read(lambda conn: conn.execute("SELECT path, media_key FROM clips WHERE id = ?", (clip_id,)).fetchone())
-        if row is None:
-            raise ArenaError(f"clip {clip_id} is not in the arena pool")
-        return row[0], row[1]
-
     def categories(self) -> list[str]:
-        rows = self.read(
-            lambda conn: conn.execute(
-                "SELECT DISTINCT p.category FROM prompts p JOIN clips c ON c.prompt_id = p.id "
-                "WHERE c.active = 1 AND p.category <> '' ORDER BY 1"
-            ).fetchall()
-        )
+        rows = self.rows("SELECT DISTINCT p.category FROM prompts p JOIN clips c ON c.prompt_id = p.id "
+                         "WHERE c.active = 1 AND p.category <> '' ORDER BY 1")
         return [r[0] for r in rows]
 
     def counts(self) -> dict[str, int]:
@@ -422,15 +400,12 @@ class ArenaStore:
     def vote_rows(self) -> list[dict[str, Any]]:
         """Every vote (flagged ones too) with its prompt's category and prompt set and the seconds from serving
         to voting."""
-        rows = self.read(
-            lambda conn: conn.execute(
-                "SELECT v.id AS vote_id, v.battle_id, v.prompt_id, p.category, p.prompt_set, v.model_a, v.model_b, "
-                "v.choice, v.winner, v.judge, v.client, v.browser, v.anonymous, v.served, v.tstamp, v.flag, "
-                "v.tstamp - COALESCE(v.served, b.served) AS seconds_to_vote "
-                "FROM votes v JOIN battles b ON b.id = v.battle_id JOIN prompts p ON p.id = v.prompt_id "
-                "ORDER BY v.tstamp, v.id"
-            ).fetchall()
-        )
+        rows = self.rows(
+            "SELECT v.id AS vote_id, v.battle_id, v.prompt_id, p.category, p.prompt_set, v.model_a, v.model_b, "
+            "v.choice, v.winner, v.judge, v.client, v.browser, v.anonymous, v.served, v.tstamp, v.flag, "
+            "v.tstamp - COALESCE(v.served, b.served) AS seconds_to_vote "
+            "FROM votes v JOIN battles b ON b.id = v.battle_id JOIN prompts p ON p.id = v.prompt_id "
+            "ORDER BY v.tstamp, v.id")
         return [dict(r) for r in rows]
 
 

@@ -117,11 +117,9 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Path | None]:
     wav = None if args.wav is None else check_output("--wav", args.wav)
     if wav is not None and wav.resolve() == out.resolve():
         raise ValueError(f"--wav {args.wav!r} is the --out path: give the audio its own file")
-    if args.image is not None and not Path(args.image).expanduser().is_file():
-        raise ValueError(f"--image {args.image!r} is not a file: expected a first-frame image (PNG, JPEG, ...)")
-    for name, what in (("last_image", "a last-frame image (PNG, JPEG, ...)"), ("audio", "a sound file (WAV, MP3, "
-                       "FLAC, MP4)"), ("video", "a video file (MP4, ...)"), ("extend", "a clip with sound (MP4)"),
-                       ("retake", "a clip with sound (MP4)")):
+    for name, what in (("image", "a first-frame image (PNG, JPEG, ...)"), ("last_image", "a last-frame image (PNG, "
+                       "JPEG, ...)"), ("audio", "a sound file (WAV, MP3, FLAC, MP4)"), ("video", "a video file (MP4, "
+                       "...)"), ("extend", "a clip with sound (MP4)"), ("retake", "a clip with sound (MP4)")):
         value = getattr(args, name)
         if value is not None and not Path(value).expanduser().is_file():
             raise ValueError(f"--{name.replace('_', '-')} {value!r} is not a file: expected {what}")

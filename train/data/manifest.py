@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import os
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mova.media import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -214,15 +215,9 @@ def _plain(value: Any) -> Any:
 def write_manifest(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write rows as strict JSON Lines (UTF-8, no NaN/Infinity), atomically (temp file + rename)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(_plain(row), ensure_ascii=False, allow_nan=False) + "\n")
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(p) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(_plain(row), ensure_ascii=False, allow_nan=False) + "\n")
     return p
 
 

@@ -171,9 +171,6 @@ class Clip:
     def num_frames(self) -> int:
         return int(self.video.shape[0])
 
-    def event_times(self, kind: str | None = None) -> list[float]:
-        return [e.time_s for e in self.events if kind is None or e.kind == kind]
-
     def metadata(self) -> dict[str, Any]:
         """Everything except the arrays, JSON-serialisable (a manifest row without paths)."""
         return {
