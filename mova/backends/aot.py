@@ -1,7 +1,7 @@
 """Ahead-of-time compilation of the denoiser's repeated blocks for ZeroGPU, with the ``spaces`` package's AoT helpers.
 
 ZeroGPU runs each generation in a short-lived worker, where ``torch.compile`` would compile again every time; an AoT
-graph is compiled once and loaded in the worker. Regionally, as ``DualTowerDenoiser.compile_blocks`` does with
+graph is compiled once and loaded in the worker. Regionally, as ``MOVAPipeline.compile`` does with
 ``torch.compile``: every repeated block class of the towers and the bridge (their ``_repeated_blocks``) is compiled
 once per call signature and shared by every block of that class, each with its own weights.
 
