@@ -56,8 +56,8 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
     parser.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
                         help="GPU memory mode: none, model (one component on the GPU at a time), sequential")
     parser.add_argument("--compile", default="auto", choices=COMPILE_MODES,
-                        help="regional torch.compile of the denoiser blocks: auto (on for one CUDA GPU without "
-                             "offload), on, off")
+                        help="regional torch.compile of the denoiser blocks: auto (on for a full-size "
+                             "model on one CUDA GPU without offload), on, off")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--host", default="0.0.0.0" if on_spaces(env) else "127.0.0.1",
                         help="address to listen on (0.0.0.0 for a LAN; default 0.0.0.0 on a Space, else 127.0.0.1)")

@@ -6,8 +6,9 @@
 #                                              # clips: exact, the Space's defaults, the fastest combination)
 # Results (JSON) and a log go to $RESULTS (default benchmarks/results/h200); `done` marks the end. The device image
 # lacks diffusers, PyAV and FlashAttention-3: wheels in .whl/ (diffusers, importlib_metadata, fa3-fwd, av) are
-# installed first, or .whl/site.tar.xz (the same packages installed with pip --target and packed with xz: the four
-# wheels are 70 MB, more than a device call carries; xz packs them into 37 MB).
+# installed first, or .whl/site.tar.xz (the same packages installed with pip --target and packed with xz: the
+# wheels are 70 MB, more than a device call carries; xz packs them into 37 MB): `bash benchmarks/device_bundle.sh`
+# builds it. Carry [".whl"].
 set -u
 cd "$(dirname "$0")/.."
 R=${RESULTS:-benchmarks/results/h200}

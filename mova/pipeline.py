@@ -55,6 +55,8 @@ __all__ = ["MOVAPipeline", "GenerationResult", "GenerationSettings", "Generation
 
 logger = logging.getLogger(__name__)
 
+AUTO_COMPILE_PARAMETERS = 1_000_000_000  # compile=auto compiles denoisers this large (MOVA's: 18.4B used per step)
+
 # The inference scripts' default negative prompt (docs/model.md#text-encoding), character for character.
 DEFAULT_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
@@ -236,8 +238,9 @@ class MOVAPipeline:
 
     def apply_compile(self, mode: str = "auto") -> bool:
         """:meth:`compile` as the CLI and the app choose it: ``on``, ``off``, or ``auto`` — on for a CUDA device
-        without offload or parallel inference, where it pays (360p on an H200: 8.21 s/step against 9.19 eager, after
-        ~35 s of compiling for each new request shape; ``benchmarks/results/step_time_360p_wave2_h200.json``).
+        without offload or parallel inference and a full-size denoiser, where it pays (360p on an H200: 8.21 s/step
+        against 9.19 eager, after ~35 s of compiling for each new request shape;
+        ``benchmarks/results/step_time_360p_wave2_h200.json``; the demo model makes a clip in under 2 s).
         Returns whether the blocks were compiled; the choice and its reason are logged."""
         if mode not in COMPILE_MODES:
             raise ValueError(f"compile={mode!r} is invalid: expected one of {list(COMPILE_MODES)}")
@@ -251,6 +254,9 @@ class MOVAPipeline:
                 why_not = f"compile=auto does not compile with offload={self.offload!r}"
             elif self.parallel is not None:
                 why_not = "compile=auto does not compile under parallel inference"
+            elif sum(p.numel() for m in self._denoiser_models() for p in m.parameters()) < \
+                    AUTO_COMPILE_PARAMETERS:
+                why_not = "compile=auto skips a denoiser this small (compiling would take longer than it saves)"
         if why_not:
             logger.info("denoiser blocks run eager: %s", why_not)
             return False

@@ -26,7 +26,7 @@ from mova.guidance import GUIDANCE_MODES, Guidance
 PRECISIONS = ("bf16", "fp8")  # mova.acceleration implements them
 # How a pipeline is placed and run (load-time choices of the CLI and the app, not per-request settings):
 OFFLOAD_MODES = ("none", "model", "sequential")  # MOVAPipeline.from_pretrained(offload=)
-COMPILE_MODES = ("auto", "on", "off")  # MOVAPipeline.apply_compile: auto = on for one CUDA device without offload
+COMPILE_MODES = ("auto", "on", "off")  # MOVAPipeline.apply_compile: auto = on where it pays (full size, one GPU)
 
 __all__ = ["GenerationSettings", "ModelInfo", "Setting", "GenerationCancelled", "setting_fields"]
 

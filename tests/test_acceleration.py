@@ -128,6 +128,11 @@ def test_compile_choice_of_the_cli_and_the_app(tiny_checkpoint, caplog):
     with caplog.at_level(logging.INFO, logger="mova.pipeline"):
         assert offloaded.apply_compile("auto") is False
     assert "does not compile with offload='model'" in caplog.text
+    pipe.device = torch.device("cuda")  # a tiny denoiser on a GPU: compiling would take longer than it saves
+    with caplog.at_level(logging.INFO, logger="mova.pipeline"):
+        assert pipe.apply_compile("auto") is False
+    assert "skips a denoiser this small" in caplog.text and not compiled_blocks(pipe)
+    pipe.device = torch.device("cpu")
     assert pipe.apply_compile("on") is True
     blocks = compiled_blocks(pipe)
     assert len(blocks) == sum(1 for m in pipe._denoiser_models() for b in m.modules()

@@ -49,8 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # 2. Where and how it runs
     p.add_argument("--offload", default="none", choices=OFFLOAD_MODES, help="GPU memory mode")
     p.add_argument("--compile", default="auto", choices=COMPILE_MODES,
-                   help="regional torch.compile of the denoiser blocks: auto (on for one CUDA GPU without offload or "
-                        "parallel inference), on, off")
+                   help="regional torch.compile of the denoiser blocks: auto (on for a full-size model on "
+                        "one CUDA GPU without offload or parallel inference), on, off")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default bf16 on GPU, fp32 on CPU")
     p.add_argument("--sequential-cfg", dest="sequential_cfg", action="store_true",

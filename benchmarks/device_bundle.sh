@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Packs what the H200 device image lacks into .whl/ (read by benchmarks/h200_session.sh), within one call's 64 MiB:
+#   bash benchmarks/device_bundle.sh
+# The device has torch 2.11, transformers, numpy, scipy, opencv, PIL, yaml, safetensors and huggingface_hub, but no
+# diffusers, PyAV, FlashAttention-3, pyloudnorm, soundfile or ftfy. Their wheels come to ~70 MB: installed with
+# pip --target (diffusers without its pipelines/ subpackages, which MOVA never imports) and packed with xz they are
+# ~37 MB (.whl/site.tar.xz). cffi (soundfile's C binding) has wheels per Python: those for 3.11 and 3.12 sit beside
+# the archive and the session script installs the one that fits (the device runs Python 3.12).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pip download -q --no-deps -d "$work/wheels" diffusers==0.42.1 importlib_metadata fa3-fwd av==18.1.0 \
+  pyloudnorm==0.2.0 soundfile==0.14.0 ftfy==6.3.1 wcwidth
+pip install -q --no-index --no-deps --no-compile --target "$work/site" "$work"/wheels/*.whl
+find "$work/site/diffusers/pipelines" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+mkdir -p .whl
+tar -cJf .whl/site.tar.xz -C "$work/site" .
+for py in 3.11 3.12; do
+  pip download -q --no-deps --only-binary=:all: --python-version "$py" -d .whl cffi
+done
+pip download -q --no-deps -d .whl pycparser
+du -sh .whl
