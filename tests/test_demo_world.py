@@ -362,3 +362,18 @@ def test_scoring_measures_a_known_audio_delay():
         s = score(c.video, late, c.fps, c.sample_rate)
         assert abs(s["offset_frames"] - 2.0) <= 0.5, s
         assert abs(score(c.video, c.audio, c.fps, c.sample_rate)["offset_frames"]) <= 0.5
+
+
+def test_min_hop_sets_the_contact_spacing_and_keeps_the_default_world():
+    """``min_hop_s`` (the world's timing knob for issue 24): every ball's successive contacts are at least that far
+    apart; the default is today's world, clip for clip."""
+    from train.demo_world import bouncing_balls
+
+    for seed in range(6):
+        base = bouncing_balls(seed)
+        assert np.array_equal(base.video, bouncing_balls(seed, min_hop_s=0.3).video)
+        sparse = bouncing_balls(seed, num_balls=1, min_hop_s=0.7)
+        times = [e.time_s for e in sparse.events if e.kind == "impact"]
+        assert times and all(b - a >= 0.7 - 1e-9 for a, b in zip(times, times[1:]))
+    with pytest.raises(ValueError, match="min_hop_s=0 is invalid"):
+        bouncing_balls(0, min_hop_s=0)

@@ -58,6 +58,7 @@ def bouncing_balls(
     colours: list[str] | None = None,
     sizes: list[str] | None = None,
     material: str | None = None,
+    min_hop_s: float = MIN_HOP_S,
 ) -> Clip:
     """Generate a bouncing-ball clip. Keyword arguments fix a parameter instead of sampling it.
 
@@ -68,7 +69,11 @@ def bouncing_balls(
         colours: one palette colour name per ball (distinct).
         sizes: ``"small"`` or ``"large"`` per ball.
         material: floor material, one of ``wood``, ``metal``, ``rubber``.
+        min_hop_s: a rebound shorter than this ends in rest (the world's timing: longer hops, fewer and sparser
+            contacts; ``benchmarks/vae_contacts.py`` measures what the video VAE keeps of them).
     """
+    if not min_hop_s > 0:
+        raise ValueError(f"min_hop_s={min_hop_s!r} is invalid: expected seconds > 0")
     cfg = config or WorldConfig()
     rng, seed_int = make_rng(seed)
     n = num_balls if num_balls is not None else int(rng.choice([1, 2], p=[0.65, 0.35]))
@@ -84,7 +89,7 @@ def bouncing_balls(
     H, W = cfg.height, cfg.width
     floor_y = round(FLOOR_LEVEL * H)
     g = GRAVITY * H
-    balls = _sample_balls(rng, cfg, colours, sizes, material, floor_y, g)
+    balls = _sample_balls(rng, cfg, colours, sizes, material, floor_y, g, min_hop_s)
 
     # 2. Video: background once, then balls (squashed on their contact frames) per frame.
     background = _background(rng, cfg, wall, material, floor_y)
@@ -137,7 +142,8 @@ def bouncing_balls(
 # --- physics -------------------------------------------------------------------------------------------
 
 
-def _impacts(z0: float, vz0: float, e: float, g: float, t_end: float) -> tuple[list[tuple[float, float]], float]:
+def _impacts(z0: float, vz0: float, e: float, g: float, t_end: float,
+             min_hop_s: float = MIN_HOP_S) -> tuple[list[tuple[float, float]], float]:
     """Contacts ``[(time, impact speed)]`` up to ``t_end`` and the time the ball comes to rest (inf if not)."""
     v = math.sqrt(vz0 * vz0 + 2 * g * z0)
     t = (vz0 + v) / g
@@ -146,13 +152,13 @@ def _impacts(z0: float, vz0: float, e: float, g: float, t_end: float) -> tuple[l
         out.append((t, v))
         v *= e
         hop = 2 * v / g
-        if hop < MIN_HOP_S:
+        if hop < min_hop_s:
             return out, t
         t += hop
     return out, math.inf
 
 
-def _sample_balls(rng, cfg, colours, sizes, material, floor_y, g) -> list[dict]:
+def _sample_balls(rng, cfg, colours, sizes, material, floor_y, g, min_hop_s: float = MIN_HOP_S) -> list[dict]:
     H, W, n = cfg.height, cfg.width, len(colours)
     T, fps = cfg.num_frames, cfg.fps
     t_first = (EDGE_FRAMES - 0.5) / fps  # earliest contact: shown on frame >= EDGE_FRAMES
@@ -171,7 +177,7 @@ def _sample_balls(rng, cfg, colours, sizes, material, floor_y, g) -> list[dict]:
             lo, hi = lanes[i]  # two balls keep to their own half of the floor
             x0 = rng.uniform(lo, hi)
             x1 = float(np.clip(x0 + rng.uniform(-0.2, 0.2) * W, lo, hi))
-            impacts, rest = _impacts(z0, vz0, e, g, t_quiet)
+            impacts, rest = _impacts(z0, vz0, e, g, t_quiet, min_hop_s)
             balls.append({
                 "colour": colour, "size": size, "radius_px": r, "restitution": e, "x0": x0,
                 "vx": (x1 - x0) / cfg.duration_s, "z0": z0, "vz0": vz0, "rest_time_s": rest,
