@@ -173,7 +173,10 @@ def main() -> int:
                     "generation_seeds": f"{args.generation_seed} + prompt index"},
         "settings": settings,
         "criteria": {"median_abs_offset_frames": "<= 1", "impact_alignment": ">= 0.80",
-                     "colour_match_rate": ">= 0.90", "end_to_end_s": "<= 20"},
+                     "colour_match_rate": ">= 0.90", "end_to_end_s": "<= 20",
+                     # issue 24 (demo model v2), per impact
+                     "per_impact_median_abs_offset_frames": "<= 0.5",
+                     "one_ball_contacts_within_1_of_prompted": ">= 0.70"},
         "results": {name: summarise(scores, fps) for name, scores in per_clip.items()},
         "baselines": {**baselines(prompts), "generated_with_other_clips_sound": chance(joint_clips)},
         "generation_s": {name: {"median": statistics.median(t), "max": max(t)} for name, t in times.items()},
@@ -189,6 +192,8 @@ def main() -> int:
         "impact_alignment": j["impact_alignment"] >= 0.8,
         "colour_match_rate": j["colour_match_rate"] >= 0.9,
         "end_to_end_s": report["end_to_end"] is not None and report["end_to_end"]["wall_s"] <= 20.0,
+        "per_impact_median_abs_offset_frames": j["per_impact"]["median_abs_offset_frames"] <= 0.5,
+        "one_ball_contacts_within_1_of_prompted": j["per_impact"]["one_ball_contacts_within_1_of_prompted"] >= 0.7,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1, default=float) + "\n")
