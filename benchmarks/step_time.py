@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mova.acceleration import compile_repeated_blocks, fp8, precision_context  # noqa: E402
+from mova.acceleration import compile_repeated_blocks, fp8  # noqa: E402
 from mova.config import get_preset  # noqa: E402
 from mova.guidance import Guidance, guided_velocity  # noqa: E402
 from mova.loading import build_on_meta, cast_  # noqa: E402
@@ -109,7 +109,7 @@ def fp8_context(den, scope: str | None, device):
         return contextlib.nullcontext()
     opts = dict(FP8_SCOPES[scope])
     models = den.experts if opts.pop("video_only", False) else [*den.experts, den.audio_dit, den.bridge]
-    return precision_context("fp8", models, device) if not opts else fp8(models, device, **opts)
+    return fp8(models, device, **opts)
 
 
 def run_config(den, preset, resolution: str, config: str, steps: int, warmup: int, device, dtype) -> dict:

@@ -108,13 +108,6 @@ def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Li
     return found
 
 
-def fp8_attention_seams(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Module]]:
-    """(parent, "attn", seam) of every self-attention whose seam is the plain :class:`Attention` (one that parallel
-    inference has replaced is left alone)."""
-    return [(m, "attn", m.attn) for model in models for m in model.modules()
-            if isinstance(m, SelfAttention) and type(m.attn) is Attention]
-
-
 @contextlib.contextmanager
 def fp8(models: Iterable[nn.Module], device: torch.device, *, linears: bool = True,
         attention: bool = True) -> Iterator[None]:
@@ -126,10 +119,11 @@ def fp8(models: Iterable[nn.Module], device: torch.device, *, linears: bool = Tr
         raise ValueError(f"precision='fp8' is unavailable here: {problem}; use precision='bf16'")
     models = list(models)
     swaps = [(parent, attr, old, Fp8Linear.around(old)) for parent, attr, old in fp8_targets(models)] if linears else []
-    if attention:
-        seams = fp8_attention_seams(models)
-        swaps += [(parent, attr, old, Fp8Attention()) for parent, attr, old in seams]
-        others = sum(isinstance(m, SelfAttention) for model in models for m in model.modules()) - len(seams)
+    if attention:  # each self-attention whose seam is the plain Attention (parallel inference may hold another)
+        selfs = [m for model in models for m in model.modules() if isinstance(m, SelfAttention)]
+        seams = [m for m in selfs if type(m.attn) is Attention]
+        swaps += [(m, "attn", m.attn, Fp8Attention()) for m in seams]
+        others = len(selfs) - len(seams)
         if others:
             logger.warning("precision='fp8': %d self-attention(s) run another attention module (parallel inference) "
                            "and keep it in bf16; their linears are fp8", others)
