@@ -67,11 +67,12 @@ def measure(vae, fps: float, num_frames: int, min_hop_s: float, n: int, seed: in
     recon = reconstruct(vae, videos)
     rows = [detector_agreement(p, r, "bouncing_balls", fps) for p, r in zip(recon, videos)]
     balls = [len(c.params["balls"]) for c in clips]
+    times = [detect_ball_impacts(v, fps) for v in videos]  # each reference clip's contacts, once
+    min_gap = [float(np.diff(t).min() * fps) if len(t) > 1 else None for t in times]
 
     def figures(keep: list[int]) -> dict:
         contacts = sum(rows[i]["impacts"] for i in keep)
-        gaps = [float(np.diff(t).min() * fps) for t in (detect_ball_impacts(videos[i], fps) for i in keep)
-                if len(t) > 1]
+        gaps = [min_gap[i] for i in keep if min_gap[i] is not None]
         return {
             "clips": len(keep), "contacts": contacts, "contacts_per_clip": contacts / max(len(keep), 1),
             "prompted_contacts_per_clip": float(np.mean([sum(b["num_bounces"] for b in clips[i].params["balls"])
