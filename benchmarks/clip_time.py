@@ -47,6 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from mova.backends.durations import DurationModel, fit_defaults  # noqa: E402 - torch-free
 from mova.config import PRESET_NAMES, get_preset  # noqa: E402
 from mova.models import AudioDiT, AudioVAE, DualTowerBridge, VideoDiT  # noqa: E402
 from mova.pipeline import MOVAPipeline  # noqa: E402
@@ -150,8 +151,6 @@ class StageTimer:
 
 def estimate_before(settings: GenerationSettings, figures: Path | None) -> dict[str, Any]:
     """What the ZeroGPU duration model said for this request before the run (figures: the results file)."""
-    from mova.backends.durations import DurationModel
-
     model = DurationModel.load(figures) if figures is not None and figures.exists() else DurationModel()
     stages = model.stages(settings.height, settings.width, settings.num_frames, settings.num_inference_steps,
                           settings.guidance_config.nfe, settings.fps)
@@ -250,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                                   precision=args.precision, cache=args.cache)
     common = dict(preset=args.preset, max_sequence_length=max_len, dtype=str(dtype).replace("torch.", ""),
                   offload=args.offload, experts=1 if args.one_expert else 2, compiled=args.compile,
-                  build_s=round(build_s, 2), weights_gb=None if weights_gb is None else round(weights_gb, 2))
-    aot_report = None
+                  build_s=round(build_s, 2), weights_gb=None if weights_gb is None else round(weights_gb, 2),
+                  aot=None)
     if args.aot:
         import dataclasses
 
@@ -259,23 +258,21 @@ def main(argv: list[str] | None = None) -> int:
 
         t1 = time.perf_counter()
         report = aot.prepare(pipe, settings)
-        aot_report = {**dataclasses.asdict(report), "compile_s": round(time.perf_counter() - t1, 2)}
-        print(f"AoT: {aot_report}", flush=True)
+        common["aot"] = {**dataclasses.asdict(report), "compile_s": round(time.perf_counter() - t1, 2)}
+        print(f"AoT: {common['aot']}", flush=True)
     ok = record_run(pipe, settings, device, args.out, args.append, args.warmup_steps,
-                    dict(common, aot=aot_report, request="as given"))
+                    dict(common, request="as given"))
     if ok and args.fast_out is not None:
         fast = settings.replace(precision=args.fast_precision, cache=args.fast_cache,
                                 num_inference_steps=args.fast_steps)
         ok = record_run(pipe, fast, device, args.fast_out, args.append, args.warmup_steps,
-                        dict(common, aot=aot_report, request="fastest combination"), figures=args.out)
+                        dict(common, request="fastest combination"), figures=args.out)
     if ok and args.space_defaults:
-        from mova.backends.durations import DurationModel, fit_defaults
-
         info = fit_defaults(pipe.model_info(), DurationModel.load(args.out))
         space = settings.replace(num_frames=info.default_num_frames,
                                  num_inference_steps=info.default_num_inference_steps)
         ok = record_run(pipe, space, device, args.out, True, args.warmup_steps,
-                        dict(common, aot=aot_report, request="space defaults"))
+                        dict(common, request="space defaults"))
     return 0 if ok else 1
 
 
@@ -291,7 +288,7 @@ def record_run(pipe: MOVAPipeline, settings: GenerationSettings, device: torch.d
     record: dict[str, Any] = {
         **common, "height": s.height, "width": s.width, "num_frames": s.num_frames, "fps": s.fps,
         "steps": s.num_inference_steps, "guidance": s.guidance, "nfe": s.guidance_config.nfe,
-        "video_tokens": (s.height // 16) * (s.width // 16) * ((s.num_frames - 1) // 4 + 1),
+        "video_tokens": DurationModel().tokens(s.height, s.width, s.num_frames),
         "precision": s.precision, "cache": s.cache, "warmup_steps": warmup_steps,
         "estimate_before": estimate_before(s, figures or (out if append else None)),
     }
