@@ -43,7 +43,7 @@ from mova.cache import StepCache
 from mova import validation as check
 from mova.conditioning import KnownLatents, audio_latent_known, video_latent_known
 from mova.guidance import Guidance, guided_velocity
-from mova.loading import load_components, read_model_index
+from mova.loading import load_components, parameter_count, read_model_index
 from mova.media import center_crop_resize
 from mova.models import DualTowerDenoiser
 from mova.settings import (
@@ -254,8 +254,7 @@ class MOVAPipeline:
                 why_not = f"compile=auto does not compile with offload={self.offload!r}"
             elif self.parallel is not None:
                 why_not = "compile=auto does not compile under parallel inference"
-            elif sum(p.numel() for m in self._denoiser_models() for p in m.parameters()) < \
-                    AUTO_COMPILE_PARAMETERS:
+            elif sum(map(parameter_count, self._denoiser_models())) < AUTO_COMPILE_PARAMETERS:
                 why_not = "compile=auto skips a denoiser this small (compiling would take longer than it saves)"
         if why_not:
             logger.info("denoiser blocks run eager: %s", why_not)
