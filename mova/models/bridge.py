@@ -76,14 +76,15 @@ def aligned_positions(
 
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables [L, head_dim] for rotate-half RoPE: angles [pos·inv_freq, pos·inv_freq] with
-    inv_freq_m = 1/10000^(2m/head_dim), all float32 (float64 when ``dtype`` is float64), then cast to
-    ``dtype`` (the hidden dtype)."""
+    inv_freq_m = 1/10000^(2m/head_dim), all float32 (float64 when ``dtype`` is float64), then rounded to ``dtype``
+    (the hidden dtype, as the reference's tables are) and held in float32 (float64), the dtype
+    :func:`apply_rope_half` computes in, so no layer casts them again."""
     compute = torch.float64 if dtype == torch.float64 else torch.float32  # float32: the reference's tables
     inv_freq = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device)
                                   .to(compute) / head_dim))
     angles = positions.to(compute)[:, None] * inv_freq[None, :]
     emb = torch.cat([angles, angles], dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    return emb.cos().to(dtype).to(compute), emb.sin().to(dtype).to(compute)
 
 
 def apply_rope_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
