@@ -1,4 +1,4 @@
-"""MOVA Studio app: ``python app.py [--model DIR|ORG/NAME|demo] [--revision REV] [--offload none|model|sequential]
+"""MOVA Studio app: ``python app.py [--model DIR|ORG/NAME|demo] [--revision REV] [--offload none|model|sequential] [--memory full|24gb] [--quantization fp8|int8]
 [--compile auto|on|off] [--device DEV] [--host 127.0.0.1] [--port 7860] [--share] [--data-dir DIR] [--lora [NAME=]DIR ...] [--no-arena]
 [--mcp|--no-mcp]``.
 
@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from mova.settings import COMPILE_MODES, OFFLOAD_MODES  # torch-free
+from mova.settings import COMPILE_MODES, LOAD_FLAG_HELP, MEMORY_PROFILES, OFFLOAD_MODES, QUANTIZATIONS  # torch-free
 
 logger = logging.getLogger("mova.app")
 
@@ -53,8 +53,9 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
                              "(default: $MOVA_MODEL or demo)")
     parser.add_argument("--revision", default=env.get("MOVA_REVISION") or None,
                         help="Hub commit, branch or tag of a repo id (default: $MOVA_REVISION or main)")
-    parser.add_argument("--offload", default="none", choices=OFFLOAD_MODES,
-                        help="GPU memory mode: none, model (one component on the GPU at a time), sequential")
+    parser.add_argument("--offload", default=None, choices=OFFLOAD_MODES, help=LOAD_FLAG_HELP["offload"])
+    parser.add_argument("--quantization", default=None, choices=QUANTIZATIONS, help=LOAD_FLAG_HELP["quantization"])
+    parser.add_argument("--memory", default=None, choices=list(MEMORY_PROFILES), help=LOAD_FLAG_HELP["memory"])
     parser.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                         help="regional torch.compile of the denoiser blocks: auto (on for a full-size "
                              "model on one CUDA GPU without offload), on, off")
@@ -76,6 +77,10 @@ def parse_args(argv: Sequence[str] | None = None, env: dict[str, str] | None = N
     parser.add_argument("--cfg-parallel", dest="cfg_parallel", action="store_true",
                         help="under torchrun: spread the guidance branches over WORLD_SIZE / sp ranks")
     args = parser.parse_args(argv)
+    placed = [f"--{k}" for k in ("offload", "memory", "quantization") if getattr(args, k) is not None]
+    if placed and (on_spaces(env) or int(env.get("WORLD_SIZE", "1")) > 1):
+        parser.error(f"{' and '.join(placed)} apply to one local GPU; a Space (ZeroGPU) and torchrun place the "
+                     "model themselves")
     args.loras = dict(_lora_entry(entry) for entry in args.lora)
     if args.mcp is None and env.get("MOVA_MCP", "") != "":
         words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
@@ -116,7 +121,8 @@ def build_backend(args: argparse.Namespace) -> Any:
     from mova.backends.local import LocalBackend
 
     return LocalBackend(args.model, revision=args.revision, device=args.device, offload=args.offload,
-                        data_dir=args.data_dir, loras=args.loras, compile=args.compile)
+                        quantization=args.quantization, memory=args.memory, data_dir=args.data_dir,
+                        loras=args.loras, compile=args.compile)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

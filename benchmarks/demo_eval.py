@@ -98,6 +98,8 @@ def end_to_end(model: str, prompt: str) -> dict:
 
 
 def main() -> int:
+    from mova.settings import QUANTIZATIONS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="demo", help="checkpoint folder or 'demo' (assets/demo)")
     parser.add_argument("--n", type=int, default=50, help="held-out prompts (default 50)")
@@ -116,6 +118,8 @@ def main() -> int:
     parser.add_argument("--cache", type=float, default=0.0, help="step cache threshold (settings.cache; 0: off)")
     parser.add_argument("--precision", default="bf16", help="bf16 or fp8 (fp8 needs a CUDA GPU with FA3)")
     parser.add_argument("--device", default="cpu", help="cpu (float32) or cuda (bfloat16)")
+    parser.add_argument("--quantization", default=None, choices=QUANTIZATIONS,
+                        help="block weight format (MOVAPipeline.from_pretrained(quantization=); default as stored)")
     args = parser.parse_args()
 
     import torch
@@ -131,7 +135,8 @@ def main() -> int:
     call.update({} if args.shift is None else {"video_shift": args.shift, "audio_shift": args.shift})
     call.update(cache=args.cache, precision=args.precision)
     pipe = MOVAPipeline.from_pretrained(args.model, device=args.device,
-                                        torch_dtype="fp32" if args.device == "cpu" else "bf16")
+                                        torch_dtype="fp32" if args.device == "cpu" else "bf16",
+                                        quantization=args.quantization)
     runs = {"joint": 1.0} if args.no_ablation else {"joint": 1.0, "bridge_off": 0.0}
     per_clip: dict[str, list] = {name: [] for name in runs}
     times: dict[str, list] = {name: [] for name in runs}
@@ -172,6 +177,7 @@ def main() -> int:
                     "task": "T2VA (text only, white first frame)",
                     "generation_seeds": f"{args.generation_seed} + prompt index"},
         "settings": settings,
+        "quantization": args.quantization,
         "criteria": {"median_abs_offset_frames": "<= 1", "impact_alignment": ">= 0.80",
                      "colour_match_rate": ">= 0.90", "end_to_end_s": "<= 20",
                      # issue 24 (demo model v2), per impact

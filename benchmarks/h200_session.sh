@@ -4,6 +4,7 @@
 #   bash benchmarks/h200_session.sh timing     # step times: 360p exact and fp8, offload, 720p, one-GPU multigpu
 #   bash benchmarks/h200_session.sh wave2      # speed (eager fusion, fp8 by part, offload memory), then clip (whole
 #                                              # clips: exact, the Space's defaults, the fastest combination)
+#   bash benchmarks/h200_session.sh memory     # weight formats, and the 24gb profile under 24 GB (360p) / 48 GB (720p)
 # Results (JSON) and a log go to $RESULTS (default benchmarks/results/h200); `done` marks the end. The device image
 # lacks diffusers, PyAV and FlashAttention-3: wheels in .whl/ (diffusers, importlib_metadata, fa3-fwd, av) are
 # installed first, or .whl/site.tar.xz (the same packages installed with pip --target and packed with xz: the
@@ -46,6 +47,30 @@ case "${1:-all}" in
       text:sequential:fa3 text:sequential:fa3:compile text:sequential:fa3:compile:fp8 \
       text:sequential:fa3:compile:fp8gemm text:sequential:fa3:compile:fp8video
     run python3 benchmarks/accuracy.py --layers 4 --out "$R/accuracy_360p_h200.json" ;;
+  memory)
+    # issue 20: weight formats' numerics, the demo model with quantised weights (GPU), while a full-size fp8 folder
+    # is written to local disk; then one 360p clip under a 24 GB cap and 720p steps under a 48 GB cap
+    F=${FOLDER:-/tmp/mova-fp8}
+    df -h /tmp >> "$R/log"
+    [ -f "$F/model_index.json" ] || run python3 benchmarks/memory_profile.py write --preset mova-360p --format fp8 \
+      --folder "$F" &
+    if [ "${NUMERICS:-1}" = 1 ]; then  # NUMERICS=0: only the profile runs
+      run python3 benchmarks/memory_profile.py numerics --out "$R/quantization_numerics_h200.json" &
+      for q in fp8 int8; do
+        run python3 benchmarks/demo_eval.py --device cuda --steps 50 --no-ablation --quantization $q \
+          --out "$R/demo_eval_50steps_gpu_weights_$q.json" &
+      done
+    fi
+    wait
+    python3 - "$F" <<'PY'
+import json, sys; p = sys.argv[1] + "/model_index.json"; d = json.load(open(p))  # both sizes of the architecture
+d["resolutions"] = [[352, 640], [640, 352], [720, 1280], [1280, 720]]; json.dump(d, open(p, "w"))
+PY
+    run python3 benchmarks/memory_profile.py run --folder "$F" --memory 24gb --cap-gb 24 --steps ${STEPS_360:-50} \
+      --height 352 --width 640 --out "$R/memory_24gb_360p_h200.json"
+    [ "${STEPS_720:-2}" -gt 0 ] && run python3 benchmarks/memory_profile.py run --folder "$F" --memory 24gb \
+      --cap-gb 48 --steps ${STEPS_720:-2} --height 720 --width 1280 --out "$R/memory_24gb_720p_h200.json"
+    touch "$R/done" ;;
   clip)
     run python3 benchmarks/clip_time.py --compile --steps 15 --warmup-steps 1 --space-defaults \
       --fast-out "$R/clip_time_fast_h200.json" --out "$R/clip_time_h200.json"

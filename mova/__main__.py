@@ -24,6 +24,7 @@ COMMANDS = {
     "inspect": "mova.cli.inspect",
     "generate": "mova.cli.generate",
     "arena": "mova.cli.arena",
+    "quantize": "mova.cli.quantize",
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

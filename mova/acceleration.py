@@ -14,7 +14,9 @@ bridge's attention (403 audio tokens on one side) are a few percent of the atten
 precision islands stay as they are: time embeddings, modulation, norms, RoPE tables, the heads and the text/time
 MLPs outside the blocks. The weights are quantised per call (their bf16 copy stays the only stored
 one; reading 37 GB of weights once per forward costs ~10 ms on an H200 against a ~4 s forward), so the setting is
-per request. Compiled, the activation scaling fuses into the op that produces the activation.
+per request. Compiled, the activation scaling fuses into the op that produces the activation. Weights loaded as
+fp8 (``quantization="fp8"``, ``mova.quantization``) are stored in exactly that rowwise e4m3 form and are used as
+they are; int8 ones are dequantised and quantised to e4m3 per call.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch.nn as nn
 
 from mova.attention import E4M3_MAX, Attention, Fp8Attention, _fa3_available
 from mova.models.layers import SelfAttention
+from mova.quantization import QuantizedLinear
 from mova.settings import PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -70,28 +73,36 @@ def _rowwise_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).to(torch.float8_e4m3fn).contiguous(), scale  # cuBLASLt wants row-major
 
 
-def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` as an e4m3 GEMM with rowwise scales; x [..., K], weight [N, K] → [..., N]."""
+def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               weight_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` as an e4m3 GEMM with rowwise scales; x [..., K], weight [N, K] → [..., N].
+    A weight already stored in e4m3 (``mova.quantization``, scale [N, 1]) is used as it is."""
     shape = x.shape
     xq, sx = _rowwise_e4m3(x.reshape(-1, shape[-1]))
-    wq, sw = _rowwise_e4m3(weight)
+    wq, sw = (weight, weight_scale) if weight.dtype == torch.float8_e4m3fn else _rowwise_e4m3(weight)
     out = torch._scaled_mm(xq, wq.t(), scale_a=sx, scale_b=sw.t(), bias=bias, out_dtype=x.dtype)
     return out.reshape(*shape[:-1], weight.shape[0])
 
 
 class Fp8Linear(nn.Linear):
-    """An ``nn.Linear`` whose forward is :func:`fp8_linear`; built around the same parameters (same state-dict keys)."""
+    """An ``nn.Linear`` (or a ``QuantizedLinear``) whose forward is :func:`fp8_linear`; built around the same
+    parameters (same state-dict keys)."""
 
     @classmethod
-    def around(cls, linear: nn.Linear) -> "Fp8Linear":
+    def around(cls, linear: nn.Linear | QuantizedLinear) -> "Fp8Linear":
         module = cls.__new__(cls)
         nn.Module.__init__(module)
         module.in_features, module.out_features = linear.in_features, linear.out_features
         module.weight, module.bias = linear.weight, linear.bias
+        module.stored = linear if isinstance(linear, QuantizedLinear) else None
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fp8_linear(x, self.weight, self.bias)
+        if self.stored is None:
+            return fp8_linear(x, self.weight, self.bias)
+        if self.weight.dtype == torch.float8_e4m3fn:
+            return fp8_linear(x, self.weight, self.bias, self.stored.weight_scale)
+        return fp8_linear(x, self.stored.dequantized(x.dtype), self.bias)
 
 
 def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Linear]]:
@@ -103,7 +114,8 @@ def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Li
         for block in (m for m in model.modules() if type(m).__name__ in names):
             for parent in block.modules():
                 for attr, child in parent.named_children():
-                    if type(child) is nn.Linear and child.in_features % 16 == 0 and child.out_features % 16 == 0:
+                    if type(child) in (nn.Linear, QuantizedLinear) and child.in_features % 16 == 0 \
+                            and child.out_features % 16 == 0:
                         found.append((parent, attr, child))
     return found
 

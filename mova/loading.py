@@ -44,6 +44,8 @@ from mova.models.audio_dit import AudioDiT
 from mova.models.audio_vae import AudioVAE
 from mova.models.bridge import DualTowerBridge
 from mova.models.video_dit import VideoDiT
+from mova.quantization import (TEXT_ENCODER_KEEP, QuantizedLinear, prepare_on_meta, quantize_, quantize_weight,
+                               saved_format)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 DEFAULT_MAX_SHARD_BYTES = 10 * 1024**3  # diffusers' default shard size
+# quantize_folder's shards: a reader maps one shard at a time (safetensors memory-maps it, and the pages it has read
+# count in the process's resident memory until the shard is closed), so small shards keep that share small
+QUANTIZED_SHARD_BYTES = 2 * 1024**3
 
 # component name -> (our class, the class entry written to model_index.json)
 NATIVE_COMPONENTS: dict[str, tuple[type[nn.Module], list[str]]] = {
@@ -296,10 +301,12 @@ class KeyReport:
         return "; ".join(parts) if parts else "all keys and shapes match"
 
 
-def compare_keys(module: nn.Module, tensors: dict[str, TensorInfo]) -> KeyReport:
+def compare_keys(module: nn.Module, tensors: dict[str, TensorInfo], ignore: Iterable[str] = ()) -> KeyReport:
     """Strict comparison of a module's state dict (keys, shapes) with a checkpoint's tensors. Parameters
-    tied to another parameter (same tensor) count as present when any of their names is present."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
+    tied to another parameter (same tensor) count as present when any of their names is present; keys in
+    ``ignore`` (made by the loader itself: the scales of quantise-on-load) are not looked for."""
+    ignore = set(ignore)
+    expected = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items() if k not in ignore}
     aliases: dict[int, list[str]] = {}
     for name, param in module.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(param), []).append(name)
@@ -335,9 +342,9 @@ def native_config(cls: type, subfolder: Path, tensors: dict[str, TensorInfo] | N
         cls.check_config(config)  # type: ignore[attr-defined]
     # keys the class does not take (a later release's fields): named once with the file, then dropped, as diffusers does
     known = cls.config_defaults()  # type: ignore[attr-defined]
-    unused = sorted(k for k in config if not k.startswith("_") and k not in known)
+    unused = sorted(k for k in config if not k.startswith("_") and k not in known and k != "quantization_config")
     log_unused_keys(cls.__name__, unused, path, quiet=getattr(cls, "_quiet_config_keys", ()))
-    config = {k: v for k, v in config.items() if k not in unused}
+    config = {k: v for k, v in config.items() if k not in unused and k != "quantization_config"}  # load_native's
     if cls is AudioVAE and tensors is not None:
         config["use_weight_norm"] = any(k.endswith(".weight_v") for k in tensors)
     return config
@@ -360,45 +367,128 @@ class _Tensors(Mapping):
 
 
 def load_weights(module: nn.Module, tensors: dict[str, TensorInfo], device: str | torch.device = "cpu",
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, quantized: dict[str, QuantizedLinear] | None = None,
+                 quantize: str | None = None) -> None:
     """Fill a meta-device module with the checkpoint's tensors on ``device``: diffusers' ``load_model_dict_into_meta``
     casts each to ``dtype`` (the module's ``_keep_in_fp32_modules`` stay float32) and places it, one tensor at a
     time, as they are read. (``ModelMixin.from_pretrained`` reads a whole shard — up to 10 GB — before placing any of
-    it; read this way, host memory holds one tensor.)"""
+    it; read this way, host memory holds one tensor.) The weights of ``quantized`` modules (by path, from
+    ``quantization.prepare_on_meta``) are placed as stored — or, with ``quantize``, quantised to that format on
+    ``device`` as each is read."""
     from diffusers.models.model_loading_utils import load_model_dict_into_meta
 
+    quantized = quantized or {}
     by_file: dict[Path, list[str]] = {}
     for key, info in tensors.items():
         by_file.setdefault(info.file, []).append(key)
     keep = fp32_modules(module, dtype)
     for file, keys in by_file.items():
+        narrow = [k for k in keys if k.rsplit(".", 1)[0] in quantized and not k.endswith(".bias")]
         try:
             with safe_open(file, framework="pt", device="cpu") as f:
-                load_model_dict_into_meta(module, _Tensors(f, keys), dtype=dtype, keep_in_fp32_modules=keep,
-                                          device_map={"": torch.device(device)})
+                load_model_dict_into_meta(module, _Tensors(f, [k for k in keys if k not in set(narrow)]), dtype=dtype,
+                                          keep_in_fp32_modules=keep, device_map={"": torch.device(device)})
+                for key in narrow:
+                    path, name = key.rsplit(".", 1)
+                    tensor = f.get_tensor(key).to(device)
+                    if quantize:
+                        weight, scale = quantize_weight(tensor, quantize)
+                        quantized[path].weight = nn.Parameter(weight, requires_grad=False)
+                        quantized[path].weight_scale = nn.Parameter(scale, requires_grad=False)
+                    else:
+                        setattr(quantized[path], name, nn.Parameter(tensor, requires_grad=False))
         except (SafetensorError, OSError) as exc:
             raise _unreadable(file, exc) from None
 
 
-def load_native(cls: type[nn.Module], subfolder: str | os.PathLike, device: str | torch.device = "cpu",
-                dtype: torch.dtype | None = None) -> nn.Module:
-    """Load one of our components from an official-layout subfolder, strictly (``dtype=None``: float32).
-
-    Raises:
-        ValueError: missing folder/config/weights, bad config fields, or any key/shape difference.
-    """
-    subfolder = Path(subfolder)
+def _native_files(cls: type[nn.Module], subfolder: Path, quantization: str | None) -> tuple[dict, str | None]:
+    """The checked tensor headers of a component folder and the format its weights are stored in (None: full
+    precision); ValueError when the folder is missing or stored in a format other than ``quantization``."""
     if not subfolder.is_dir():
         raise ValueError(f"component folder {str(subfolder)!r} does not exist")
     check_links(subfolder.parent, subfolder.name)
     tensors = checkpoint_tensors(subfolder)
+    config_path = subfolder / cls.config_name  # type: ignore[attr-defined]
+    with naming_file(config_path):
+        stored = saved_format(read_json(config_path))
+        if stored and quantization and stored != quantization:
+            raise ValueError(f"the weights are stored as {stored}; quantization={quantization!r} asks for another "
+                             f"format (load it with quantization={stored!r} or from the full-precision folder)")
+    return tensors, stored
+
+
+def empty_native(cls: type[nn.Module], subfolder: str | os.PathLike, quantization: str | None = None) -> nn.Module:
+    """The component of ``subfolder`` built on the meta device (config checked, no weights), its block linears
+    already :class:`~mova.quantization.QuantizedLinear` when stored or asked quantised: what :func:`load_native`
+    fills (a lazily loaded expert is kept so between loads)."""
+    subfolder = Path(subfolder)
+    tensors, stored = _native_files(cls, subfolder, quantization)
     module = build_on_meta(cls, native_config(cls, subfolder, tensors))
-    report = compare_keys(module, tensors)
+    if stored or quantization:
+        prepare_on_meta(module, stored or quantization)
+    return module
+
+
+def load_native(cls: type[nn.Module], subfolder: str | os.PathLike, device: str | torch.device = "cpu",
+                dtype: torch.dtype | None = None, quantization: str | None = None,
+                module: nn.Module | None = None) -> nn.Module:
+    """Load one of our components from an official-layout subfolder, strictly (``dtype=None``: float32).
+    ``quantization`` (``mova.quantization``) stores the block linears in that format, quantised as they are read;
+    a folder saved quantised (its ``config.json`` says so) loads in its own format. ``module``: fill this
+    meta-device module (built by an earlier call, then emptied) instead of building one.
+
+    Raises:
+        ValueError: missing folder/config/weights, bad config fields, any key/shape difference, or a quantised
+        folder asked to load in another format.
+    """
+    subfolder = Path(subfolder)
+    tensors, stored = _native_files(cls, subfolder, quantization)
+    module = module if module is not None else empty_native(cls, subfolder, quantization)
+    quantized = {n: m for n, m in module.named_modules() if isinstance(m, QuantizedLinear)}
+    made_here = set() if stored else {f"{n}.weight_scale" for n in quantized}  # quantise-on-load makes the scales
+    report = compare_keys(module, tensors, ignore=made_here)
     if not report.ok:
         raise CheckpointError(subfolder, f"checkpoint does not match {cls.__name__}: {report.describe()}")
-    load_weights(module, tensors, device, dtype)
+    fmt = stored or quantization
+    load_weights(module, tensors, device, dtype, quantized, quantize=None if stored else fmt)
     module.eval()
-    logger.info("loaded %s from %s (%d tensors, %s)", cls.__name__, subfolder, len(tensors), dtype or "float32")
+    logger.info("loaded %s from %s (%d tensors, %s%s)", cls.__name__, subfolder, len(tensors), dtype or "float32",
+                f", {fmt} block weights" if fmt else "")
+    return module
+
+
+@torch.no_grad()
+def refill_native(module: nn.Module, subfolder: str | os.PathLike, quantization: str | None = None) -> nn.Module:
+    """Overwrite a loaded component's tensors in place with those of ``subfolder`` — another checkpoint of the same
+    class, config and format (the keys and shapes are checked strictly) — one tensor at a time, each cast to the
+    dtype and device of the tensor it replaces (a lazily loaded expert takes over the other expert's host and GPU
+    buffers: no allocation). ``quantization`` as for :func:`load_native`."""
+    subfolder = Path(subfolder)
+    tensors, stored = _native_files(type(module), subfolder, quantization)
+    quantized = {n: m for n, m in module.named_modules() if isinstance(m, QuantizedLinear)}
+    report = compare_keys(module, tensors, ignore=set() if stored else {f"{n}.weight_scale" for n in quantized})
+    if not report.ok:
+        raise CheckpointError(subfolder, f"checkpoint does not match {type(module).__name__}: {report.describe()}")
+    targets = module.state_dict(keep_vars=True)
+    fmt = None if stored else quantization
+    by_file: dict[Path, list[str]] = {}
+    for key, info in tensors.items():
+        by_file.setdefault(info.file, []).append(key)
+    for file, keys in by_file.items():
+        try:
+            with safe_open(file, framework="pt", device="cpu") as f:
+                for key in keys:
+                    path, name = key.rsplit(".", 1)
+                    tensor = f.get_tensor(key)
+                    if fmt and path in quantized and name == "weight":
+                        weight, scale = quantize_weight(tensor.to(targets[key].device), fmt)
+                        targets[key].copy_(weight)
+                        targets[f"{path}.weight_scale"].copy_(scale)
+                    else:
+                        targets[key].copy_(tensor)
+        except (SafetensorError, OSError) as exc:
+            raise _unreadable(file, exc) from None
+    logger.info("refilled %s from %s (%d tensors)", type(module).__name__, subfolder, len(tensors))
     return module
 
 
@@ -494,10 +584,14 @@ def load_library_component(name: str, entry: Any, subfolder: Path, device: str |
 # --------------------------------------------------------------------------------------------------------
 
 
+QUANTIZED_COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge", "text_encoder")
+
+
 def load_components(folder: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                    names: Iterable[str] | None = None) -> dict[str, Any]:
+                    names: Iterable[str] | None = None, quantization: str | None = None) -> dict[str, Any]:
     """Load every component of a checkpoint folder (or only ``names``). Returns {name: object}, plus the
-    parsed ``model_index`` under the key ``"model_index"``."""
+    parsed ``model_index`` under the key ``"model_index"``. ``quantization``: the weight format of the
+    ``QUANTIZED_COMPONENTS`` (``mova.quantization``)."""
     folder = Path(folder)
     index = read_model_index(folder)
     wanted = component_names(index)
@@ -514,11 +608,20 @@ def load_components(folder: str | os.PathLike, device: str | torch.device = "cpu
         elif name == "scheduler":
             native_config(library_class(name), folder / name)
     for name in wanted:
-        if name in NATIVE_COMPONENTS:
-            out[name] = load_native(NATIVE_COMPONENTS[name][0], folder / name, device, dtype)
-        else:  # read_model_index admits no other names
-            out[name] = load_library_component(name, index[name], folder / name, device, dtype)
+        out[name] = load_component(folder, index, name, device, dtype, quantization)
     return out
+
+
+def load_component(folder: Path, index: dict[str, Any], name: str, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None, quantization: str | None = None) -> Any:
+    """One component of a checked folder (``load_components``), its weights in ``quantization`` where it applies."""
+    fmt = quantization if name in QUANTIZED_COMPONENTS else None
+    if name in NATIVE_COMPONENTS:
+        return load_native(NATIVE_COMPONENTS[name][0], folder / name, device, dtype, fmt)
+    module = load_library_component(name, index[name], folder / name, device, dtype)  # no other names get here
+    if fmt:
+        quantize_(module, fmt, keep=TEXT_ENCODER_KEEP)
+    return module
 
 
 def save_pretrained(folder: str | os.PathLike, components: dict[str, Any], *, boundary_ratio: float = 0.9,
@@ -539,7 +642,8 @@ def save_pretrained(folder: str | os.PathLike, components: dict[str, Any], *, bo
             save_native(obj, folder / name, max_shard_bytes, dtype)
             index[name] = NATIVE_COMPONENTS[name][1]
         elif name in LIBRARY_COMPONENTS:
-            weights = {"safe_serialization": True} if name in ("video_vae", "text_encoder") else {}
+            weights = {"safe_serialization": True, "max_shard_size": max_shard_bytes} \
+                if name in ("video_vae", "text_encoder") else {}
             obj.save_pretrained(folder / name, **weights)
             cls_name = "T5TokenizerFast" if name == "tokenizer" and "T5" in type(obj).__name__ else type(obj).__name__
             index[name] = LIBRARY_COMPONENTS[name] if name == "scheduler" else [LIBRARY_COMPONENTS[name][0], cls_name]
@@ -552,3 +656,39 @@ def save_pretrained(folder: str | os.PathLike, components: dict[str, Any], *, bo
 
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def quantize_folder(folder: str | os.PathLike, out: str | os.PathLike, fmt: str) -> Path:
+    """Write ``folder`` to ``out`` with the block weights of our ``QUANTIZED_COMPONENTS`` stored as ``fmt``
+    (``mova.quantization``; loads directly, without quantising again), one component at a time (host memory holds
+    one quantised component); their other tensors keep the dtype they are stored in. The other components are
+    linked (or copied) unchanged; the text encoder among them: it is quantised on load only."""
+    import shutil
+
+    folder, out = Path(folder), Path(out)
+    index = read_model_index(folder)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"out: {str(out)!r} is not empty")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in component_names(index):
+        if name in NATIVE_COMPONENTS and name in QUANTIZED_COMPONENTS:
+            stored = {info.dtype for info in checkpoint_tensors(folder / name).values()}
+            dtype = torch.bfloat16 if "BF16" in stored else torch.float16 if "F16" in stored else None  # as stored
+            module = load_native(NATIVE_COMPONENTS[name][0], folder / name, "cpu", dtype, fmt)
+            save_native(module, out / name, QUANTIZED_SHARD_BYTES)
+            del module
+        else:
+            shutil.copytree(folder / name, out / name, copy_function=_link_or_copy)
+        logger.info("quantize: %s done", name)
+    shutil.copy2(folder / "model_index.json", out / "model_index.json")
+    return out
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the file system allows one (no second copy of the weights on disk), else a copy."""
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

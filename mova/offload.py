@@ -35,31 +35,46 @@ class BlockStreamer:
         self.ready: dict[int, torch.cuda.Event | None] = {}
         self.order: list[int] = []
         self.position: dict[int, int] = {}
-        self.handles = []
+        self.handles: dict[int, list] = {}
         for model in models:
-            names = set(getattr(model, "_repeated_blocks", ()))
-            blocks = [m for m in model.modules() if type(m).__name__ in names]
-            block_params = {id(p) for b in blocks for p in b.parameters()}
-            for p in model.parameters():  # the rest stays resident on the GPU
-                if id(p) not in block_params:
-                    p.data = p.data.to(device)
-            for block in blocks:
-                self._register(block)
+            self.add(model)
+
+    def add(self, model: nn.Module) -> None:
+        """Stream ``model``'s blocks (its other weights move to the GPU)."""
+        names = set(getattr(model, "_repeated_blocks", ()))
+        blocks = [m for m in model.modules() if type(m).__name__ in names]
+        block_params = {id(p) for b in blocks for p in b.parameters()}
+        for p in model.parameters():  # the rest stays resident on the GPU
+            if id(p) not in block_params:
+                p.data = p.data.to(self.device)
+        for block in blocks:
+            self._register(block)
+
+    def drop(self, model: nn.Module) -> None:
+        """Stop streaming ``model`` (a lazily loaded expert about to be freed): its hooks come off, its pinned copies
+        are no longer held here, and the block order is recorded afresh on the next forward."""
+        for block in model.modules():
+            key = id(block)
+            if key in self.blocks:
+                for handle in self.handles.pop(key):
+                    handle.remove()
+                del self.blocks[key], self.host[key], self.ready[key]
+        self.order.clear()
+        self.position.clear()
 
     def _register(self, block: nn.Module) -> None:
         key = id(block)
         pinned = []
         for p in block.parameters():
             host = p.data.to("cpu")
-            if self.device.type == "cuda":
+            if self.device.type == "cuda" and not host.is_pinned():  # an expert handed pinned buffers keeps them
                 host = host.pin_memory()
             p.data = host
             pinned.append((p, host))
         self.blocks[key] = block
         self.host[key] = pinned
         self.ready[key] = None
-        self.handles.append(block.register_forward_pre_hook(self._before))
-        self.handles.append(block.register_forward_hook(self._after))
+        self.handles[key] = [block.register_forward_pre_hook(self._before), block.register_forward_hook(self._after)]
 
     def _load(self, block: nn.Module) -> None:
         key = id(block)
@@ -99,6 +114,7 @@ class BlockStreamer:
         self.ready[key] = None
 
     def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+        for handles in self.handles.values():
+            for handle in handles:
+                handle.remove()
         self.handles.clear()

@@ -43,11 +43,12 @@ from mova.cache import StepCache
 from mova import validation as check
 from mova.conditioning import KnownLatents, audio_latent_known, video_latent_known
 from mova.guidance import Guidance, guided_velocity
-from mova.loading import load_components, parameter_count, read_model_index
+from mova.loading import (checkpoint_tensors, empty_native, library_config, load_component, load_components,
+                          load_native, parameter_count, read_model_index, refill_native)
 from mova.media import center_crop_resize
-from mova.models import DualTowerDenoiser
+from mova.models import DualTowerDenoiser, VideoDiT
 from mova.settings import (
-    COMPILE_MODES, OFFLOAD_MODES, WORK_NFE, WORK_STEPS, GenerationCancelled, GenerationSettings, ModelInfo,
+    COMPILE_MODES, MEMORY_PROFILES, OFFLOAD_MODES, WORK_NFE, WORK_STEPS, GenerationCancelled, GenerationSettings, ModelInfo,
 )
 from mova.validation import clean_prompt
 
@@ -64,6 +65,20 @@ DEFAULT_NEGATIVE_PROMPT = (
 )
 MAX_SEQUENCE_LENGTH = 512
 ENCODER_COMPONENTS = ("text_encoder", "tokenizer", "video_vae", "audio_vae")
+LAZY_COMPONENTS = ("text_encoder", "video_dit", "video_dit_2")  # read from disk when needed under lazy=True
+
+
+@dataclasses.dataclass
+class LazySource:
+    """Where the lazily loaded components come from (``from_pretrained(lazy=True)``): {component: subfolder},
+    how they load (host or device, dtype, weight format)."""
+
+    folder: Path
+    index: dict[str, Any]
+    subfolders: dict[str, str]
+    load_device: str | torch.device
+    quantization: str | None
+    loads: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # (component, seconds) per read
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -130,11 +145,11 @@ class MOVAPipeline:
     _denoiser_parts = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
 
     def __init__(self, components: dict[str, Any], device: torch.device, dtype: torch.dtype, offload: str = "none",
-                 name: str = "") -> None:
+                 name: str = "", lazy: LazySource | None = None) -> None:
         self.components = components
         self.model_index = components.get("model_index", {})
         self.device, self.dtype, self.offload, self.name = device, dtype, offload, name
-        self.text_encoder = components["text_encoder"]
+        self.lazy = lazy
         self.tokenizer = components["tokenizer"]
         self.video_vae = components["video_vae"]
         self.audio_vae = components["audio_vae"]
@@ -166,8 +181,9 @@ class MOVAPipeline:
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike = "demo", *, revision: str | None = None,
                         device: str | torch.device | None = None, torch_dtype: torch.dtype | str | None = None,
-                        offload: str = "none", encoders_only: bool = False,
-                        high_noise_expert: bool = True) -> "MOVAPipeline":
+                        offload: str | None = None, encoders_only: bool = False,
+                        high_noise_expert: bool = True, quantization: str | None = None,
+                        memory: str | None = None, lazy: bool | None = None) -> "MOVAPipeline":
         """Load a checkpoint folder (official layout), a Hugging Face Hub repo id (``"org/name"``, fetched into the
         HF cache with only the files the pipeline reads; ``mova.hub``) or ``"demo"`` (the shipped demo checkpoint).
 
@@ -184,11 +200,32 @@ class MOVAPipeline:
             high_noise_expert: ``False`` skips (and does not download) the high-noise expert ``video_dit``: the
                 low-noise expert then serves every step — half the expert weights, at some cost in quality in the
                 first, high-noise steps.
+            quantization: store the block weights of the experts, the audio DiT, the bridge and the text encoder
+                as ``fp8`` or ``int8`` (``mova.quantization``; half the bytes of bf16), quantised as they are read;
+                a folder saved quantised loads in its own format. Default: as stored.
+            lazy: the experts and the text encoder are read from disk when a stage needs them and freed when it is
+                done (never both experts in memory at once): host memory holds one of them at a time, at the cost of
+                reading them again for every generation.
+            memory: a named profile (``mova.settings.MEMORY_PROFILES``) that sets ``quantization``, ``offload`` and
+                ``lazy`` (``"24gb"``: MOVA-360p on a 24 GB GPU with 32 GB of host RAM); those arguments must then be
+                left unset.
         """
         from mova.hub import resolve_checkpoint
+        from mova.quantization import check_format
 
+        if memory is not None:
+            if memory not in MEMORY_PROFILES:
+                raise ValueError(f"memory={memory!r} is invalid: expected one of {list(MEMORY_PROFILES)}")
+            given = [k for k, v in (("offload", offload), ("quantization", quantization), ("lazy", lazy))
+                     if v is not None]
+            if given:
+                raise ValueError(f"memory={memory!r} sets {', '.join(given)} itself: leave {' and '.join(given)} "
+                                 "unset, or choose them without a memory profile")
+            offload, quantization, lazy = (MEMORY_PROFILES[memory][k] for k in ("offload", "quantization", "lazy"))
+        offload, lazy = offload or "none", bool(lazy)
         if offload not in OFFLOAD_MODES:
             raise ValueError(f"offload={offload!r} is invalid: expected one of {list(OFFLOAD_MODES)}")
+        check_format(quantization)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if isinstance(torch_dtype, str):
             names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16":
@@ -207,15 +244,32 @@ class MOVAPipeline:
             if "video_dit_2" not in names:
                 raise ValueError(f"high_noise_expert=False needs a checkpoint with two experts; {name} has only "
                                  "video_dit")
-        components = load_components(folder, device=load_device, dtype=dtype, names=names)
+        source = None
+        if lazy and not encoders_only:
+            index = read_model_index(folder)
+            wanted = names or list(index)
+            subfolders = {n: n for n in LAZY_COMPONENTS if n in wanted}
+            if low_noise_only:
+                subfolders = {"text_encoder": "text_encoder", "video_dit": "video_dit_2"}
+            names = [n for n in (names or index) if n not in set(subfolders.values())]
+            source = LazySource(folder, index, subfolders, load_device, quantization)
+        components = load_components(folder, device=load_device, dtype=dtype, names=names, quantization=quantization)
+        if source is not None:  # checked now, loaded when needed: the experts as empty (meta) modules
+            library_config("text_encoder", folder / "text_encoder")
+            checkpoint_tensors(folder / "text_encoder")
+            components["text_encoder"] = None
+            for part, sub in source.subfolders.items():
+                if part != "text_encoder":
+                    components[part] = empty_native(VideoDiT, folder / sub, quantization)
+        if low_noise_only and source is None:
+            components["video_dit"] = components.pop("video_dit_2")
         if low_noise_only:
             logger.warning("high_noise_expert=False: the low-noise expert serves every step (the released sampler "
                            "switches experts at boundary_ratio)")
-            components["video_dit"] = components.pop("video_dit_2")
         for module in components.values():
             if isinstance(module, torch.nn.Module):
                 module.requires_grad_(False)
-        return cls(components, device, dtype, offload, name=name)
+        return cls(components, device, dtype, offload, name=name, lazy=source)
 
     def enable_parallel(self, state) -> None:
         """Run the denoiser with sequence and/or CFG parallelism (a ``mova.parallel.ParallelState`` from
@@ -268,7 +322,13 @@ class MOVAPipeline:
         """Load a LoRA adapter (``mova.lora`` format: ``adapter_model.safetensors`` + ``adapter_config.json``)
         into the denoiser at ``scale``; returns a handle with ``set_scale``, ``merge``, ``unmerge``, ``unload``."""
         from mova.lora import load_lora
+        from mova.quantization import quantized_format
 
+        fmt = next((f for f in map(quantized_format, self._denoiser_models()) if f), None)
+        if self.lazy is not None or fmt:
+            why = f"the block weights are stored as {fmt}" if fmt else "the experts load from disk per generation"
+            raise ValueError(f"lora: adapters need the full-precision denoiser resident ({why}); load without "
+                             "quantization, lazy and memory to use one")
         return load_lora(self, path, scale)
 
     def register_lora(self, name: str, path: str | os.PathLike) -> None:
@@ -301,7 +361,87 @@ class MOVAPipeline:
         if self.offload == "sequential" and self.device.type == "cuda":
             from mova.offload import BlockStreamer
 
-            self.streamer = BlockStreamer(self._denoiser_models(), self.device)
+            self.streamer = BlockStreamer([m for m in self._denoiser_models() if not _is_empty(m)], self.device)
+
+    def _fp8_unavailable(self) -> str | None:
+        """Why ``precision="fp8"`` cannot run with this pipeline (None when it can)."""
+        if self.lazy is not None:
+            return "the experts load from disk during the generation (lazy loading, memory='24gb'), and the fp8 " \
+                   "GEMMs are set up before it starts; load without lazy to use it"
+        return fp8_unavailable(self.device)
+
+    @property
+    def text_encoder(self) -> torch.nn.Module | None:
+        return self.components["text_encoder"]
+
+    def _load_lazy(self, names: tuple[str, ...]) -> None:
+        """``lazy``: free the lazily loaded components not in ``names`` (first, so two experts are never held at
+        once) and read those in ``names`` from disk. An expert that goes hands its buffers (pinned host copies,
+        GPU tensors) to the expert that comes, whose weights are then read into them in place: no allocation, so
+        host memory never holds a freed expert's pages beside the next one's."""
+        source = self.lazy
+        loaded = [p for p in source.subfolders if self._lazy_loaded(p)]
+        wanted = [p for p in names if p in source.subfolders and p not in loaded]
+        heirs = [p for p in wanted if p != "text_encoder"]
+        for part in (p for p in loaded if p not in names):
+            heir = heirs.pop(0) if part != "text_encoder" and heirs and self._can_hand_over(part, heirs[0]) else None
+            self._free_lazy(part, heir)
+            if heir is not None:
+                t0 = time.perf_counter()
+                refill_native(self.components[heir], source.folder / source.subfolders[heir], source.quantization)
+                if self.streamer is not None:
+                    self.streamer.add(self.components[heir])
+                source.loads.append((heir, round(time.perf_counter() - t0, 2)))
+                logger.info("lazy: read %s into the buffers of %s in %.1f s", heir, part, source.loads[-1][1])
+                wanted.remove(heir)
+        for part in wanted:
+            t0 = time.perf_counter()
+            if part == "text_encoder":
+                self.components[part] = load_component(source.folder, source.index, part, source.load_device,
+                                                       self.dtype).requires_grad_(False)
+            else:
+                load_native(VideoDiT, source.folder / source.subfolders[part], source.load_device, self.dtype,
+                            source.quantization, module=self.components[part]).requires_grad_(False)
+                if self.streamer is not None:
+                    self.streamer.add(self.components[part])
+            source.loads.append((part, round(time.perf_counter() - t0, 2)))
+            logger.info("lazy: loaded %s in %.1f s", part, source.loads[-1][1])
+
+    def _lazy_loaded(self, part: str) -> bool:
+        module = self.components.get(part)
+        return module is not None and not _is_empty(module)
+
+    def _can_hand_over(self, old: str, new: str) -> bool:
+        """Whether expert ``new`` can take ``old``'s tensors: the same parameter names, shapes and dtypes."""
+        a, b = (dict(self.components[p].named_parameters()) for p in (old, new))
+        return a.keys() == b.keys() and all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
+
+    def _free_lazy(self, part: str, heir: str | None = None) -> None:
+        """Free a lazily loaded component; an expert's tensors go to expert ``heir`` instead (same layout)."""
+        module = self.components[part]
+        if part == "text_encoder":
+            self.components[part] = None
+        else:
+            if self.streamer is not None:
+                self.streamer.drop(module)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # no copy of the old weights is still in flight
+            if heir is not None:  # the parameters themselves move over; the old module is left empty
+                receiver = self.components[heir]
+                for name, param in list(module.named_parameters()):
+                    owner, leaf = name.rpartition(".")[::2]
+                    receiver.get_submodule(owner)._parameters[leaf] = param
+                    module.get_submodule(owner)._parameters[leaf] = torch.nn.Parameter(
+                        torch.empty_like(param, device="meta"), requires_grad=False)
+            else:
+                torch.nn.Module.to(module, "meta")  # the module stays (the denoiser holds it), empty
+                # its pinned copies went back to torch's pinned-memory cache: hand them back to the system
+                empty_host_cache = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
+                if self.streamer is not None and empty_host_cache is not None:
+                    empty_host_cache()
+        logger.info("lazy: freed %s", part)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _denoiser_models(self) -> list[torch.nn.Module]:
         return [self.components[p] for p in self._denoiser_parts if self.components.get(p) is not None]
@@ -309,6 +449,8 @@ class MOVAPipeline:
     def _on_device(self, *names: str) -> None:
         """With offloading, move the named components to the device and the others to the CPU (the denoiser
         parts under ``sequential`` are left to the block streamer)."""
+        if self.lazy is not None:
+            self._load_lazy(names)
         if self.offload == "none" or self.device.type == "cpu":
             return
         for part in self.model_cpu_offload_seq:
@@ -391,7 +533,7 @@ class MOVAPipeline:
             size_multiple=self.vae_scale_spatial * max(self.patch[1:]), sample_rate=int(self.audio_sample_rate),
             lora_adapters=tuple(self.loras), max_pixels=max_pixels,
             max_duration_s=max_duration, max_work=max_work, device=str(self.device), offload=self.offload,
-            unavailable_precisions=tuple((p, why) for p, why in (("fp8", fp8_unavailable(self.device)),) if why),
+            unavailable_precisions=tuple((p, why) for p, why in (("fp8", self._fp8_unavailable()),) if why),
         )
 
     # ----------------------------------------------------------------------------------------------------
@@ -673,6 +815,8 @@ class MOVAPipeline:
         plan = modes.Plan(s, inputs, sample_rate=self.audio_sample_rate, hop=self.audio_vae.hop,
                           temporal=self.vae_scale_temporal)
 
+        if s.precision == "fp8" and self._fp8_unavailable():
+            raise ValueError(f"precision='fp8' is unavailable here: {self._fp8_unavailable()}; use precision='bf16'")
         self._use_lora(s.lora, s.lora_scale)
 
         # 2. Text (T2VA: MOVA's pure-white first frame)
@@ -743,6 +887,11 @@ class MOVAPipeline:
         if settings is not None:
             kwargs["prompt"] = settings
         return GenerationSettings.from_values(kwargs)
+
+
+def _is_empty(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s weights are on the meta device (a lazily loaded expert between loads)."""
+    return next(module.parameters()).device.type == "meta"
 
 
 def _pixels(frames: np.ndarray) -> torch.Tensor:

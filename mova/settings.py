@@ -27,6 +27,20 @@ PRECISIONS = ("bf16", "fp8")  # mova.acceleration implements them
 # How a pipeline is placed and run (load-time choices of the CLI and the app, not per-request settings):
 OFFLOAD_MODES = ("none", "model", "sequential")  # MOVAPipeline.from_pretrained(offload=)
 COMPILE_MODES = ("auto", "on", "off")  # MOVAPipeline.apply_compile: auto = on where it pays (full size, one GPU)
+QUANTIZATIONS = ("fp8", "int8")  # weight storage, MOVAPipeline.from_pretrained(quantization=); mova.quantization
+# Memory profiles (from_pretrained(memory=), the CLI's and the app's --memory): the load options each one sets. "24gb":
+# MOVA-360p on a 24 GB GPU with 32 GB of host RAM (README "Memory profiles"): fp8 weights, the denoiser's blocks
+# streamed, and the experts and the text encoder read from disk when needed and freed after (lazy=True).
+MEMORY_PROFILES = {"full": {"quantization": None, "offload": "none", "lazy": False},
+                   "24gb": {"quantization": "fp8", "offload": "sequential", "lazy": True}}
+# The help of these load-time flags, shared by the CLI and the app
+LOAD_FLAG_HELP = {
+    "memory": "memory profile: 24gb (MOVA-360p on a 24 GB GPU with 32 GB of host RAM: fp8 weights, streamed blocks, "
+              "experts and text encoder read from disk when needed) or full; sets --offload and --quantization",
+    "quantization": "store the DiT, bridge and text-encoder block weights as fp8 or int8 (half of bf16's bytes)",
+    "offload": "GPU memory mode: none (default), model (one component on the GPU at a time), sequential (DiT blocks "
+               "streamed from host memory)",
+}
 
 __all__ = ["GenerationSettings", "ModelInfo", "Setting", "GenerationCancelled", "setting_fields"]
 

@@ -30,7 +30,8 @@ class LocalBackend(Backend):
         model: ``"demo"``, a checkpoint folder (official layout) or a Hub repo id (``org/name``, through the
             Hugging Face cache; see :func:`~mova.backends.base.load_pipeline`). Ignored when ``pipeline`` is given.
         revision: the Hub commit, branch or tag of a repo id (default: ``main``).
-        device, dtype, offload: passed to ``MOVAPipeline.from_pretrained`` (offload ``none|model|sequential``).
+        device, dtype, offload, quantization, memory: passed to ``MOVAPipeline.from_pretrained`` (offload
+            ``none|model|sequential``; quantization ``fp8|int8``; memory a profile such as ``24gb``).
         data_dir: outputs go to ``<data_dir>/outputs`` (default ``$MOVA_DATA_DIR`` or ``./data``).
         loras: LoRA adapters the UI may pick, name → adapter folder (``mova.lora`` format), registered with the
             pipeline (``MOVAPipeline.register_lora``); the settings name one (or none) and its ``lora_scale``.
@@ -44,12 +45,13 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, model: str | os.PathLike = "demo", *, revision: str | None = None, device: str | None = None,
-                 dtype: Any = None, offload: str = "none", data_dir: str | os.PathLike | None = None,
+                 dtype: Any = None, offload: str | None = None, data_dir: str | os.PathLike | None = None,
                  loras: Mapping[str, str | os.PathLike] | None = None, pipeline: MOVAPipeline | None = None,
-                 compile: str = "off") -> None:
+                 compile: str = "off", quantization: str | None = None, memory: str | None = None) -> None:
         super().__init__(data_dir=data_dir)
         if pipeline is None:
-            pipeline = load_pipeline(model, revision=revision, device=device, dtype=dtype, offload=offload)
+            pipeline = load_pipeline(model, revision=revision, device=device, dtype=dtype, offload=offload,
+                                     quantization=quantization, memory=memory)
         pipeline.apply_compile(compile)
         self.pipeline = pipeline
         for name, path in (loras or {}).items():

@@ -18,7 +18,8 @@ MODES_HELP = ("modes: --last-image F (first-last frame), --audio F (audio → vi
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from mova.settings import COMPILE_MODES, OFFLOAD_MODES, setting_fields
+    from mova.settings import (COMPILE_MODES, LOAD_FLAG_HELP, MEMORY_PROFILES, OFFLOAD_MODES, QUANTIZATIONS,
+                               setting_fields)
 
     p = subparsers.add_parser("generate", help="generate a video with audio (IT2VA with --image, else T2VA)",
                               description="Generate a clip (IT2VA with --image, else T2VA). " + MODES_HELP)
@@ -47,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument(*flags, **kwargs)
     p.add_argument("--no-loudness", dest="no_loudness", action="store_true", help="leave the audio level as decoded")
     # 2. Where and how it runs
-    p.add_argument("--offload", default="none", choices=OFFLOAD_MODES, help="GPU memory mode")
+    p.add_argument("--offload", default=None, choices=OFFLOAD_MODES, help=LOAD_FLAG_HELP["offload"])
+    p.add_argument("--quantization", default=None, choices=QUANTIZATIONS, help=LOAD_FLAG_HELP["quantization"])
+    p.add_argument("--memory", default=None, choices=list(MEMORY_PROFILES), help=LOAD_FLAG_HELP["memory"])
     p.add_argument("--compile", default="auto", choices=COMPILE_MODES,
                    help="regional torch.compile of the denoiser blocks: auto (on for a full-size model on "
                         "one CUDA GPU without offload or parallel inference), on, off")
@@ -162,7 +165,8 @@ def main(args: argparse.Namespace) -> int:
     main_rank = state is None or state.is_main
     t0 = time.perf_counter()
     device = state.device if state is not None else args.device
-    pipe = MOVAPipeline.from_pretrained(args.model, device=device, torch_dtype=args.dtype, offload=args.offload)
+    pipe = MOVAPipeline.from_pretrained(args.model, device=device, torch_dtype=args.dtype, offload=args.offload,
+                                        quantization=args.quantization, memory=args.memory)
     if state is not None:
         pipe.enable_parallel(state)
     pipe.apply_compile(args.compile)
