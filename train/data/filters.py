@@ -39,16 +39,8 @@ from .labels import CLIP_TYPES
 from ..yaml_config import check_bool, check_number, check_order, fail
 
 __all__ = [
-    "MeasureConfig",
-    "FilterConfig",
-    "REJECT_REASONS",
-    "measure_clip",
-    "video_sharpness",
-    "video_brightness",
-    "required_fields",
-    "apply_filters",
-    "FilterResult",
-    "filter_rows",
+    "MeasureConfig", "FilterConfig", "REJECT_REASONS", "measure_clip", "video_sharpness", "video_brightness",
+    "required_fields", "apply_filters", "FilterResult", "filter_rows",
 ]
 
 # Rejection reasons (also the keys of the summary counts).

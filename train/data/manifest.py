@@ -56,13 +56,7 @@ from mova.media import atomic_path
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "REQUIRED_FIELDS",
-    "OPTIONAL_FIELDS",
-    "Skipped",
-    "ManifestRead",
-    "validate_row",
-    "read_manifest",
-    "write_manifest",
+    "REQUIRED_FIELDS", "OPTIONAL_FIELDS", "Skipped", "ManifestRead", "validate_row", "read_manifest", "write_manifest",
     "rebase_rows",
 ]
 
