@@ -119,8 +119,7 @@ def inspect_preset(name: str, dtype_bytes: int = 2) -> list[ComponentReport]:
     specs = [("video_dit", preset.video_dit), ("video_dit_2", preset.video_dit), ("audio_dit", preset.audio_dit),
              ("dual_tower_bridge", preset.bridge), ("audio_vae", preset.audio_vae)]
     for comp, config in specs:
-        cls = NATIVE_COMPONENTS[comp][0]
-        module = build_on_meta(cls, config)
+        module = build_on_meta(NATIVE_COMPONENTS[comp][0], config)
         n = parameter_count(module)
         reports.append(ComponentReport(comp, NATIVE_COMPONENTS[comp][1][1], n, ["bf16" if dtype_bytes == 2 else "f32"],
                                        n * dtype_bytes, True, f"{len(module.state_dict())} tensors"))

@@ -57,11 +57,7 @@ _BRANCHES: dict[str, tuple[Branch, ...]] = {
     "none": (Branch(prompt=True, bridge=True),),
     "text": (Branch(prompt=False, bridge=True), Branch(prompt=True, bridge=True)),
     "text+bridge": (Branch(prompt=False, bridge=False), Branch(prompt=True, bridge=True)),
-    "dual": (
-        Branch(prompt=False, bridge=False),
-        Branch(prompt=False, bridge=True),
-        Branch(prompt=True, bridge=True),
-    ),
+    "dual": (Branch(prompt=False, bridge=False), Branch(prompt=False, bridge=True), Branch(prompt=True, bridge=True)),
 }
 
 
@@ -84,8 +80,7 @@ class Guidance:
         if not isinstance(self.mode, str) or self.mode not in GUIDANCE_MODES:
             raise ValueError(f"mode={self.mode!r} is invalid; allowed: {list(GUIDANCE_MODES)}")
         for name in ("text_scale", "bridge_scale"):
-            value = getattr(self, name)
-            object.__setattr__(self, name, real(name, value, 0.0, MAX_GUIDANCE_SCALE))
+            object.__setattr__(self, name, real(name, getattr(self, name), 0.0, MAX_GUIDANCE_SCALE))
 
     @property
     def branches(self) -> tuple[Branch, ...]:
@@ -222,10 +217,8 @@ def guided_velocity(
         """One denoiser call for ``group`` branches stacked along the batch: [k·B, ...]."""
         k = len(group)
         embeds = torch.cat([text_embeds if b.prompt else negative_embeds for b in group], dim=0)
-        strength = torch.tensor(
-            [bridge_strength if b.bridge else 0.0 for b in group for _ in range(batch)], dtype=torch.float32,
-            device=device
-        )
+        strength = torch.tensor([bridge_strength if b.bridge else 0.0 for b in group for _ in range(batch)],
+                                dtype=torch.float32, device=device)
         out_video, out_audio = denoiser(_repeat(video_latents, k), _repeat(audio_latents, k), embeds,
                                         _repeat(t_video, k), _repeat(t_audio, k), video_fps, bridge_strength=strength,
                                         **extra)

@@ -38,23 +38,9 @@ from scipy.signal import fftconvolve, firwin, resample_poly
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Media",
-    "write_mp4",
-    "write_wav",
-    "read_mp4",
-    "probe",
-    "read_audio",
-    "load_image",
-    "center_crop_resize",
-    "FrameStream",
-    "display_rgb",
-    "stream_start_s",
-    "read_clip",
-    "resample_audio",
-    "normalize_loudness",
-    "integrated_loudness",
-    "DEFAULT_MAX_PIXELS",
-    "atomic_path",
+    "Media", "write_mp4", "write_wav", "read_mp4", "probe", "read_audio", "load_image", "center_crop_resize",
+    "FrameStream", "display_rgb", "stream_start_s", "read_clip", "resample_audio", "normalize_loudness",
+    "integrated_loudness", "DEFAULT_MAX_PIXELS", "atomic_path",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -315,7 +301,7 @@ class Media:
     video_codec: str | None
     audio_codec: str | None
     duration_s: float | None
-    source_size: tuple[int, int] | None = None  # (height, width) of the stream's frames as shown, before resizing
+    source_size: tuple[int, int] | None = None
 
 
 def _open_input(path: PathLike) -> Any:
@@ -342,8 +328,7 @@ class _AudioCollector:
     ``pts + duration`` tells where the stream really ends, and :meth:`result` trims to it.
     """
 
-    def __init__(self, stream: Any, rate: int | None) -> None:
-        self.stream = stream
+    def __init__(self, rate: int | None) -> None:
         self.rate = rate
         self.resampler: Any = None
         self.chunks: list[np.ndarray] = []
@@ -396,7 +381,7 @@ def read_mp4(path: PathLike) -> Media:
         if vstream is None and astream is None:
             raise ValueError(f"path: {str(path)!r} has neither a video nor an audio stream")
         frames: list[np.ndarray] = []
-        collector = _AudioCollector(astream, None) if astream is not None else None
+        collector = _AudioCollector(None) if astream is not None else None
         streams = [s for s in (vstream, astream) if s is not None]
         try:
             for packet in container.demux(*streams):
@@ -454,7 +439,6 @@ def display_rgb(frame: Any) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-
 def center_crop_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 ``[H0, W0, 3]`` → ``[height, width, 3]``: centre-crop to the target aspect ratio, then resize (bicubic)
     (docs/model.md#image-conditioning)."""
@@ -475,8 +459,7 @@ def center_crop_resize(image: np.ndarray, height: int, width: int) -> np.ndarray
 class FrameStream:
     """Iterate ``(j, frame)`` at ``fps``: output frame ``j`` (time ``j / fps`` on the video clock) is the source
     frame whose timestamp is nearest. ``convert`` maps each used source frame (:func:`display_rgb`) to the clip
-    frame;
-    a source frame repeated by the rate conversion is converted once.
+    frame; a source frame repeated by the rate conversion is converted once.
 
     After iteration, ``error`` holds the damage message (None otherwise): decoding stopped on an error, or ended
     more than ``max(1 s, 2 %)`` short of ``declared_duration_s`` (a file cut at a packet boundary decodes
@@ -638,7 +621,7 @@ def read_audio(path: PathLike, sample_rate: int | None = None, mono: bool = True
         if not container.streams.audio:
             raise ValueError(f"path: {str(path)!r} has no audio stream")
         stream = container.streams.audio[0]
-        collector = _AudioCollector(stream, sample_rate)
+        collector = _AudioCollector(sample_rate)
         try:
             for packet in container.demux(stream):
                 collector.packet(packet)

@@ -123,11 +123,6 @@ def _named(name: str, exc: ValueError) -> ValueError:
     return ValueError(f"{name} is invalid: {text}")
 
 
-def total_frames(s: GenerationSettings) -> int:
-    """Frames the windows generate: ``num_windows × num_frames``."""
-    return s.num_windows * s.num_frames
-
-
 def _image(name: str, value: Any) -> np.ndarray:
     try:
         return media.load_image(value, max_pixels=MAX_IMAGE_PIXELS)
@@ -197,8 +192,8 @@ def _read_audio(value: Any, rate: int, max_seconds: float) -> np.ndarray:
     return media.resample_audio(mono[:int(max_seconds * src_rate) + 1], int(src_rate), rate)
 
 
-def _read_video(value: Any, s: GenerationSettings, rate: int, max_seconds: float) -> tuple[np.ndarray, Any]:
-    """The ``video`` input (a file, or uint8 frames at ``s.fps``) conformed; returns (frames, source size)."""
+def _read_video(value: Any, s: GenerationSettings, rate: int, max_seconds: float) -> np.ndarray:
+    """The ``video`` input (a file, or uint8 frames at ``s.fps``) conformed."""
     if isinstance(value, str):
         try:
             clip = media.read_clip(value, fps=s.fps, height=s.height, width=s.width, sample_rate=rate,
@@ -207,12 +202,12 @@ def _read_video(value: Any, s: GenerationSettings, rate: int, max_seconds: float
             raise _named("video", exc) from None
         if clip.video is None:
             raise ValueError("video is invalid: the file has no video stream")
-        return clip.video, clip.source_size
+        return clip.video
     frames = np.asarray(value)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise ValueError(f"video is invalid: expected uint8 frames [T, H, W, 3], got {frames.dtype} "
                          f"{tuple(frames.shape)}")
-    return _conform(frames[:int(max_seconds * s.fps) + 1], s), frames.shape[1:3]
+    return _conform(frames[:int(max_seconds * s.fps) + 1], s)
 
 
 def _read_clip(name: str, value: Any, s: GenerationSettings, rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -261,7 +256,7 @@ def read_inputs(s: GenerationSettings, sample_rate: int, temporal: int = FRAME_M
     if (s.num_windows > 1 or s.extend is not None) and overlap_latents(s.num_frames, temporal) < 1:
         raise ValueError(f"num_frames={s.num_frames} is invalid for chained windows: each window continues at least "
                          f"{temporal} frames of the one before, so num_frames must be at least {temporal + 1}")
-    frames_needed = total_frames(s)
+    frames_needed = s.num_windows * s.num_frames  # what the windows generate
     seconds = frames_needed / s.fps
     if s.audio is not None:
         audio = _read_audio(s.audio, sample_rate, seconds + 1.0)
@@ -270,7 +265,7 @@ def read_inputs(s: GenerationSettings, sample_rate: int, temporal: int = FRAME_M
         _check_audible("audio", audio)
         out.audio = _fit_audio("audio", audio, sample_rate, int(sample_rate * seconds), "the sound")
     if s.video is not None:
-        frames, _ = _read_video(s.video, s, sample_rate, seconds + 1.0 / s.fps)
+        frames = _read_video(s.video, s, sample_rate, seconds + 1.0 / s.fps)
         if frames.shape[0] < frames_needed:
             raise ValueError(f"video is invalid: it has {frames.shape[0]} frames at {s.fps:g} fps "
                              f"({frames.shape[0] / s.fps:.2f} s), shorter than the clip: {frames_needed} frames "
@@ -356,17 +351,12 @@ class Plan:
             first, start, end = retake_window(s, inputs.frames.shape[0])
             self.span = (start, end)
             self.windows = [Window(0, first, n)]
+            self.total_frames = inputs.frames.shape[0]
         else:
             prefix = inputs.frames.shape[0] if self.kind == "extend" else 0
-            self.windows = []
-            for w in range(s.num_windows):
-                if w == 0 and prefix == 0:
-                    self.windows.append(Window(0, 0, n))
-                else:
-                    self.windows.append(Window(w, prefix + w * n - k, n + k, k))
-        self.total_frames = self.windows[-1].start + self.windows[-1].num_frames
-        if self.kind == "retake":
-            self.total_frames = inputs.frames.shape[0]
+            self.windows = [Window(0, 0, n) if w == 0 and prefix == 0 else Window(w, prefix + w * n - k, n + k, k)
+                            for w in range(s.num_windows)]
+            self.total_frames = self.windows[-1].start + self.windows[-1].num_frames
 
     # -- what the output carries -----------------------------------------------------------------------------------
 

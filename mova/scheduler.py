@@ -45,12 +45,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from mova.config import MAX_TRAIN_TIMESTEPS
 from mova.models.checks import ConfigRules, fail, flag, off, positive
 
-__all__ = [
-    "FlowMatchPairScheduler",
-    "PairSchedule",
-    "TrainingTimesteps",
-    "shift_sigmas",
-]
+__all__ = ["FlowMatchPairScheduler", "PairSchedule", "TrainingTimesteps", "shift_sigmas"]
 
 Modality = Literal["video", "audio"]
 _MODALITY_COLUMN = {"video": 0, "audio": 1}
@@ -80,11 +75,6 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
     """
     s = torch.tensor(shift, dtype=sigmas.dtype, device=sigmas.device)
     return (s * sigmas) / (1 + (s - 1) * sigmas)
-
-
-def _unshift_sigma(sigma: float, shift: float) -> float:
-    """Inverse of the shift map in float64: σ̃ = σ / (s − (s − 1)·σ)."""
-    return sigma / (shift - (shift - 1.0) * sigma)
 
 
 def _build_sigmas(
@@ -172,8 +162,7 @@ class PairSchedule:
                 f"model_output shape {tuple(model_output.shape)} does not match sample shape {tuple(sample.shape)}"
             )
         col = _MODALITY_COLUMN[modality]
-        dt = self.step_sigmas[i + 1, col] - self.step_sigmas[i, col]  # float32 scalar, CPU
-        dt = dt.to(sample.device)
+        dt = (self.step_sigmas[i + 1, col] - self.step_sigmas[i, col]).to(sample.device)  # float32 scalar
         prev = sample.to(torch.float32) + model_output.to(torch.float32) * dt
         return prev.to(sample.dtype)
 
@@ -186,12 +175,8 @@ class PairSchedule:
         irreversible, so this counts the leading run (50 steps at shift 5: 18; 25 steps: 9 — docs/model.md#fifty-step-schedule).
         """
         boundary = _check_boundary(boundary_ratio) * self.num_train_timesteps
-        count = 0
-        for t in self.timesteps[:, 0].tolist():
-            if t < boundary:
-                break
-            count += 1
-        return count
+        video_t = self.timesteps[:, 0].tolist()
+        return next((i for i, t in enumerate(video_t) if t < boundary), len(video_t))
 
     def expert_for_step(self, step_index: int, boundary_ratio: float = 0.9) -> int:
         """Video expert for step i: 0 (``video_dit``, high noise) or 1 (``video_dit_2``, low noise)."""
@@ -212,8 +197,7 @@ class PairSchedule:
 
 
 def _check_boundary(boundary_ratio: Any) -> float:
-    ratio = boundary_ratio
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio <= 1:
+    if isinstance(boundary_ratio, bool) or not isinstance(boundary_ratio, numbers.Real) or not 0 <= boundary_ratio <= 1:
         raise ValueError(f"boundary_ratio={boundary_ratio!r} is invalid; allowed: a number in [0, 1]")
     return float(boundary_ratio)
 
@@ -346,21 +330,15 @@ class FlowMatchPairScheduler(ConfigRules, SchedulerMixin, ConfigMixin):
             if not 0.0 < _as_float(name, value) <= 1.0:
                 raise ValueError(f"{name}={value!r} is invalid; allowed: 0 < {name} <= 1")
 
-        cols = []
-        for shift, strength in ((video_shift, video_strength), (audio_shift, audio_strength)):
-            sig = _build_sigmas(self.config, n, None if shift is None else float(shift), float(strength))
-            cols.append(sig)
-        grid = torch.stack(cols, dim=1)  # [N, 2]
+        grid = torch.stack([_build_sigmas(self.config, n, None if shift is None else float(shift), float(strength))
+                            for shift, strength in ((video_shift, video_strength), (audio_shift, audio_strength))],
+                           dim=1)  # [N, 2]
         timesteps = grid * self.config.num_train_timesteps  # [N, 2], t = 1000σ in float32
         zero = torch.zeros(1, 2, dtype=torch.float32)
         sigmas = torch.cat([grid, zero], dim=0)  # [N + 1, 2]
         step_sigmas = torch.cat([self.timestep_to_sigma(timesteps), zero], dim=0)  # [N + 1, 2]
-        return PairSchedule(
-            timesteps=timesteps,
-            sigmas=sigmas,
-            step_sigmas=step_sigmas,
-            num_train_timesteps=self.config.num_train_timesteps,
-        )
+        return PairSchedule(timesteps=timesteps, sigmas=sigmas, step_sigmas=step_sigmas,
+                            num_train_timesteps=self.config.num_train_timesteps)
 
     # -- training helpers ----------------------------------------------------------------------------------------------
 
@@ -412,25 +390,18 @@ class FlowMatchPairScheduler(ConfigRules, SchedulerMixin, ConfigMixin):
         # 1. u for video, restricted to the chosen expert's interval of the shifted map (float64).
         lo, hi = 0.0, 1.0
         if expert is not None:
-            u_boundary = _unshift_sigma(ratio, s_v)  # σ = ratio ⇔ t = ratio·num_train_timesteps
+            u_boundary = ratio / (s_v - (s_v - 1.0) * ratio)  # the shift map inverted: σ = ratio ⇔ t = ratio·n_train
             lo, hi = (u_boundary, 1.0) if expert == 0 else (0.0, u_boundary)
         u_v = lo + (hi - lo) * torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
         # 2. u for audio: its own draw, or the shared one.
-        if independent:
-            u_a = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
-        else:
-            u_a = u_v
+        u_a = torch.rand(batch, generator=generator, device=device, dtype=torch.float64) if independent else u_v
         # 3. Shift each modality (float64, then float32), t = num_train_timesteps·σ in float32.
         sigma_v = shift_sigmas(u_v, s_v).to(torch.float32)
         sigma_a = shift_sigmas(u_a, s_a).to(torch.float32)
         if expert is not None:
             sigma_v = _enforce_expert(sigma_v, expert, ratio * n_train, n_train)
-        return TrainingTimesteps(
-            t_video=sigma_v * n_train,
-            t_audio=sigma_a * n_train,
-            sigma_video=sigma_v,
-            sigma_audio=sigma_a,
-        )
+        return TrainingTimesteps(t_video=sigma_v * n_train, t_audio=sigma_a * n_train, sigma_video=sigma_v,
+                                 sigma_audio=sigma_a)
 
     @staticmethod
     def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:

@@ -357,7 +357,9 @@ def build_cache(manifest: str | os.PathLike, model: str | os.PathLike, out: str 
     meta = _meta(spec, encoder, model)
     meta_path = out / META
     if rank == 0 and not meta_path.is_file():
-        null = encoder.text(["", _default_negative()], spec.max_sequence_length)
+        from mova.pipeline import DEFAULT_NEGATIVE_PROMPT
+
+        null = encoder.text(["", DEFAULT_NEGATIVE_PROMPT], spec.max_sequence_length)
         tensors = {"empty": null[0], "negative": null[1]}
         if not spec.audio_only:
             tensors["white_cond"] = encoder.white_condition(spec)
@@ -428,12 +430,6 @@ def build_cache(manifest: str | os.PathLike, model: str | os.PathLike, out: str 
     if summary.cached == 0 and not allow_empty:
         raise ValueError(f"no row of {manifest} could be cached ({summary.describe()}); see {skipped_log.name}")
     return summary
-
-
-def _default_negative() -> str:
-    from mova.pipeline import DEFAULT_NEGATIVE_PROMPT
-
-    return DEFAULT_NEGATIVE_PROMPT
 
 
 @dataclasses.dataclass

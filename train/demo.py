@@ -89,7 +89,7 @@ def build_base(video_vae: str | os.PathLike, audio_vae: str | os.PathLike, out: 
     from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from mova.loading import load_native
+    from mova.loading import load_native, parameter_count
     from mova.models import AudioDiT, AudioVAE, DualTowerBridge, VideoDiT
     from mova.tiny import make_tokenizer, write_checkpoint
 
@@ -129,8 +129,7 @@ def build_base(video_vae: str | os.PathLike, audio_vae: str | os.PathLike, out: 
                                                            "default_text_scale": DEMO_TEXT_SCALE,
                                                            "default_negative_prompt": "",
                                                            "max_sequence_length": DEMO_TEXT_LEN})
-    n = sum(p.numel() for k in ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
-            for p in components[k].parameters())
+    n = sum(parameter_count(components[k]) for k in ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"))
     logger.info("demo base checkpoint %s: denoiser %.2fM parameters", out, n / 1e6)
     return out
 

@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 CACHE_FORMAT = "mova-latent-cache"
 CACHE_VERSION = 1
 META = "meta.json"
 TEXT_NULL = "text_null.safetensors"
-
 
 
 def is_cache(path: str | os.PathLike) -> bool:
@@ -74,8 +74,7 @@ class LatentCache(torch.utils.data.Dataset):
             raise ValueError(f"data.text_len={self.text_len} is too small: cached captions have up to "
                              f"{too_long} tokens")
         self._handles: dict[str, Any] = {}
-        with safe_open(self.path / TEXT_NULL, framework="pt", device="cpu") as f:
-            self._null = {k: f.get_tensor(k) for k in f.keys()}
+        self._null = load_file(self.path / TEXT_NULL)  # on the CPU
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -52,7 +52,7 @@ def export_adapter(folder: str | os.PathLike, state: dict[str, torch.Tensor], sp
 def merged_component_states(base: str | os.PathLike, state: dict[str, torch.Tensor], spec: LoRASpec
                             ) -> dict[str, dict[str, torch.Tensor]]:
     """Base weights of each adapted component (read from the base checkpoint) with the adapter folded in."""
-    from safetensors import safe_open
+    from safetensors.torch import load_file
 
     from mova.loading import weight_files
 
@@ -61,7 +61,6 @@ def merged_component_states(base: str | os.PathLike, state: dict[str, torch.Tens
     for component in spec.components:
         plain: dict[str, torch.Tensor] = {}
         for file in weight_files(Path(base) / component):
-            with safe_open(file, framework="pt", device="cpu") as f:
-                plain.update({k: f.get_tensor(k) for k in f.keys()})
+            plain.update(load_file(file))  # on the CPU
         out[component] = merged_weights(plain, adapter, spec, component)
     return out

@@ -54,17 +54,10 @@ def ensure_process_group(device: torch.device) -> bool:
     return True
 
 
-def repeated_block_names(model: nn.Module) -> set[str]:
-    """Class names of the repeated blocks declared by ``model`` and its submodules (``_repeated_blocks``)."""
-    names: set[str] = set()
-    for module in model.modules():
-        names.update(getattr(module, "_repeated_blocks", ()))
-    return names
-
-
 def repeated_blocks(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Module]]:
-    """(parent, attribute name, block) for every repeated block, outermost first (no nesting expected)."""
-    names = repeated_block_names(model)
+    """(parent, attribute name, block) for every repeated block, outermost first (no nesting expected); the block
+    classes are those that ``model`` and its submodules declare in ``_repeated_blocks``."""
+    names = set().union(*(getattr(module, "_repeated_blocks", ()) for module in model.modules()))
     found = []
     for parent in model.modules():
         if hasattr(parent, "_checkpoint_wrapped_module"):
@@ -91,11 +84,10 @@ def apply_activation_checkpointing(model: nn.Module) -> int:
 
 def apply_compile(model: nn.Module, **compile_kwargs) -> int:
     """Regional compilation: ``torch.compile`` each repeated block in place (blocks of a class share a graph)."""
-    count = 0
-    for _, _, block in repeated_blocks(model):
+    blocks = [block for _, _, block in repeated_blocks(model)]
+    for block in blocks:
         block.compile(**compile_kwargs)
-        count += 1
-    return count
+    return len(blocks)
 
 
 def apply_fsdp(model: nn.Module, mesh, *, param_dtype: torch.dtype | None = None,

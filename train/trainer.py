@@ -75,8 +75,7 @@ class AudioTower(nn.Module):
 
 def expert_mass(shift: float, boundary_ratio: float) -> float:
     """P(σ_video ≥ boundary) when σ = s·u/(1 + (s − 1)·u), u ~ U[0, 1): 0.357 at s = 5, boundary 0.9."""
-    u_boundary = boundary_ratio / (shift - (shift - 1.0) * boundary_ratio)
-    return 1.0 - u_boundary
+    return 1.0 - boundary_ratio / (shift - (shift - 1.0) * boundary_ratio)  # 1 − u at the boundary
 
 
 @dataclasses.dataclass
@@ -159,7 +158,9 @@ class Trainer:
             s, total=self.total_steps, warmup=o.warmup_steps, warmup_start=o.warmup_start, min_ratio=o.min_lr_ratio))
 
         # 6. Randomness: per-rank global RNGs; one shared generator for the global batch's draws
-        _seed_everything(cfg.seed + self.rank)
+        random.seed(cfg.seed + self.rank)
+        np.random.seed((cfg.seed + self.rank) % 2**32)
+        torch.manual_seed(cfg.seed + self.rank)
         self.gen = torch.Generator(self.device).manual_seed(cfg.seed)
         self.step = self.micro_step = 0
 
@@ -362,7 +363,8 @@ class Trainer:
                 losses.append(metrics["loss"])
                 if self.step % cfg.log.every == 0 or self.step == self.total_steps:
                     self.metrics.log(self.step, metrics)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics[_lr_key(self.optimizer)]:.2e}")
+                first_lr = metrics[f"lr/{self.optimizer.param_groups[0]['name']}"]
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{first_lr:.2e}")
                 bar.update(1)
                 last = self.step == self.total_steps
                 if last or (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0):
@@ -602,16 +604,6 @@ def _numpy_rng_state() -> tuple:
     """numpy's global RNG state with its key array as a list, so the trainer state loads with weights_only=True."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return name, keys.tolist(), int(pos), int(has_gauss), float(cached)
-
-
-def _lr_key(optimizer: torch.optim.Optimizer) -> str:
-    return f"lr/{optimizer.param_groups[0]['name']}"
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _reduce_mean(values: torch.Tensor) -> list[float]:

@@ -23,19 +23,10 @@ from typing import TYPE_CHECKING, Any
 # Lazy, so that `python -m mova` (which imports `mova.cli.arena` to build its parser) does not pay
 # for pandas and scipy unless an arena command runs.
 _LAZY = {
-    "ArenaService": "mova.arena.service",
-    "Battle": "mova.arena.service",
-    "CountingRules": "mova.arena.service",
+    **dict.fromkeys(("ArenaService", "Battle", "CountingRules", "RateLimit", "VoteResult"), "mova.arena.service"),
+    **dict.fromkeys(("CHOICES", "AlreadyVoted", "ArenaBusy", "ArenaError", "ArenaStore", "NotServed", "RateLimited"),
+                    "mova.arena.store"),
     "Voter": "mova.arena.identity",
-    "RateLimit": "mova.arena.service",
-    "VoteResult": "mova.arena.service",
-    "CHOICES": "mova.arena.store",
-    "AlreadyVoted": "mova.arena.store",
-    "ArenaBusy": "mova.arena.store",
-    "ArenaError": "mova.arena.store",
-    "ArenaStore": "mova.arena.store",
-    "NotServed": "mova.arena.store",
-    "RateLimited": "mova.arena.store",
     "resolve_data_dir": "mova.outputs",
 }
 
@@ -45,15 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mova.outputs import resolve_data_dir
     from mova.arena.identity import Voter
     from mova.arena.service import ArenaService, Battle, CountingRules, RateLimit, VoteResult
-    from mova.arena.store import (
-        CHOICES,
-        AlreadyVoted,
-        ArenaBusy,
-        ArenaError,
-        ArenaStore,
-        NotServed,
-        RateLimited,
-    )
+    from mova.arena.store import CHOICES, AlreadyVoted, ArenaBusy, ArenaError, ArenaStore, NotServed, RateLimited
 
 
 def __getattr__(name: str) -> Any:

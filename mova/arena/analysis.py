@@ -177,24 +177,13 @@ def build_leaderboard(
     counts = matrix["count"].sum(axis=1)
     wins = (matrix["win"] * matrix["count"]).sum(axis=1).round().astype(int)
     ties = (matrix["tie"] * matrix["count"]).sum(axis=1).round().astype(int)
-    table = pd.DataFrame(
-        {
-            "model": point.index,
-            "rating": point.to_numpy(),
-            "lower": intervals["lower"].reindex(point.index).to_numpy(),
-            "upper": intervals["upper"].reindex(point.index).to_numpy(),
-            "votes": counts.reindex(point.index).to_numpy(),
-            "wins": wins.reindex(point.index).to_numpy(),
-            "ties": ties.reindex(point.index).to_numpy(),
-        }
-    )
+    per_model = {"lower": intervals["lower"], "upper": intervals["upper"], "votes": counts, "wins": wins, "ties": ties}
+    table = pd.DataFrame({"model": point.index, "rating": point.to_numpy(),
+                          **{name: values.reindex(point.index).to_numpy() for name, values in per_model.items()}})
     table["losses"] = table["votes"] - table["wins"] - table["ties"]
     table["win_rate"] = table["wins"] / table["votes"].where(table["votes"] > 0)
-    table["rank"] = ratings.rank_from_intervals(
-        table.set_index("model")["lower"], table.set_index("model")["upper"]
-    ).to_numpy()
+    by_model = table.set_index("model")
+    table["rank"] = ratings.rank_from_intervals(by_model["lower"], by_model["upper"]).to_numpy()
     table = table.sort_values(["rating", "model"], ascending=[False, True]).reset_index(drop=True)
-    return Leaderboard(
-        table=table[list(TABLE_COLUMNS)], matrix=matrix, method=method, n_votes=len(votes),
-        dropped=dict(dropped or {}),
-    )
+    return Leaderboard(table=table[list(TABLE_COLUMNS)], matrix=matrix, method=method, n_votes=len(votes),
+                       dropped=dict(dropped or {}))

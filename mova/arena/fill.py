@@ -85,8 +85,6 @@ def parse_model_spec(text: str) -> ModelSpec:
         except ValueError as exc:
             raise ValueError(f"--model {text!r}: {key}={value!r} is not a {keys[key].__name__}") from exc
     spec = ModelSpec(name=name.strip(), source=source.strip(), settings=settings)
-    from mova.settings import GenerationSettings
-
     try:  # every value checked now, not after the first model has loaded
         GenerationSettings(prompt="check", **spec.split()[0])
     except ValueError as exc:
@@ -114,13 +112,9 @@ def read_prompts(path: str | Path) -> list[PromptItem]:
                 + (f"; unknown field {', '.join(map(repr, unknown))}" if unknown else "")
             )
         frame = record.get("first_frame")
-        items.append(
-            PromptItem(
-                prompt_id=str(record["prompt_id"]), prompt=str(record["prompt"]),
-                first_frame=(path.parent / frame).resolve() if frame else None,
-                category=str(record.get("category", "")), prompt_set=str(record.get("prompt_set", "")),
-            )
-        )
+        items.append(PromptItem(prompt_id=str(record["prompt_id"]), prompt=str(record["prompt"]),
+                                first_frame=(path.parent / frame).resolve() if frame else None,
+                                category=str(record.get("category", "")), prompt_set=str(record.get("prompt_set", ""))))
     return items
 
 

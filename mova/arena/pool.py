@@ -69,17 +69,9 @@ def import_manifest(
     manifest = Path(manifest).expanduser().resolve()
     pool = _choose_pool(service, pool_dir, default=manifest.parent, dry_run=dry_run)
     report = ImportReport(source=str(manifest), pool_dir=str(pool), dry_run=dry_run)
-    rows: list[tuple[str, ClipRow]] = []
-    for label, record in read_manifest(manifest):
-        if isinstance(record, str):  # unreadable line
-            report.rejected.append((label, record))
-            continue
-        outcome = clip_row(record, pool, required=MANIFEST_REQUIRED)
-        if isinstance(outcome, str):
-            report.rejected.append((label, outcome))
-        else:
-            rows.append((label, outcome))
-    return _add(service, rows, report)
+    checked = [(label, record if isinstance(record, str) else clip_row(record, pool, required=MANIFEST_REQUIRED))
+               for label, record in read_manifest(manifest)]  # a str record: an unreadable line
+    return _add(service, checked, report)
 
 
 def import_folder(
@@ -88,31 +80,27 @@ def import_folder(
     folder = Path(folder).expanduser().resolve()
     pool = _choose_pool(service, pool_dir, default=folder, dry_run=dry_run)
     report = ImportReport(source=str(folder), pool_dir=str(pool), dry_run=dry_run)
-    rows: list[tuple[str, ClipRow]] = []
+    checked: list[tuple[str, ClipRow | str]] = []
     for video in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES):
         label = str(video.relative_to(folder))
         sidecar = video.with_suffix(".json")
         if not sidecar.is_file():
-            report.rejected.append((label, f"missing sidecar {sidecar.name}"))
+            checked.append((label, f"missing sidecar {sidecar.name}"))
             continue
         try:
             record = json.loads(sidecar.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            report.rejected.append((label, f"sidecar {sidecar.name} is not valid JSON ({exc})"))
+            checked.append((label, f"sidecar {sidecar.name} is not valid JSON ({exc})"))
             continue
         if not isinstance(record, dict):
-            report.rejected.append((label, f"sidecar {sidecar.name} is not a JSON object"))
+            checked.append((label, f"sidecar {sidecar.name} is not a JSON object"))
             continue
         if "path" in record:
-            report.rejected.append((label, "unknown field 'path' in sidecar (the clip is the file beside it)"))
+            checked.append((label, "unknown field 'path' in sidecar (the clip is the file beside it)"))
             continue
         record = {k: v for k, v in record.items() if k not in clip_sidecar_fields()}  # mova.outputs.save_clip's
-        outcome = clip_row({**record, "path": str(video)}, pool, required=SIDECAR_REQUIRED)
-        if isinstance(outcome, str):
-            report.rejected.append((label, outcome))
-        else:
-            rows.append((label, outcome))
-    return _add(service, rows, report)
+        checked.append((label, clip_row({**record, "path": str(video)}, pool, required=SIDECAR_REQUIRED)))
+    return _add(service, checked, report)
 
 
 def clip_sidecar_fields() -> set[str]:
@@ -231,7 +219,10 @@ def _choose_pool(service: ArenaService, pool_dir: str | Path | None, *, default:
     return service.set_pool_dir(chosen)
 
 
-def _add(service: ArenaService, rows: list[tuple[str, ClipRow]], report: ImportReport) -> ImportReport:
+def _add(service: ArenaService, checked: list[tuple[str, ClipRow | str]], report: ImportReport) -> ImportReport:
+    """Rows refused by their checks (a reason, in order) go to ``report.rejected``; the rest to the store."""
+    report.rejected += [(label, row) for label, row in checked if isinstance(row, str)]
+    rows = [(label, row) for label, row in checked if not isinstance(row, str)]
     if report.dry_run:
         report.added = len(rows)
         return report

@@ -242,13 +242,9 @@ class ArenaStore:
         return None if row is None else row[0]
 
     def set_meta(self, key: str, value: str) -> None:
-        self.write(
-            lambda conn: conn.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-        )
+        self.write(lambda conn: conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value)))
 
     # pool
 
@@ -256,11 +252,7 @@ class ArenaStore:
         """Add clips in one transaction. Returns one outcome per row: ``"added"``, ``"duplicate"``
         (the path is already in the pool), or a rejection reason."""
         now = time.time() if now is None else now
-
-        def add(conn: sqlite3.Connection) -> list[str]:
-            return [_add_clip(conn, row, now) for row in rows]
-
-        return self.write(add)
+        return self.write(lambda conn: [_add_clip(conn, row, now) for row in rows])
 
     def candidates(self, *, category: str | None = None, prompt_set: str | None = None) -> list[Candidate]:
         """Active clips, optionally of one category / prompt set."""
@@ -300,13 +292,8 @@ class ArenaStore:
         return [r[0] for r in rows]
 
     def counts(self) -> dict[str, int]:
-        def count(conn: sqlite3.Connection) -> dict[str, int]:
-            return {
-                table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("models", "prompts", "clips", "battles", "votes")
-            }
-
-        return self.read(count)
+        return self.read(lambda conn: {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                                       for table in ("models", "prompts", "clips", "battles", "votes")})
 
     # battles and votes
 

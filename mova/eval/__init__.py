@@ -12,22 +12,7 @@ from mova.eval.sync import (audio_onset_envelope, av_correlation, av_offset, lag
                             peak_lag, spectral_flux)
 
 __all__ = [
-    "audio_onset_envelope",
-    "motion_energy",
-    "av_correlation",
-    "av_offset",
-    "lagged_correlation",
-    "peak_lag",
-    "spectral_flux",
-    "detect_onsets",
-    "detect_motion_events",
-    "pick_peaks",
-    "onset_alignment",
-    "nearest_offsets",
-    "Join",
-    "seam_figures",
-    "integrated_loudness",
-    "silence_ratio",
-    "bandwidth_hz",
-    "clipping_ratio",
+    "audio_onset_envelope", "motion_energy", "av_correlation", "av_offset", "lagged_correlation", "peak_lag",
+    "spectral_flux", "detect_onsets", "detect_motion_events", "pick_peaks", "onset_alignment", "nearest_offsets",
+    "Join", "seam_figures", "integrated_loudness", "silence_ratio", "bandwidth_hz", "clipping_ratio",
 ]

@@ -17,12 +17,7 @@ import numpy as np
 from mova.media import _check_audio, _check_sample_rate
 
 __all__ = [
-    "spectral_flux",
-    "audio_onset_envelope",
-    "motion_energy",
-    "av_correlation",
-    "av_offset",
-    "lagged_correlation",
+    "spectral_flux", "audio_onset_envelope", "motion_energy", "av_correlation", "av_offset", "lagged_correlation",
     "peak_lag",
 ]
 

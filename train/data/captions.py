@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -105,13 +105,8 @@ def _words(sentence: str) -> set[str]:
 def _is_repeat(sentence: str, earlier: list[str], threshold: float = 0.8) -> bool:
     """True when the sentence's words overlap an earlier sentence's by ``threshold`` (Jaccard)."""
     words = _words(sentence)
-    if not words:
-        return True
-    for other in earlier:
-        ow = _words(other)
-        if ow and len(words & ow) / len(words | ow) >= threshold:
-            return True
-    return False
+    return not words or any((ow := _words(other)) and len(words & ow) / len(words | ow) >= threshold
+                            for other in earlier)
 
 
 def _speaker(visual: str) -> str:
@@ -228,10 +223,3 @@ def merge_row(row: Mapping[str, Any], cfg: CaptionConfig | None = None, provider
         logger.warning("caption %s: %s; merged by rules instead", row.get("id"), problem)
     out["caption"], out["caption_source"] = merge_captions(visual, speech, sound), "rules"
     return out
-
-
-def merge_rows(
-    rows: Iterable[Mapping[str, Any]], cfg: CaptionConfig | None = None, provider: Any | None = None
-) -> list[dict[str, Any]]:
-    """:func:`merge_row` over rows."""
-    return [merge_row(r, cfg, provider) for r in rows]

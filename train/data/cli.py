@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .captions import CAPTION_INPUTS, CaptionConfig, make_provider, merge_rows
+from .captions import CAPTION_INPUTS, CaptionConfig, make_provider, merge_row
 from ..yaml_config import dump_config, load_config
 from .filters import FilterConfig, filter_rows
 from .manifest import read_manifest, rebase_rows, write_manifest
@@ -47,9 +47,7 @@ def run_filter(
         rejected = Path(rejected)
         write_manifest(rejected, rebase_rows(result.rejected, manifest.parent, rejected.parent))
     summary = result.summary()
-    skipped = dict(read.skipped_by_reason())
-    for reason, count in summary["skipped_by_reason"].items():
-        skipped[reason] = skipped.get(reason, 0) + count
+    skipped = Counter(read.skipped_by_reason()) + Counter(summary["skipped_by_reason"])  # both positive counts
     summary["rows"] += len(read.skipped)
     summary["skipped"] += len(read.skipped)
     summary["skipped_by_reason"] = dict(sorted(skipped.items()))
@@ -61,7 +59,7 @@ def run_captions(manifest: str | Path, out: str | Path, cfg: CaptionConfig, prov
     manifest, out = Path(manifest), Path(out)
     read = read_manifest(manifest)
     provider = provider if provider is not None else make_provider(cfg)
-    rows = merge_rows(read.rows, cfg, provider)
+    rows = [merge_row(row, cfg, provider) for row in read.rows]
     write_manifest(out, rebase_rows(rows, manifest.parent, out.parent))
     sources = Counter(
         row.get("caption_source", "unchanged") if any(row.get(k) for k in CAPTION_INPUTS) else "unchanged"

@@ -177,13 +177,10 @@ class VideoCutter:
 
     def open(self) -> None:
         self.path = Path(self.path)
-        info = inspect_source(self.path)
-        self.info = info
+        self.info = info = inspect_source(self.path)
         if info.duration_s is not None and info.duration_s * self.cut.fps < self.cut.num_frames - 0.5:
-            raise InputError(
-                "too_short",
-                f"{info.duration_s:.2f} s is shorter than one clip ({self.cut.duration_s:.2f} s)",
-            )
+            raise InputError("too_short",
+                             f"{info.duration_s:.2f} s is shorter than one clip ({self.cut.duration_s:.2f} s)")
         if not info.has_audio and self.cut.missing_audio == "drop":
             raise InputError("no_audio_stream", "the file has no audio stream (cut.missing_audio is 'drop')")
         self.transform = self._plan(info)
@@ -287,4 +284,3 @@ class VideoCutter:
                 return None
         return Window(clip_index, start_frame, round(start_s, 4), video, audio,
                       None if coverage is None else round(coverage, 4))
-

@@ -35,8 +35,6 @@ __all__ = [
 ]
 
 
-
-
 class InputError(Exception):
     """A source that cannot be used at all; ``reason`` is a short key counted in the summary."""
 

@@ -25,49 +25,21 @@ from typing import Any
 import cv2
 import numpy as np
 
-from mova.eval import (
-    av_correlation,
-    av_offset,
-    bandwidth_hz,
-    clipping_ratio,
-    integrated_loudness,
-    motion_energy,
-    silence_ratio,
-)
+from mova.eval import (av_correlation, av_offset, bandwidth_hz, clipping_ratio, integrated_loudness, motion_energy,
+                       silence_ratio)
 
 from .labels import CLIP_TYPES
 from ..yaml_config import check_bool, check_number, check_order, fail
 
 __all__ = [
-    "MeasureConfig",
-    "FilterConfig",
-    "REJECT_REASONS",
-    "measure_clip",
-    "video_sharpness",
-    "video_brightness",
-    "required_fields",
-    "apply_filters",
-    "FilterResult",
-    "filter_rows",
+    "MeasureConfig", "FilterConfig", "REJECT_REASONS", "measure_clip", "video_sharpness", "video_brightness",
+    "required_fields", "apply_filters", "FilterResult", "filter_rows",
 ]
 
 # Rejection reasons (also the keys of the summary counts).
-REJECT_REASONS = (
-    "silence",
-    "bandwidth",
-    "loudness_low",
-    "loudness_high",
-    "clipping",
-    "sharpness",
-    "brightness_low",
-    "brightness_high",
-    "motion_low",
-    "motion_high",
-    "av_sync",
-    "clip_type",
-    "low_resolution",
-    "missing_caption",
-)
+REJECT_REASONS = ("silence", "bandwidth", "loudness_low", "loudness_high", "clipping", "sharpness", "brightness_low",
+                  "brightness_high", "motion_low", "motion_high", "av_sync", "clip_type", "low_resolution",
+                  "missing_caption")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -270,37 +242,32 @@ def _high(value: float | None, bound: float | None) -> bool:
     return bound is not None and value is not None and value > bound
 
 
+def _over(value: float | None, bound: float | None) -> bool:
+    """``value > bound`` with None (not measured) counting as above."""
+    return bound is not None and (value is None or value > bound)
+
+
 def apply_filters(row: Mapping[str, Any], cfg: FilterConfig) -> list[str]:
     """Rejection reasons (from :data:`REJECT_REASONS`, in that order) for one row; empty = keep.
 
     Audio filters are skipped for rows with ``has_audio`` false (kept-without-audio clips). The row must hold
     :func:`required_fields`; :func:`filter_rows` checks that first.
     """
-    reasons = []
-    if row["has_audio"]:
-        silence = row.get("silence_ratio")
-        if cfg.max_silence_ratio is not None and (silence is None or silence > cfg.max_silence_ratio):
-            reasons.append("silence")
-        if _low(row.get("bandwidth_hz"), cfg.min_bandwidth_hz):
-            reasons.append("bandwidth")
-        if _low(row.get("loudness_lufs"), cfg.min_loudness_lufs):
-            reasons.append("loudness_low")
-        if _high(row.get("loudness_lufs"), cfg.max_loudness_lufs):
-            reasons.append("loudness_high")
-        clipping = row.get("clipping_ratio")
-        if cfg.max_clipping_ratio is not None and (clipping is None or clipping > cfg.max_clipping_ratio):
-            reasons.append("clipping")
-    if _low(row.get("sharpness"), cfg.min_sharpness):
-        reasons.append("sharpness")
-    if _low(row.get("brightness"), cfg.min_brightness):
-        reasons.append("brightness_low")
-    if _high(row.get("brightness"), cfg.max_brightness):
-        reasons.append("brightness_high")
-    if _low(row.get("motion"), cfg.min_motion):
-        reasons.append("motion_low")
-    if _high(row.get("motion"), cfg.max_motion):
-        reasons.append("motion_high")
-    if row["has_audio"] and (cfg.min_av_sync_score is not None or cfg.max_av_offset_frames is not None):
+    audio = row["has_audio"]
+    thresholds = {  # reason: failed, in REJECT_REASONS order
+        "silence": audio and _over(row.get("silence_ratio"), cfg.max_silence_ratio),
+        "bandwidth": audio and _low(row.get("bandwidth_hz"), cfg.min_bandwidth_hz),
+        "loudness_low": audio and _low(row.get("loudness_lufs"), cfg.min_loudness_lufs),
+        "loudness_high": audio and _high(row.get("loudness_lufs"), cfg.max_loudness_lufs),
+        "clipping": audio and _over(row.get("clipping_ratio"), cfg.max_clipping_ratio),
+        "sharpness": _low(row.get("sharpness"), cfg.min_sharpness),
+        "brightness_low": _low(row.get("brightness"), cfg.min_brightness),
+        "brightness_high": _high(row.get("brightness"), cfg.max_brightness),
+        "motion_low": _low(row.get("motion"), cfg.min_motion),
+        "motion_high": _high(row.get("motion"), cfg.max_motion),
+    }
+    reasons = [reason for reason, failed in thresholds.items() if failed]
+    if audio and (cfg.min_av_sync_score is not None or cfg.max_av_offset_frames is not None):
         score, offset = row.get("av_sync_score"), row.get("av_offset_frames")
         tests = []
         if cfg.min_av_sync_score is not None:

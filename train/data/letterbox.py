@@ -174,14 +174,9 @@ def plan_transform(
     target = out_w / out_h
     crop, pad = content, (0, 0, 0, 0)
     if abs(ratio - target) > 1e-6:
-        if ratio > target:  # too wide: crop width or pad height
-            new_w = max(1, round(content.h * target))
-            new_h = max(1, round(content.w / target))
-            removed = 1 - new_w / content.w
-        else:  # too tall: crop height or pad width
-            new_h = max(1, round(content.w / target))
-            new_w = max(1, round(content.h * target))
-            removed = 1 - new_h / content.h
+        new_w, new_h = max(1, round(content.h * target)), max(1, round(content.w / target))
+        # too wide: crop width or pad height; too tall: crop height or pad width
+        removed = 1 - (new_w / content.w if ratio > target else new_h / content.h)
         do_crop = cfg.fit == "crop" or (cfg.fit == "auto" and removed <= cfg.max_crop_fraction)
         if do_crop and ratio > target:
             x = content.x + (content.w - new_w) // 2

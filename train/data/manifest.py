@@ -56,25 +56,13 @@ from mova.media import atomic_path
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "REQUIRED_FIELDS",
-    "OPTIONAL_FIELDS",
-    "Skipped",
-    "ManifestRead",
-    "validate_row",
-    "read_manifest",
-    "write_manifest",
+    "REQUIRED_FIELDS", "OPTIONAL_FIELDS", "Skipped", "ManifestRead", "validate_row", "read_manifest", "write_manifest",
     "rebase_rows",
 ]
 
 _NUMBER = (int, float)
-REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
-    "id": (str,),
-    "video": (str,),
-    "caption": (str,),
-    "num_frames": (int,),
-    "fps": _NUMBER,
-    "sample_rate": (int,),
-}
+REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "video": (str,), "caption": (str,), "num_frames": (int,),
+                                                  "fps": _NUMBER, "sample_rate": (int,)}
 # Checked when present; None is allowed for all of them.
 OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
     "width": (int,), "height": (int,), "duration_s": _NUMBER, "has_audio": (bool,), "aspect": (str,),
@@ -127,8 +115,7 @@ def validate_row(
     """
     if not isinstance(row, dict):
         return "not_an_object", f"a line holds {type(row).__name__}, not a JSON object"
-    names = list(required)
-    for name in names:
+    for name in required:
         if name not in row or row[name] is None:
             return f"missing_field:{name}", f"field {name!r} is missing or null"
     types = {**OPTIONAL_FIELDS, **REQUIRED_FIELDS}

@@ -276,13 +276,11 @@ def process_video(index: int, entry: SourceEntry, cfg: PrepareConfig, out_dir: P
 def _summarize(n_inputs: int, results: list[VideoResult], input_drops: list[Drop], elapsed: float) -> dict:
     video_drops = Counter(d.reason for d in input_drops)
     window_drops: Counter = Counter()
-    rejected: Counter = Counter()
     rows = [row for r in results for row in r.rows]
     for r in results:
         for d in r.drops:
             (window_drops if d.clip_index is not None else video_drops)[d.reason] += 1
-    for row in rows:
-        rejected.update(row["reject_reasons"])
+    rejected = Counter(reason for row in rows for reason in row["reject_reasons"])
     kept = sum(row["keep"] for row in rows)
     return {
         "inputs": n_inputs,

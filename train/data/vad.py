@@ -177,19 +177,14 @@ def detect_speech(audio: np.ndarray, sample_rate: int, cfg: VADConfig | None = N
     # 1. Frame decisions.
     loud = float(np.percentile(f.level_db, LOUD_PERCENTILE))
     threshold = max(cfg.energy_floor_db, loud - cfg.dynamic_range_db)
-    voiced = (
-        (f.level_db > threshold)
-        & (f.band_ratio >= cfg.min_band_ratio)
-        & (f.flatness <= cfg.max_flatness)
-        & (f.periodicity >= cfg.min_periodicity)
-    )
+    voiced = ((f.level_db > threshold) & (f.band_ratio >= cfg.min_band_ratio) & (f.flatness <= cfg.max_flatness)
+              & (f.periodicity >= cfg.min_periodicity))
     smooth = int(round(cfg.smooth_ms * 1e-3 / f.hop_s)) | 1
     if smooth > 1:
         voiced = median_filter(voiced.astype(np.uint8), size=smooth, mode="nearest").astype(bool)
     # 2. Bridge short gaps, then drop short or steady segments.
-    runs = _runs(voiced)
     merged: list[list[int]] = []
-    for lo, hi in runs:
+    for lo, hi in _runs(voiced):
         if merged and (f.times[lo] - f.times[merged[-1][1] - 1]) - f.hop_s < cfg.max_gap_s:
             merged[-1][1] = hi
         else:
@@ -199,11 +194,8 @@ def detect_speech(audio: np.ndarray, sample_rate: int, cfg: VADConfig | None = N
     for lo, hi in merged:
         start = max(0.0, float(f.times[lo]) - half)
         end = min(duration, float(f.times[hi - 1]) + half)
-        if end - start < cfg.min_speech_s:
-            continue
-        if float(np.std(f.level_db[lo:hi])) < cfg.min_modulation_db:
-            continue
-        segments.append((round(start, 3), round(end, 3)))
+        if end - start >= cfg.min_speech_s and float(np.std(f.level_db[lo:hi])) >= cfg.min_modulation_db:
+            segments.append((round(start, 3), round(end, 3)))
     return segments
 
 

@@ -12,24 +12,10 @@ the pixel detectors of :mod:`train.demo_world.detectors` against the held-out pr
 Command line: ``python -m train.demo_world --out DIR --n 1000 --seed 0``.
 """
 
-from .dataset import (
-    HeldOutPrompt,
-    clip_seed,
-    generate_dataset,
-    held_out_prompts,
-    read_manifest,
-    read_npz,
-    write_npz,
-    write_prompt_set,
-)
-from .detectors import (
-    ball_colours,
-    ball_impacts_by_colour,
-    detect_ball_impacts,
-    detect_ticks_visual,
-    dominant_ball_colour,
-    mouth_opening,
-)
+from .dataset import (HeldOutPrompt, clip_seed, generate_dataset, held_out_prompts, read_manifest, read_npz, write_npz,
+                      write_prompt_set)
+from .detectors import (ball_colours, ball_impacts_by_colour, detect_ball_impacts, detect_ticks_visual,
+                        dominant_ball_colour, mouth_opening)
 from .scenes import SCENE_NAMES, SCENES, bouncing_balls, generate_clip, passing_car, pendulum, talking_face
 from .world import COLOUR_NAMES, PALETTE, Clip, Event, WorldConfig
 

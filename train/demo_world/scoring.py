@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from mova.eval import detect_onsets, lagged_correlation, onset_alignment, peak_lag
+from mova.eval import nearest_offsets as eval_nearest_offsets
 
 from .detectors import ball_colours, detect_ball_impacts, dominant_ball_colour, mouth_opening
 
@@ -50,12 +51,9 @@ def rms_envelope(audio: np.ndarray, sample_rate: int, fps: float, num_frames: in
 
 
 def nearest_offsets(events: np.ndarray, others: np.ndarray) -> list[float]:
-    """For each event, ``other − event`` to the nearest of ``others`` (same units; empty without others)."""
-    events, others = np.asarray(events, np.float64), np.asarray(others, np.float64)
-    if not others.size:
-        return []
-    diff = others[None, :] - events[:, None]
-    return [float(d) for d in diff[np.arange(len(events)), np.abs(diff).argmin(axis=1)]]
+    """For each event, ``other − event`` to the nearest of ``others`` (same units; empty without others):
+    :func:`mova.eval.nearest_offsets` with ``others`` as its events."""
+    return eval_nearest_offsets(others, events).tolist() if np.size(others) else []
 
 
 def score_balls(video: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int,

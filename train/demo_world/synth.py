@@ -26,18 +26,11 @@ MATERIALS: MappingProxyType[str, dict] = MappingProxyType(
                    "base_hz": 170.0, "noise": 0.25, "description": "a dull rubbery thud"},
     }
 )
-MATERIAL_NAMES: tuple[str, ...] = tuple(MATERIALS)
 
 # Vowel formants (F1, F2, F3) in Hz, adult-average values (Peterson & Barney, 1952).
 VOWELS: MappingProxyType[str, tuple[float, float, float]] = MappingProxyType(
-    {
-        "a": (730.0, 1090.0, 2440.0),
-        "e": (530.0, 1840.0, 2480.0),
-        "i": (300.0, 2250.0, 3000.0),
-        "o": (570.0, 840.0, 2410.0),
-        "u": (320.0, 900.0, 2300.0),
-    }
-)
+    {"a": (730.0, 1090.0, 2440.0), "e": (530.0, 1840.0, 2480.0), "i": (300.0, 2250.0, 3000.0),
+     "o": (570.0, 840.0, 2410.0), "u": (320.0, 900.0, 2300.0)})
 FORMANT_BANDWIDTHS = (90.0, 110.0, 170.0)
 
 SPEED_OF_SOUND = 343.0  # m/s, air at 20 °C

@@ -23,16 +23,8 @@ TEMPORAL_STRIDE = 4
 # Named ball / object colours (RGB). Saturated or white on purpose: the pixel detectors tell them apart from
 # the scenes' floors and walls, which are kept dark or desaturated (see ``detectors.classify_pixels``).
 PALETTE: MappingProxyType[str, tuple[int, int, int]] = MappingProxyType(
-    {
-        "red": (222, 38, 38),
-        "orange": (245, 132, 22),
-        "yellow": (240, 218, 32),
-        "green": (42, 186, 62),
-        "blue": (36, 88, 226),
-        "purple": (142, 52, 212),
-        "white": (242, 242, 242),
-    }
-)
+    {"red": (222, 38, 38), "orange": (245, 132, 22), "yellow": (240, 218, 32), "green": (42, 186, 62),
+     "blue": (36, 88, 226), "purple": (142, 52, 212), "white": (242, 242, 242)})
 COLOUR_NAMES: tuple[str, ...] = tuple(PALETTE)
 
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
@@ -122,12 +114,8 @@ class Event(NamedTuple):
     attributes: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "time_s": float(self.time_s),
-            "frame_index": int(self.frame_index),
-            "kind": self.kind,
-            "attributes": jsonable(self.attributes),
-        }
+        return {"time_s": float(self.time_s), "frame_index": int(self.frame_index), "kind": self.kind,
+                "attributes": jsonable(self.attributes)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Event":

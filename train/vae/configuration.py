@@ -156,8 +156,6 @@ class VAETrainConfig:
     def dac_config(self):
         """The audio VAE ``model`` describes, built on the meta device (its fields checked; ``sample_rate``, ``hop``,
         ``latent_rate``)."""
-        import torch
-
         from mova.models import AudioVAE
 
         with torch.device("meta"):

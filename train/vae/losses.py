@@ -79,7 +79,6 @@ def si_sdr(pred: np.ndarray, target: np.ndarray) -> float:
     return float(10 * np.log10(max(np.dot(projection, projection), 1e-12) / max(np.dot(noise, noise), 1e-12)))
 
 
-
 def detector_agreement(pred: np.ndarray, ref: np.ndarray, scene: str, fps: float) -> dict[str, Any]:
     """Whether the demo world's pixel detectors see in a reconstruction what they see in its reference: ball floor
     contacts (matched within ±1 frame) and the dominant ball colour; the mouth-opening track (correlation)."""

@@ -16,13 +16,7 @@ from .pendulum import pendulum
 SceneFn = Callable[..., Clip]
 
 SCENES: MappingProxyType[str, SceneFn] = MappingProxyType(
-    {
-        "bouncing_balls": bouncing_balls,
-        "talking_face": talking_face,
-        "pendulum": pendulum,
-        "passing_car": passing_car,
-    }
-)
+    {"bouncing_balls": bouncing_balls, "talking_face": talking_face, "pendulum": pendulum, "passing_car": passing_car})
 SCENE_NAMES: tuple[str, ...] = tuple(SCENES)
 
 

@@ -18,9 +18,7 @@ from types import MappingProxyType
 import numpy as np
 
 from .. import draw, synth
-from ..world import (
-    COLOUR_NAMES, PALETTE, Clip, Event, WorldConfig, article, frame_of, make_rng, pick, times_word,
-)
+from ..world import COLOUR_NAMES, PALETTE, Clip, Event, WorldConfig, article, frame_of, make_rng, pick, times_word
 
 SCENE = "bouncing_balls"
 
@@ -34,13 +32,8 @@ SOUND_WORD = MappingProxyType({"wood": "knock", "metal": "metallic clang", "rubb
 SOUND_ADJ = MappingProxyType({"wood": "sharp", "metal": "bright", "rubber": "dull"})
 # Wall gradients (top, bottom): dark and desaturated so that palette colours stand out for the detectors.
 WALLS = MappingProxyType(
-    {
-        "grey": ((58, 62, 70), (92, 96, 104)),
-        "slate blue": ((44, 52, 72), (72, 82, 104)),
-        "dark green": ((40, 58, 48), (66, 88, 74)),
-        "brown": ((70, 58, 52), (100, 86, 78)),
-    }
-)
+    {"grey": ((58, 62, 70), (92, 96, 104)), "slate blue": ((44, 52, 72), (72, 82, 104)),
+     "dark green": ((40, 58, 48), (66, 88, 74)), "brown": ((70, 58, 52), (100, 86, 78))})
 
 FLOOR_LEVEL = 0.8  # floor line at this fraction of the frame height
 GRAVITY = 7.0  # px/s^2 per pixel of frame height (a frame ~1.4 m tall under 9.8 m/s^2)
