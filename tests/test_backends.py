@@ -394,7 +394,7 @@ def test_app_args_and_env(tmp_path, monkeypatch):
 
     args = app.parse_args([], env={"MOVA_MODEL": "/ckpt", "MOVA_REVISION": "v1"})
     assert (args.model, args.revision, args.data_dir, args.offload, args.host, args.port, args.mcp) == (
-        "/ckpt", "v1", None, "none", "127.0.0.1", 7860, False)
+        "/ckpt", "v1", None, None, "127.0.0.1", 7860, False)  # offload unset: the memory profile's, else none
     assert app.parse_args(["--mcp"], env={}).mcp and not app.parse_args(["--no-mcp"], env={"SPACE_ID": "a/b"}).mcp
     assert app.parse_args([], env={"SPACE_ID": "someone/mova-studio"}).mcp  # on by default on a Space
     assert not app.parse_args([], env={"SPACE_ID": "someone/mova-studio", "MOVA_MCP": "0"}).mcp
