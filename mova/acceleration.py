@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from mova.attention import E4M3_MAX, Attention, Fp8Attention, _fa3_available
 from mova.models.layers import SelfAttention
-from mova.quantization import QuantizedLinear
+from mova.quantization import QuantizedLinear, targets
 from mova.settings import PRECISIONS
 
 logger = logging.getLogger(__name__)
@@ -106,18 +106,11 @@ class Fp8Linear(nn.Linear):
 
 
 def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, linear) of every plain ``nn.Linear`` inside the models' repeated blocks whose sizes the
-    fp8 GEMM takes (multiples of 16)."""
-    found = []
-    for model in models:
-        names = set(getattr(model, "_repeated_blocks", ()))
-        for block in (m for m in model.modules() if type(m).__name__ in names):
-            for parent in block.modules():
-                for attr, child in parent.named_children():
-                    if type(child) in (nn.Linear, QuantizedLinear) and child.in_features % 16 == 0 \
-                            and child.out_features % 16 == 0:
-                        found.append((parent, attr, child))
-    return found
+    """(parent, attribute, linear) of every plain or quantised linear inside the models' repeated blocks
+    (``quantization.targets``) whose sizes the fp8 GEMM takes (multiples of 16)."""
+    return [(parent, attr, child) for model in models
+            for parent, attr, child in targets(model, kinds=(nn.Linear, QuantizedLinear))
+            if child.in_features % 16 == 0 and child.out_features % 16 == 0]
 
 
 @contextlib.contextmanager

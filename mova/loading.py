@@ -378,16 +378,14 @@ def load_weights(module: nn.Module, tensors: dict[str, TensorInfo], device: str 
     from diffusers.models.model_loading_utils import load_model_dict_into_meta
 
     quantized = quantized or {}
-    by_file: dict[Path, list[str]] = {}
-    for key, info in tensors.items():
-        by_file.setdefault(info.file, []).append(key)
     keep = fp32_modules(module, dtype)
-    for file, keys in by_file.items():
-        narrow = [k for k in keys if k.rsplit(".", 1)[0] in quantized and not k.endswith(".bias")]
+    for file, keys in _by_file(tensors).items():
+        narrow = {k for k in keys if k.rsplit(".", 1)[0] in quantized and not k.endswith(".bias")}
+        plain = [k for k in keys if k not in narrow]
         try:
             with safe_open(file, framework="pt", device="cpu") as f:
-                load_model_dict_into_meta(module, _Tensors(f, [k for k in keys if k not in set(narrow)]), dtype=dtype,
-                                          keep_in_fp32_modules=keep, device_map={"": torch.device(device)})
+                load_model_dict_into_meta(module, _Tensors(f, plain), dtype=dtype, keep_in_fp32_modules=keep,
+                                          device_map={"": torch.device(device)})
                 for key in narrow:
                     path, name = key.rsplit(".", 1)
                     tensor = f.get_tensor(key).to(device)
@@ -399,6 +397,14 @@ def load_weights(module: nn.Module, tensors: dict[str, TensorInfo], device: str 
                         setattr(quantized[path], name, nn.Parameter(tensor, requires_grad=False))
         except (SafetensorError, OSError) as exc:
             raise _unreadable(file, exc) from None
+
+
+def _by_file(tensors: dict[str, TensorInfo]) -> dict[Path, list[str]]:
+    """The tensor names grouped by the safetensors file holding them (each file is opened once)."""
+    by_file: dict[Path, list[str]] = {}
+    for key, info in tensors.items():
+        by_file.setdefault(info.file, []).append(key)
+    return by_file
 
 
 def _native_files(cls: type[nn.Module], subfolder: Path, quantization: str | None) -> tuple[dict, str | None]:
@@ -422,11 +428,26 @@ def empty_native(cls: type[nn.Module], subfolder: str | os.PathLike, quantizatio
     already :class:`~mova.quantization.QuantizedLinear` when stored or asked quantised: what :func:`load_native`
     fills (a lazily loaded expert is kept so between loads)."""
     subfolder = Path(subfolder)
-    tensors, stored = _native_files(cls, subfolder, quantization)
+    return _empty(cls, subfolder, *_native_files(cls, subfolder, quantization), quantization)
+
+
+def _empty(cls: type[nn.Module], subfolder: Path, tensors: dict[str, TensorInfo], stored: str | None,
+           quantization: str | None) -> nn.Module:
     module = build_on_meta(cls, native_config(cls, subfolder, tensors))
     if stored or quantization:
         prepare_on_meta(module, stored or quantization)
     return module
+
+
+def _check_keys(module: nn.Module, subfolder: Path, tensors: dict[str, TensorInfo],
+                stored: str | None) -> dict[str, QuantizedLinear]:
+    """Strict key/shape check of ``module`` against the folder's tensors (the scales are the loader's own when
+    it quantises on load); returns the module's quantised linears by path."""
+    quantized = {n: m for n, m in module.named_modules() if isinstance(m, QuantizedLinear)}
+    report = compare_keys(module, tensors, ignore=set() if stored else {f"{n}.weight_scale" for n in quantized})
+    if not report.ok:
+        raise CheckpointError(subfolder, f"checkpoint does not match {type(module).__name__}: {report.describe()}")
+    return quantized
 
 
 def load_native(cls: type[nn.Module], subfolder: str | os.PathLike, device: str | torch.device = "cpu",
@@ -443,12 +464,8 @@ def load_native(cls: type[nn.Module], subfolder: str | os.PathLike, device: str 
     """
     subfolder = Path(subfolder)
     tensors, stored = _native_files(cls, subfolder, quantization)
-    module = module if module is not None else empty_native(cls, subfolder, quantization)
-    quantized = {n: m for n, m in module.named_modules() if isinstance(m, QuantizedLinear)}
-    made_here = set() if stored else {f"{n}.weight_scale" for n in quantized}  # quantise-on-load makes the scales
-    report = compare_keys(module, tensors, ignore=made_here)
-    if not report.ok:
-        raise CheckpointError(subfolder, f"checkpoint does not match {cls.__name__}: {report.describe()}")
+    module = module if module is not None else _empty(cls, subfolder, tensors, stored, quantization)
+    quantized = _check_keys(module, subfolder, tensors, stored)
     fmt = stored or quantization
     load_weights(module, tensors, device, dtype, quantized, quantize=None if stored else fmt)
     module.eval()
@@ -465,16 +482,10 @@ def refill_native(module: nn.Module, subfolder: str | os.PathLike, quantization:
     buffers: no allocation). ``quantization`` as for :func:`load_native`."""
     subfolder = Path(subfolder)
     tensors, stored = _native_files(type(module), subfolder, quantization)
-    quantized = {n: m for n, m in module.named_modules() if isinstance(m, QuantizedLinear)}
-    report = compare_keys(module, tensors, ignore=set() if stored else {f"{n}.weight_scale" for n in quantized})
-    if not report.ok:
-        raise CheckpointError(subfolder, f"checkpoint does not match {type(module).__name__}: {report.describe()}")
+    quantized = _check_keys(module, subfolder, tensors, stored)
     targets = module.state_dict(keep_vars=True)
     fmt = None if stored else quantization
-    by_file: dict[Path, list[str]] = {}
-    for key, info in tensors.items():
-        by_file.setdefault(info.file, []).append(key)
-    for file, keys in by_file.items():
+    for file, keys in _by_file(tensors).items():
         try:
             with safe_open(file, framework="pt", device="cpu") as f:
                 for key in keys:

@@ -48,7 +48,8 @@ from mova.loading import (checkpoint_tensors, empty_native, library_config, load
 from mova.media import center_crop_resize
 from mova.models import DualTowerDenoiser, VideoDiT
 from mova.settings import (
-    COMPILE_MODES, MEMORY_PROFILES, OFFLOAD_MODES, WORK_NFE, WORK_STEPS, GenerationCancelled, GenerationSettings, ModelInfo,
+    COMPILE_MODES, MEMORY_PROFILES, OFFLOAD_MODES, WORK_NFE, WORK_STEPS, GenerationCancelled, GenerationSettings,
+    ModelInfo,
 )
 from mova.validation import clean_prompt
 
@@ -383,29 +384,28 @@ class MOVAPipeline:
         loaded = [p for p in source.subfolders if self._lazy_loaded(p)]
         wanted = [p for p in names if p in source.subfolders and p not in loaded]
         heirs = [p for p in wanted if p != "text_encoder"]
+        handed = set()  # experts that took a freed expert's buffers
         for part in (p for p in loaded if p not in names):
             heir = heirs.pop(0) if part != "text_encoder" and heirs and self._can_hand_over(part, heirs[0]) else None
             self._free_lazy(part, heir)
-            if heir is not None:
-                t0 = time.perf_counter()
-                refill_native(self.components[heir], source.folder / source.subfolders[heir], source.quantization)
-                if self.streamer is not None:
-                    self.streamer.add(self.components[heir])
-                source.loads.append((heir, round(time.perf_counter() - t0, 2)))
-                logger.info("lazy: read %s into the buffers of %s in %.1f s", heir, part, source.loads[-1][1])
-                wanted.remove(heir)
+            handed.update([heir] if heir else [])
         for part in wanted:
             t0 = time.perf_counter()
+            sub = source.folder / source.subfolders[part]
             if part == "text_encoder":
                 self.components[part] = load_component(source.folder, source.index, part, source.load_device,
                                                        self.dtype).requires_grad_(False)
             else:
-                load_native(VideoDiT, source.folder / source.subfolders[part], source.load_device, self.dtype,
-                            source.quantization, module=self.components[part]).requires_grad_(False)
+                if part in handed:
+                    refill_native(self.components[part], sub, source.quantization)
+                else:
+                    load_native(VideoDiT, sub, source.load_device, self.dtype, source.quantization,
+                                module=self.components[part]).requires_grad_(False)
                 if self.streamer is not None:
                     self.streamer.add(self.components[part])
             source.loads.append((part, round(time.perf_counter() - t0, 2)))
-            logger.info("lazy: loaded %s in %.1f s", part, source.loads[-1][1])
+            logger.info("lazy: %s %s in %.1f s", "read into freed buffers:" if part in handed else "loaded", part,
+                        source.loads[-1][1])
 
     def _lazy_loaded(self, part: str) -> bool:
         module = self.components.get(part)
@@ -815,8 +815,9 @@ class MOVAPipeline:
         plan = modes.Plan(s, inputs, sample_rate=self.audio_sample_rate, hop=self.audio_vae.hop,
                           temporal=self.vae_scale_temporal)
 
-        if s.precision == "fp8" and self._fp8_unavailable():
-            raise ValueError(f"precision='fp8' is unavailable here: {self._fp8_unavailable()}; use precision='bf16'")
+        why_not_fp8 = self._fp8_unavailable() if s.precision == "fp8" else None
+        if why_not_fp8:
+            raise ValueError(f"precision='fp8' is unavailable here: {why_not_fp8}; use precision='bf16'")
         self._use_lora(s.lora, s.lora_scale)
 
         # 2. Text (T2VA: MOVA's pure-white first frame)

@@ -102,17 +102,18 @@ class QuantizedLinear(nn.Module):
                f"format={self.format}"
 
 
-def targets(model: nn.Module, keep: Iterable[str] = ()) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, linear) of every plain ``nn.Linear`` inside the blocks of ``model``: its
-    ``_repeated_blocks`` (our models) or ``_no_split_modules`` (the transformers text encoder) classes, except
-    children named in ``keep``."""
+def targets(model: nn.Module, keep: Iterable[str] = (),
+            kinds: tuple[type[nn.Module], ...] = (nn.Linear,)) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute, module) of every module of exactly one of the ``kinds`` (default: plain ``nn.Linear``)
+    inside the blocks of ``model``: its ``_repeated_blocks`` (our models) or ``_no_split_modules`` (the
+    transformers text encoder) classes, except children named in ``keep``."""
     names = set(getattr(model, "_repeated_blocks", None) or getattr(model, "_no_split_modules", None) or ())
     keep = set(keep)
     found = []
     for block in (m for m in model.modules() if type(m).__name__ in names):
         for parent in block.modules():
             for attr, child in parent.named_children():
-                if type(child) is nn.Linear and attr not in keep:
+                if type(child) in kinds and attr not in keep:
                     found.append((parent, attr, child))
     return found
 
