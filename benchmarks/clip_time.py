@@ -82,17 +82,13 @@ def build_module(build: Callable[[], torch.nn.Module], device: torch.device, dty
     return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def build_pipeline(preset_name: str, device: torch.device, dtype: torch.dtype, offload: str, one_expert: bool,
-                   max_sequence_length: int, tokenizer_dir: Path) -> MOVAPipeline:
-    """The pipeline of ``preset_name`` with random weights on ``device``."""
+def component_builders(preset) -> dict[str, Callable[[], torch.nn.Module]]:
+    """{component: a function building it from ``preset``'s full-size config} for every weighted component, in
+    the order (and so with the seeds) the benchmarks build them."""
     from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from mova.tiny import make_tokenizer
-
-    preset = get_preset(preset_name)
-    place = torch.device("cpu") if offload != "none" else device  # offload modes move components themselves
-    builders = {
+    return {
         "video_dit": lambda: VideoDiT.from_config(preset.video_dit),
         "video_dit_2": lambda: VideoDiT.from_config(preset.video_dit),
         "audio_dit": lambda: AudioDiT.from_config(preset.audio_dit),
@@ -101,17 +97,31 @@ def build_pipeline(preset_name: str, device: torch.device, dtype: torch.dtype, o
         "video_vae": lambda: AutoencoderKLWan(**preset.video_vae),
         "text_encoder": lambda: UMT5EncoderModel(UMT5Config(**preset.text_encoder)),
     }
+
+
+def index_fields(preset, max_sequence_length: int) -> dict[str, Any]:
+    """The pipeline settings of ``preset`` as ``model_index.json`` holds them."""
+    h, w = preset.resolutions[0]
+    return {"boundary_ratio": preset.boundary_ratio, "max_sequence_length": max_sequence_length, "default_height": h,
+            "default_width": w, "default_num_frames": preset.default_num_frames, "default_fps": preset.default_fps,
+            "resolutions": [list(r) for r in preset.resolutions]}
+
+
+def build_pipeline(preset_name: str, device: torch.device, dtype: torch.dtype, offload: str, one_expert: bool,
+                   max_sequence_length: int, tokenizer_dir: Path) -> MOVAPipeline:
+    """The pipeline of ``preset_name`` with random weights on ``device``."""
+    from mova.tiny import make_tokenizer
+
+    preset = get_preset(preset_name)
+    place = torch.device("cpu") if offload != "none" else device  # offload modes move components themselves
+    builders = component_builders(preset)
     if one_expert:
         del builders["video_dit_2"]
     components: dict[str, Any] = {name: build_module(build, place, dtype, seed)
                                   for seed, (name, build) in enumerate(builders.items())}
     components["tokenizer"] = make_tokenizer(tokenizer_dir)
     components["scheduler"] = FlowMatchPairScheduler.from_config(preset.scheduler)
-    h, w = preset.resolutions[0]
-    components["model_index"] = {
-        "boundary_ratio": preset.boundary_ratio, "max_sequence_length": max_sequence_length, "default_height": h,
-        "default_width": w, "default_num_frames": preset.default_num_frames, "default_fps": preset.default_fps,
-        "resolutions": [list(r) for r in preset.resolutions]}
+    components["model_index"] = index_fields(preset, max_sequence_length)
     return MOVAPipeline(components, device, dtype, offload, name=preset_name)
 
 

@@ -40,11 +40,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clip_time import PROMPT, build_module, run_clip  # noqa: E402
+from clip_time import PROMPT, build_module, component_builders, index_fields, run_clip  # noqa: E402
 
 from mova.config import PRESET_NAMES, get_preset  # noqa: E402
 from mova.loading import QUANTIZED_SHARD_BYTES, save_pretrained  # noqa: E402
-from mova.models import AudioDiT, AudioVAE, DualTowerBridge, VideoDiT  # noqa: E402
 from mova.quantization import TEXT_ENCODER_KEEP, quantize_  # noqa: E402
 from mova.settings import MEMORY_PROFILES, QUANTIZATIONS  # noqa: E402
 
@@ -87,30 +86,14 @@ class RssSampler:
 def write_folder(preset_name: str, fmt: str | None, folder: Path, device: torch.device) -> dict[str, Any]:
     """A full checkpoint folder of ``preset_name`` with random weights, one component at a time (each built on
     ``device``, its block weights quantised there to ``fmt``, saved, freed)."""
-    from diffusers import AutoencoderKLWan
-    from transformers import UMT5Config, UMT5EncoderModel
-
     from mova.scheduler import FlowMatchPairScheduler
     from mova.tiny import make_tokenizer
 
     preset = get_preset(preset_name)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    builders = {
-        "video_dit": lambda: VideoDiT.from_config(preset.video_dit),
-        "video_dit_2": lambda: VideoDiT.from_config(preset.video_dit),
-        "audio_dit": lambda: AudioDiT.from_config(preset.audio_dit),
-        "dual_tower_bridge": lambda: DualTowerBridge.from_config(preset.bridge),
-        "audio_vae": lambda: AudioVAE.from_config(preset.audio_vae),
-        "video_vae": lambda: AutoencoderKLWan(**preset.video_vae),
-        "text_encoder": lambda: UMT5EncoderModel(UMT5Config(**preset.text_encoder)),
-    }
-    h, w = preset.resolutions[0]
-    index: dict[str, Any] = {
-        "boundary_ratio": preset.boundary_ratio, "max_sequence_length": 512, "default_height": h,
-        "default_width": w, "default_num_frames": preset.default_num_frames, "default_fps": preset.default_fps,
-        "resolutions": [list(r) for r in preset.resolutions]}
+    index = index_fields(preset, 512)
     seconds: dict[str, float] = {}
-    for seed, (name, build) in enumerate(builders.items()):
+    for seed, (name, build) in enumerate(component_builders(preset).items()):
         t0 = time.perf_counter()
         module = build_module(build, device, dtype, seed)
         if fmt and name in DENOISER_PARTS:
