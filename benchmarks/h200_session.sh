@@ -56,7 +56,7 @@ case "${1:-all}" in
       --folder "$F" &
     if [ "${NUMERICS:-1}" = 1 ]; then  # NUMERICS=0: only the profile runs
       run python3 benchmarks/memory_profile.py numerics --out "$R/quantization_numerics_h200.json" &
-      for q in fp8 int8; do
+      for q in ${QUANT_EVALS:-fp8 int8 nf4}; do  # the demo model with each weight format
         run python3 benchmarks/demo_eval.py --device cuda --steps 50 --no-ablation --quantization $q \
           --out "$R/demo_eval_50steps_gpu_weights_$q.json" &
       done

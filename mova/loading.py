@@ -301,12 +301,15 @@ class KeyReport:
         return "; ".join(parts) if parts else "all keys and shapes match"
 
 
-def compare_keys(module: nn.Module, tensors: dict[str, TensorInfo], ignore: Iterable[str] = ()) -> KeyReport:
+def compare_keys(module: nn.Module, tensors: dict[str, TensorInfo], ignore: Iterable[str] = (),
+                 shapes: dict[str, tuple[int, ...]] | None = None) -> KeyReport:
     """Strict comparison of a module's state dict (keys, shapes) with a checkpoint's tensors. Parameters
     tied to another parameter (same tensor) count as present when any of their names is present; keys in
-    ``ignore`` (made by the loader itself: the scales of quantise-on-load) are not looked for."""
+    ``ignore`` (made by the loader itself: the scales of quantise-on-load) are not looked for; ``shapes`` are the
+    checkpoint shapes of keys the module stores in another (a quantise-on-load weight packed two per byte)."""
     ignore = set(ignore)
     expected = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items() if k not in ignore}
+    expected.update((k, tuple(v)) for k, v in (shapes or {}).items() if k in expected)
     aliases: dict[int, list[str]] = {}
     for name, param in module.named_parameters(remove_duplicate=False):
         aliases.setdefault(id(param), []).append(name)
@@ -444,7 +447,11 @@ def _check_keys(module: nn.Module, subfolder: Path, tensors: dict[str, TensorInf
     """Strict key/shape check of ``module`` against the folder's tensors (the scales are the loader's own when
     it quantises on load); returns the module's quantised linears by path."""
     quantized = {n: m for n, m in module.named_modules() if isinstance(m, QuantizedLinear)}
-    report = compare_keys(module, tensors, ignore=set() if stored else {f"{n}.weight_scale" for n in quantized})
+    if stored:
+        report = compare_keys(module, tensors)
+    else:  # the folder holds the full-precision weights the loader quantises
+        report = compare_keys(module, tensors, ignore={f"{n}.weight_scale" for n in quantized},
+                              shapes={f"{n}.weight": (m.out_features, m.in_features) for n, m in quantized.items()})
     if not report.ok:
         raise CheckpointError(subfolder, f"checkpoint does not match {type(module).__name__}: {report.describe()}")
     return quantized

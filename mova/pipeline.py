@@ -394,7 +394,7 @@ class MOVAPipeline:
             sub = source.folder / source.subfolders[part]
             if part == "text_encoder":
                 self.components[part] = load_component(source.folder, source.index, part, source.load_device,
-                                                       self.dtype).requires_grad_(False)
+                                                       self.dtype, source.quantization).requires_grad_(False)
             else:
                 if part in handed:
                     refill_native(self.components[part], sub, source.quantization)

@@ -6,10 +6,14 @@ the format's largest value):
 
 * ``fp8``  — e4m3 (3 mantissa bits), 1 byte per weight; also what the ``precision="fp8"`` GEMM reads directly.
 * ``int8`` — symmetric integers in [−127, 127], 1 byte per weight, finer steps than e4m3 for well-spread rows.
+* ``nf4``  — QLoRA's NormalFloat4: each weight one of 16 values (quantiles of a normal distribution, spread over
+  [−1, 1]) times its block's absolute maximum, blocks of ``NF4_BLOCK`` consecutive inputs of a row (fewer when the
+  row is shorter or not a multiple); two codes per byte (the first in the high nibble), so ½ byte per weight plus a
+  float32 scale per block (``weight`` uint8 [out, in/2], ``weight_scale`` float32 [out, in/block]).
 
 The forward dequantises the weight to the activation dtype and runs an ordinary matmul, so both formats run on any
 device (CPU included) and give bf16-path results up to the weight rounding; the bytes stored, copied by the block
-streamer and read per matmul halve against bf16. What is quantised: every plain ``nn.Linear`` inside the repeated
+streamer and read per matmul halve against bf16 (a quarter, plus the block scales, for ``nf4``). What is quantised: every plain ``nn.Linear`` inside the repeated
 blocks of the video experts, the audio DiT and the bridge (attention projections, FFNs), and of the UMT5 text
 encoder's blocks except its FFN output ``wo`` (transformers casts the activation to ``wo.weight.dtype`` before that
 layer, which an e4m3 weight would turn into an overflow; it stays as transformers keeps it, in float32). The
@@ -18,8 +22,10 @@ precision islands (embeddings, time and text MLPs, modulation, norms, heads) are
 Why our own module and not torchao's or bitsandbytes' (both read: torchao ``Float8WeightOnlyConfig``,
 bitsandbytes ``Linear8bitLt``/``Linear4bit``): the block streamer (``mova.offload``) moves a block by replacing its
 parameters' tensors, which carries a plain (weight, scale) pair but not a tensor subclass or a parameter whose
-quantisation state hangs off it; bitsandbytes' int8 is LLM.int8 (an outlier-splitting matmul), not weight-only; and
-torchao is not a dependency. The scaling is the rowwise one torchao and ``torch._scaled_mm`` use.
+quantisation state hangs off it (bitsandbytes' ``Params4bit.quant_state``); bitsandbytes' int8 is LLM.int8 (an
+outlier-splitting matmul), not weight-only; its 4-bit kernels need its CUDA build; and torchao is not a dependency.
+``nf4`` uses the same 16 code values and block size as bitsandbytes' default, so the rounding is the one QLoRA
+measured. The scaling is the rowwise one torchao and ``torch._scaled_mm`` use.
 
 A quantised component saves like any other (``save_pretrained``): ``weight`` in its narrow dtype, ``weight_scale``
 beside it, and ``"quantization_config": {"quant_method": "mova", "format": ...}`` in its ``config.json``, so the
@@ -30,6 +36,7 @@ own quantisers', so a saved folder keeps its full-precision text encoder.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -38,7 +45,14 @@ import torch.nn.functional as F
 
 from mova.settings import QUANTIZATIONS
 
-STORAGE = {"fp8": (torch.float8_e4m3fn, 448.0), "int8": (torch.int8, 127.0)}  # format → (dtype, largest value)
+STORAGE = {"fp8": (torch.float8_e4m3fn, 448.0), "int8": (torch.int8, 127.0),  # format → (dtype, largest value)
+           "nf4": (torch.uint8, 1.0)}
+# NormalFloat4's code values (QLoRA, Dettmers et al. 2023, appendix E; bitsandbytes' table), ascending
+NF4_VALUES = (-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+              -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+              0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+              0.7229568362236023, 1.0)
+NF4_BLOCK = 64  # inputs per scale (bitsandbytes' default block size)
 QUANT_METHOD = "mova"
 TEXT_ENCODER_KEEP = ("wo",)  # linears of the text encoder's blocks left as they are (module docstring)
 
@@ -50,10 +64,35 @@ def check_format(quantization: str | None) -> str | None:
     return quantization
 
 
+def storage_shapes(fmt: str, out_features: int, in_features: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The shapes of (``weight``, ``weight_scale``) a linear [out, in] is stored in."""
+    if fmt != "nf4":
+        return (out_features, in_features), (out_features, 1)
+    if in_features % 2:
+        raise ValueError(f"quantization='nf4' packs two weights per byte: in_features={in_features} must be even")
+    return (out_features, in_features // 2), (out_features, in_features // math.gcd(in_features, NF4_BLOCK))
+
+
+def _nf4_pairs(device: torch.device) -> torch.Tensor:
+    """float32 [256, 2]: the two code values a packed byte holds (high nibble first)."""
+    values = torch.tensor(NF4_VALUES, dtype=torch.float32, device=device)
+    byte = torch.arange(256, device=device)
+    return torch.stack((values[byte >> 4], values[byte & 15]), dim=1)
+
+
 @torch.no_grad()
 def quantize_weight(weight: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, K] → (weight [N, K] in the format's dtype, float32 scale [N, 1]) with weight · scale ≈ the input."""
+    """[N, K] → (weight, float32 scale) in the shapes of :func:`storage_shapes`, with weight · scale ≈ the input
+    (for ``nf4``: each block's values rounded to the nearest code value)."""
     dtype, largest = STORAGE[fmt]
+    if fmt == "nf4":
+        (n, half), (_, blocks) = storage_shapes(fmt, *weight.shape)
+        w = weight.float().reshape(n, blocks, -1)
+        scale = w.abs().amax(dim=2, keepdim=True).clamp(min=1e-12)
+        values = torch.tensor(NF4_VALUES, dtype=torch.float32, device=w.device)
+        codes = torch.bucketize(w / scale, (values[1:] + values[:-1]) / 2, out_int32=True).to(torch.uint8)
+        codes = codes.reshape(n, half, 2)
+        return (codes[..., 0] << 4 | codes[..., 1]).contiguous(), scale.reshape(n, blocks)
     w = weight.float()
     scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / largest
     q = w / scale
@@ -71,10 +110,9 @@ class QuantizedLinear(nn.Module):
                  device: torch.device | str | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features, self.format = in_features, out_features, fmt
-        dtype = STORAGE[fmt][0]
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype, device=device),
-                                   requires_grad=False)
-        self.weight_scale = nn.Parameter(torch.empty(out_features, 1, dtype=torch.float32, device=device),
+        weight_shape, scale_shape = storage_shapes(fmt, out_features, in_features)
+        self.weight = nn.Parameter(torch.empty(weight_shape, dtype=STORAGE[fmt][0], device=device), requires_grad=False)
+        self.weight_scale = nn.Parameter(torch.empty(scale_shape, dtype=torch.float32, device=device),
                                          requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features, dtype=bias_dtype, device=device),
                                  requires_grad=False) if bias else None
@@ -91,7 +129,11 @@ class QuantizedLinear(nn.Module):
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight [out, in] in ``dtype`` (the product taken in float32, rounded once)."""
-        return (self.weight.float() * self.weight_scale).to(dtype)
+        if self.format != "nf4":
+            return (self.weight.float() * self.weight_scale).to(dtype)
+        values = _nf4_pairs(self.weight.device)[self.weight.int()]  # [out, in/2, 2]: each byte's two values
+        blocks = values.view(self.out_features, self.weight_scale.shape[1], -1)
+        return blocks.mul_(self.weight_scale[..., None]).view(self.out_features, self.in_features).to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
@@ -166,5 +208,5 @@ def quantized_format(model: nn.Module) -> str | None:
     return next((m.format for m in model.modules() if isinstance(m, QuantizedLinear)), None)
 
 
-__all__ = ["QuantizedLinear", "check_format", "prepare_on_meta", "quantize_", "quantize_weight", "quantized_format",
-           "saved_format", "targets"]
+__all__ = ["NF4_BLOCK", "NF4_VALUES", "QuantizedLinear", "check_format", "prepare_on_meta", "quantize_", "quantize_weight", "quantized_format",
+           "saved_format", "storage_shapes", "targets"]

@@ -27,7 +27,7 @@ PRECISIONS = ("bf16", "fp8")  # mova.acceleration implements them
 # How a pipeline is placed and run (load-time choices of the CLI and the app, not per-request settings):
 OFFLOAD_MODES = ("none", "model", "sequential")  # MOVAPipeline.from_pretrained(offload=)
 COMPILE_MODES = ("auto", "on", "off")  # MOVAPipeline.apply_compile: auto = on where it pays (full size, one GPU)
-QUANTIZATIONS = ("fp8", "int8")  # weight storage, MOVAPipeline.from_pretrained(quantization=); mova.quantization
+QUANTIZATIONS = ("fp8", "int8", "nf4")  # weight storage, MOVAPipeline.from_pretrained(quantization=); mova.quantization
 # Memory profiles (from_pretrained(memory=), the CLI's and the app's --memory): the load options each one sets. "24gb":
 # MOVA-360p on a 24 GB GPU with 32 GB of host RAM (README "Memory profiles"): fp8 weights, the denoiser's blocks
 # streamed, and the experts and the text encoder read from disk when needed and freed after (lazy=True).
@@ -37,7 +37,8 @@ MEMORY_PROFILES = {"full": {"quantization": None, "offload": "none", "lazy": Fal
 LOAD_FLAG_HELP = {
     "memory": "memory profile: 24gb (MOVA-360p on a 24 GB GPU with 32 GB of host RAM: fp8 weights, streamed blocks, "
               "experts and text encoder read from disk when needed) or full; sets --offload and --quantization",
-    "quantization": "store the DiT, bridge and text-encoder block weights as fp8 or int8 (half of bf16's bytes)",
+    "quantization": "store the DiT, bridge and text-encoder block weights as fp8 or int8 (half of bf16's bytes) or "
+                    "nf4 (about a quarter)",
     "offload": "GPU memory mode: none (default), model (one component on the GPU at a time), sequential (DiT blocks "
                "streamed from host memory)",
 }
