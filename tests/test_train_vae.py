@@ -228,9 +228,11 @@ def test_audio_training_reduces_the_loss(audio_run):
     out, result, rows = audio_run
     # per-batch losses of 4 random crops are noisy (they rise before they fall): compare the first and last thirds
     losses = [r["loss"] for r in rows]
-    assert rows[-1]["step"] == 40 and np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
+    assert rows[-1]["step"] == 60 and np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
     assert {"stft", "waveform", "kl"} <= set(rows[0])
-    # deterministic: whole held-out clips have a smaller log-spectral distance than with the initial weights
+    # whole held-out clips have a smaller log-spectral distance than with the initial weights (deterministic on one
+    # machine, but the CPU's kernels change it: after 60 steps 13.8 dB with AVX-512 or AVX2, 15.0 without SIMD,
+    # against 16.5 untrained)
     assert result["held_out"]["lsd_db"] < _untrained_eval("audio")["lsd_db"] - 0.5
     assert result["latent_rate_hz"] == 50.0 and result["hop"] == 320
     assert {"lsd_db", "si_sdr_db"} <= set(result["held_out"])
