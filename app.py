@@ -1,4 +1,4 @@
-"""MOVA Studio app: ``python app.py [--model DIR|ORG/NAME|demo] [--revision REV] [--offload none|model|sequential] [--memory full|24gb] [--quantization fp8|int8]
+"""MOVA Studio app: ``python app.py [--model DIR|ORG/NAME|demo] [--revision REV] [--offload none|model|sequential] [--memory full|24gb] [--quantization fp8|int8|nf4]
 [--compile auto|on|off] [--device DEV] [--host 127.0.0.1] [--port 7860] [--share] [--data-dir DIR] [--lora [NAME=]DIR ...] [--no-arena]
 [--mcp|--no-mcp]``.
 

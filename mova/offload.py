@@ -20,8 +20,24 @@ makes the compute stream wait on an event, and frees block i after it ran.
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 import torch.nn as nn
+
+logger = logging.getLogger(__name__)
+
+
+def configure_cuda_allocator(conf: str | None, device: torch.device) -> bool:
+    """Apply ``conf`` (``PYTORCH_CUDA_ALLOC_CONF`` syntax, e.g. ``"expandable_segments:True"``) to the CUDA caching
+    allocator of this process, unless the user set ``PYTORCH_CUDA_ALLOC_CONF`` (theirs wins) or ``device`` is not
+    CUDA. Segments allocated before the call keep their kind. Returns whether it applied ``conf``."""
+    if not conf or device.type != "cuda" or "PYTORCH_CUDA_ALLOC_CONF" in os.environ:
+        return False
+    torch._C._accelerator_setAllocatorSettings(conf)  # no public setter in torch 2.11-2.13
+    logger.info("CUDA caching allocator: %s", conf)
+    return True
 
 
 class BlockStreamer:

@@ -47,6 +47,7 @@ from mova.loading import (checkpoint_tensors, empty_native, library_config, load
                           load_native, parameter_count, read_model_index, refill_native)
 from mova.media import center_crop_resize
 from mova.models import DualTowerDenoiser, VideoDiT
+from mova.offload import configure_cuda_allocator
 from mova.settings import (
     COMPILE_MODES, MEMORY_PROFILES, OFFLOAD_MODES, WORK_NFE, WORK_STEPS, GenerationCancelled, GenerationSettings,
     ModelInfo,
@@ -202,14 +203,16 @@ class MOVAPipeline:
                 low-noise expert then serves every step — half the expert weights, at some cost in quality in the
                 first, high-noise steps.
             quantization: store the block weights of the experts, the audio DiT, the bridge and the text encoder
-                as ``fp8`` or ``int8`` (``mova.quantization``; half the bytes of bf16), quantised as they are read;
+                as ``fp8`` or ``int8`` (half the bytes of bf16) or ``nf4`` (about a quarter; ``mova.quantization``),
+                quantised as they are read;
                 a folder saved quantised loads in its own format. Default: as stored.
             lazy: the experts and the text encoder are read from disk when a stage needs them and freed when it is
                 done (never both experts in memory at once): host memory holds one of them at a time, at the cost of
                 reading them again for every generation.
             memory: a named profile (``mova.settings.MEMORY_PROFILES``) that sets ``quantization``, ``offload`` and
                 ``lazy`` (``"24gb"``: MOVA-360p on a 24 GB GPU with 32 GB of host RAM); those arguments must then be
-                left unset.
+                left unset. On CUDA it also sets the caching allocator (``expandable_segments`` for ``"24gb"``)
+                unless ``PYTORCH_CUDA_ALLOC_CONF`` is set; that setting is process-wide.
         """
         from mova.hub import resolve_checkpoint
         from mova.quantization import check_format
@@ -228,6 +231,8 @@ class MOVAPipeline:
             raise ValueError(f"offload={offload!r} is invalid: expected one of {list(OFFLOAD_MODES)}")
         check_format(quantization)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if memory is not None:
+            configure_cuda_allocator(MEMORY_PROFILES[memory]["cuda_alloc"], device)
         if isinstance(torch_dtype, str):
             names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16":
                      torch.float16, "fp32": torch.float32, "float32": torch.float32}

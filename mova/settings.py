@@ -30,9 +30,13 @@ COMPILE_MODES = ("auto", "on", "off")  # MOVAPipeline.apply_compile: auto = on w
 QUANTIZATIONS = ("fp8", "int8", "nf4")  # weight storage, MOVAPipeline.from_pretrained(quantization=); mova.quantization
 # Memory profiles (from_pretrained(memory=), the CLI's and the app's --memory): the load options each one sets. "24gb":
 # MOVA-360p on a 24 GB GPU with 32 GB of host RAM (README "Memory profiles"): fp8 weights, the denoiser's blocks
-# streamed, and the experts and the text encoder read from disk when needed and freed after (lazy=True).
-MEMORY_PROFILES = {"full": {"quantization": None, "offload": "none", "lazy": False},
-                   "24gb": {"quantization": "fp8", "offload": "sequential", "lazy": True}}
+# streamed, and the experts and the text encoder read from disk when needed and freed after (lazy=True). Its CUDA
+# caching allocator grows segments instead of keeping fixed-size ones (cuda_alloc: PYTORCH_CUDA_ALLOC_CONF's syntax,
+# applied when the variable is unset): with fixed segments 720p ran out of memory under a 48 GB cap with 12 GB
+# reserved but unallocated.
+MEMORY_PROFILES = {"full": {"quantization": None, "offload": "none", "lazy": False, "cuda_alloc": None},
+                   "24gb": {"quantization": "fp8", "offload": "sequential", "lazy": True,
+                            "cuda_alloc": "expandable_segments:True"}}
 # The help of these load-time flags, shared by the CLI and the app
 LOAD_FLAG_HELP = {
     "memory": "memory profile: 24gb (MOVA-360p on a 24 GB GPU with 32 GB of host RAM: fp8 weights, streamed blocks, "

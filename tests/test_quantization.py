@@ -17,8 +17,9 @@ from mova import MOVAPipeline
 from mova.acceleration import Fp8Linear, fp8_linear
 from mova.loading import load_native, quantize_folder, save_native
 from mova.models import AudioDiT, DualTowerBridge, VideoDiT
-from mova.offload import BlockStreamer
+from mova.offload import BlockStreamer, configure_cuda_allocator
 from mova.quantization import NF4_VALUES, QuantizedLinear, quantize_weight, storage_shapes, targets
+from mova.settings import MEMORY_PROFILES
 
 REQUEST = dict(prompt="A white ball bounces twice on a rubber floor.", height=64, width=64, num_frames=9, fps=12.0,
                num_inference_steps=3, seed=5)
@@ -241,6 +242,21 @@ def test_memory_profile_sets_the_load_options_and_refuses_conflicts(tiny_checkpo
     quantized = MOVAPipeline.from_pretrained(tiny_checkpoint, torch_dtype="fp32", quantization="fp8")
     with pytest.raises(ValueError, match=r"block weights are stored as fp8"):
         quantized.load_lora(tiny_checkpoint)
+
+
+def test_24gb_profile_sets_the_cuda_allocator_unless_the_user_did(monkeypatch):
+    """The 24gb profile grows CUDA segments (fixed ones left 12 GB reserved but unused at 720p under 48 GB); a
+    PYTORCH_CUDA_ALLOC_CONF of the user's wins, and nothing changes on other devices."""
+    applied = []
+    monkeypatch.setattr(torch._C, "_accelerator_setAllocatorSettings", applied.append)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    conf = MEMORY_PROFILES["24gb"]["cuda_alloc"]
+    assert conf == "expandable_segments:True" and MEMORY_PROFILES["full"]["cuda_alloc"] is None
+    assert not configure_cuda_allocator(conf, torch.device("cpu"))
+    assert not configure_cuda_allocator(None, torch.device("cuda"))
+    assert configure_cuda_allocator(conf, torch.device("cuda:0")) and applied == [conf]
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:512")
+    assert not configure_cuda_allocator(conf, torch.device("cuda")) and applied == [conf]
 
 
 def test_streamer_takes_a_model_off_and_back_on(tiny_checkpoint):

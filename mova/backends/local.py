@@ -31,7 +31,7 @@ class LocalBackend(Backend):
             Hugging Face cache; see :func:`~mova.backends.base.load_pipeline`). Ignored when ``pipeline`` is given.
         revision: the Hub commit, branch or tag of a repo id (default: ``main``).
         device, dtype, offload, quantization, memory: passed to ``MOVAPipeline.from_pretrained`` (offload
-            ``none|model|sequential``; quantization ``fp8|int8``; memory a profile such as ``24gb``).
+            ``none|model|sequential``; quantization ``fp8|int8|nf4``; memory a profile such as ``24gb``).
         data_dir: outputs go to ``<data_dir>/outputs`` (default ``$MOVA_DATA_DIR`` or ``./data``).
         loras: LoRA adapters the UI may pick, name → adapter folder (``mova.lora`` format), registered with the
             pipeline (``MOVAPipeline.register_lora``); the settings name one (or none) and its ``lora_scale``.
