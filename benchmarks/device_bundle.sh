@@ -4,14 +4,15 @@
 # The device has torch 2.11, transformers, numpy, scipy, opencv, PIL, yaml, safetensors and huggingface_hub, but no
 # diffusers, PyAV, FlashAttention-3, pyloudnorm, soundfile or ftfy. Their wheels come to ~70 MB: installed with
 # pip --target (diffusers without its pipelines/ subpackages, which MOVA never imports) and packed with xz they are
-# ~37 MB (.whl/site.tar.xz). cffi (soundfile's C binding) has wheels per Python: those for 3.11 and 3.12 sit beside
+# ~37 MB (.whl/site.tar.xz). With fa3-fwd the archive and the tracked tree (~29 MB) pass the carry limit, so it is
+# packed only when asked (FA3=1 bash benchmarks/device_bundle.sh, for the speed runs; the memory runs need none). cffi (soundfile's C binding) has wheels per Python: those for 3.11 and 3.12 sit beside
 # the archive and the session script installs the one that fits (the device runs Python 3.12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-pip download -q --no-deps -d "$work/wheels" diffusers==0.42.1 importlib_metadata fa3-fwd av==18.1.0 \
-  pyloudnorm==0.2.0 soundfile==0.14.0 ftfy==6.3.1 wcwidth
+pip download -q --no-deps -d "$work/wheels" diffusers==0.42.1 importlib_metadata av==18.1.0 \
+  pyloudnorm==0.2.0 soundfile==0.14.0 ftfy==6.3.1 wcwidth $([ "${FA3:-0}" = 1 ] && echo fa3-fwd)
 pip install -q --no-index --no-deps --no-compile --target "$work/site" "$work"/wheels/*.whl
 find "$work/site/diffusers/pipelines" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
 mkdir -p .whl

@@ -66,8 +66,10 @@ case "${1:-all}" in
 import json, sys; p = sys.argv[1] + "/model_index.json"; d = json.load(open(p))  # both sizes of the architecture
 d["resolutions"] = [[352, 640], [640, 352], [720, 1280], [1280, 720]]; json.dump(d, open(p, "w"))
 PY
-    run python3 benchmarks/memory_profile.py run --folder "$F" --memory 24gb --cap-gb 24 --steps ${STEPS_360:-50} \
-      --height 352 --width 640 --out "$R/memory_24gb_360p_h200.json"
+    # CAP_360=16: the same profile under a smaller cap (its own JSON)
+    [ "${STEPS_360:-50}" -gt 0 ] && run python3 benchmarks/memory_profile.py run --folder "$F" --memory 24gb \
+      --cap-gb ${CAP_360:-24} --steps ${STEPS_360:-50} --height 352 --width 640 \
+      --out "$R/memory_24gb_360p${CAP_360:+_cap$CAP_360}_h200.json"
     [ "${STEPS_720:-2}" -gt 0 ] && run python3 benchmarks/memory_profile.py run --folder "$F" --memory 24gb \
       --cap-gb 48 --steps ${STEPS_720:-2} --height 720 --width 1280 --out "$R/memory_24gb_720p_h200.json"
     touch "$R/done" ;;

@@ -27,11 +27,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +123,10 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
 
     device = torch.device(args.device)
     sampler = RssSampler(0.1).start()
-    record: dict[str, Any] = {"memory": args.memory, "cap_gb": args.cap_gb, "folder": str(args.folder)}
+    record: dict[str, Any] = {"memory": args.memory, "cap_gb": args.cap_gb, "folder": str(args.folder),
+                              # the CUDA allocator's setting: the user's, else the profile's (MOVAPipeline sets it)
+                              "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
+                              or MEMORY_PROFILES[args.memory]["cuda_alloc"]}
     if device.type == "cuda" and args.cap_gb:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(args.cap_gb * 1e9 / total, device.index or 0)
@@ -138,7 +143,9 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
     try:
         record.update(run_clip(pipe, settings, device), status="ok")
     except torch.OutOfMemoryError as exc:
-        record.update(status="oom", error=str(exc).splitlines()[0])
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/mova/" in f.filename]
+        record.update(status="oom", error=str(exc).splitlines()[0],
+                      where=[f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames[-4:]])
     if pipe.lazy is not None:
         record["lazy_loads_s"] = pipe.lazy.loads
     if device.type == "cuda":
