@@ -5,8 +5,9 @@
 # diffusers, PyAV, FlashAttention-3, pyloudnorm, soundfile or ftfy. Their wheels come to ~70 MB: installed with
 # pip --target (diffusers without its pipelines/ subpackages, which MOVA never imports) and packed with xz they are
 # ~37 MB (.whl/site.tar.xz). With fa3-fwd the archive and the tracked tree (~29 MB) pass the carry limit, so it is
-# packed only when asked (FA3=1 bash benchmarks/device_bundle.sh, for the speed runs; the memory runs need none). cffi (soundfile's C binding) has wheels per Python: those for 3.11 and 3.12 sit beside
-# the archive and the session script installs the one that fits (the device runs Python 3.12).
+# packed only when asked (FA3=1 bash benchmarks/device_bundle.sh, for the speed runs; the memory runs need none).
+# cffi (soundfile's C binding) has wheels per Python: those for 3.11 and 3.12 sit beside the archive and the
+# session script installs the one that fits (the device runs Python 3.12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)

@@ -123,10 +123,9 @@ def run_profile(args: argparse.Namespace) -> dict[str, Any]:
 
     device = torch.device(args.device)
     sampler = RssSampler(0.1).start()
-    record: dict[str, Any] = {"memory": args.memory, "cap_gb": args.cap_gb, "folder": str(args.folder),
-                              # the CUDA allocator's setting: the user's, else the profile's (MOVAPipeline sets it)
-                              "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
-                              or MEMORY_PROFILES[args.memory]["cuda_alloc"]}
+    record: dict[str, Any] = {"memory": args.memory, "cap_gb": args.cap_gb, "folder": str(args.folder)}
+    if device.type == "cuda":  # the allocator setting in effect: the user's, else the one the profile applies
+        record["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF") or MEMORY_PROFILES[args.memory]["cuda_alloc"]
     if device.type == "cuda" and args.cap_gb:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(args.cap_gb * 1e9 / total, device.index or 0)
