@@ -5,6 +5,9 @@ graph only for the signature it was compiled for (a stand-in graph here: inducto
 from __future__ import annotations
 
 import logging
+import os
+import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,6 +35,12 @@ def test_zerogpu_backend_falls_back_to_eager_on_the_cpu_and_says_why(pipeline, t
     clip = backend.generate(GenerationSettings(prompt="rain", seed=1, **FAST))
     assert clip.num_frames == 9
     assert ZeroGPUBackend(pipeline=pipeline, data_dir=tmp_path / "data").aot is None  # off unless on ZeroGPU
+    # the duration model follows: an eager denoiser with cuDNN attention (FA3 is not installed here)
+    from mova.backends.durations import DENOISER_FACTORS
+
+    assert backend.durations.measured  # the checkout's H200 figures (compiled, FA3)
+    assert backend.durations.denoise_factor == DENOISER_FACTORS[(False, False)]
+    assert "denoising ×1.32 for this Space's denoiser" in backend.estimate(GenerationSettings(prompt="rain")).basis
 
 
 def test_aot_can_be_turned_off_and_other_reasons_are_named(pipeline, monkeypatch):
@@ -81,3 +90,101 @@ def test_a_compiled_block_runs_its_graph_only_for_its_signature():
     assert (forward.compiled_calls, forward.eager_calls) == (2, 1)
     assert aot.call_signature((x.double(),), {}) != forward.signature  # another dtype goes eager too
     assert aot.call_signature((x, (1, 2)), {}) != aot.call_signature((x, (1, 3)), {})  # and other constants
+
+
+def test_real_aot_packages_run_the_default_request_and_load_in_a_fresh_process(pipeline, monkeypatch, tmp_path):
+    """The whole path with real inductor packages, on the CPU: export, AoT compile (inductor's own packaging stands in
+    for ``spaces.aoti_compile``, whose module needs a CUDA build of torch), the package bound to the live weights,
+    the compiled graph used for its signature only, the package checked in a fresh process, and a compiled block
+    pickled and loaded again."""
+    import io
+    import pickle
+    import subprocess
+    import sys
+    import types
+
+    def cpu_aoti_compile(exported):
+        archive = io.BytesIO()
+        torch._inductor.aoti_compile_and_package(exported, package_path=archive, inductor_configs={
+            "aot_inductor.package_constants_in_so": False, "always_keep_tensor_constants": True})
+        return types.SimpleNamespace(archive_file=archive)
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(aoti_compile=cpu_aoti_compile))
+    settings = pipeline.model_info().resolve(GenerationSettings(prompt="rain", seed=1, **FAST))
+    blocks = aot.repeated_blocks(pipeline)
+    calls, examples = aot.record_block_calls(pipeline, settings, blocks)
+    groups, _ = aot.plan_groups(blocks, calls)
+    key = next(k for k, paths in groups.items() if paths[0].startswith("audio_dit."))  # one graph keeps it quick
+    group = {key: groups[key]}
+    eager = pipeline(settings)
+    originals = {path: blocks[path].forward for path in group[key]}
+    try:
+        archives = aot.compile_archives(blocks, examples, group)
+        assert aot.apply_archives(blocks, group, archives) == len(group[key])
+        compiled = pipeline(settings)
+        forwards = [blocks[path].forward for path in group[key]]
+        assert all(f.compiled_calls > 0 and f.eager_calls == 0 for f in forwards)
+        assert torch.allclose(torch.from_numpy(compiled.audio), torch.from_numpy(eager.audio), atol=1e-5, rtol=1e-4)
+        assert abs(compiled.video.astype(int) - eager.video.astype(int)).max() <= 1
+        pipeline(settings.replace(num_frames=5))  # another length: the graph's shapes do not fit, eager runs
+        assert all(f.eager_calls > 0 for f in forwards)
+
+        assert aot.verify_archives(blocks, examples, group, archives) == {}  # loaded in a fresh process
+        revived = pickle.loads(pickle.dumps(forwards[0]))  # as a process that receives the block does
+        args, kwargs = examples[key]
+        assert torch.allclose(revived(*args, **kwargs), forwards[0].eager(*args, **kwargs), atol=1e-5)
+        assert (revived.compiled_calls, revived.eager_calls) == (1, 0)
+    finally:
+        for path, forward in originals.items():
+            blocks[path].forward = forward
+
+
+def crashing_loader(archive: bytes, block: torch.nn.Module):  # module level: the checking process imports these
+    os.kill(os.getpid(), signal.SIGSEGV)  # what loading a spaces-compiled package did on an H200 with torch 2.11
+
+
+def wrong_loader(archive: bytes, block: torch.nn.Module):
+    return lambda x: torch.zeros(x.shape[0], block.out_features)
+
+
+def faithful_loader(archive: bytes, block: torch.nn.Module):
+    return lambda x: torch.nn.functional.linear(x, block.weight, block.bias)
+
+
+def test_a_package_that_crashes_or_miscomputes_fails_its_check_in_a_process_of_its_own():
+    block = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    key = ("Linear", aot.call_signature((x,), {}))
+    case = dict(blocks={"b": block}, examples={key: ((x,), {})}, groups={key: ["b"]}, archives={key: b"package"})
+    assert aot.verify_archives(**case, loader=faithful_loader) == {}
+    assert aot.verify_archives(**case, loader=crashing_loader) == \
+        {key: "it crashed the process that loaded it (SIGSEGV)"}  # and this process lives on
+    (why,) = aot.verify_archives(**case, loader=wrong_loader).values()
+    assert why.startswith("its output differs from the eager forward's (relative L2 1 > 0.03)")
+    (why,) = aot.verify_archives(**case, loader=wrong_loader, isolated=False).values()  # ZeroGPU: in its GPU task
+    assert why.startswith("its output differs")
+    assert aot.group_name(key) == "Linear[2x4]"
+
+
+def test_prepare_leaves_blocks_eager_when_their_package_fails_its_check(pipeline, monkeypatch, caplog):
+    monkeypatch.setattr(aot, "why_not", lambda pipeline, env=None: None)
+    monkeypatch.setattr(aot, "compile_archives", lambda blocks, examples, groups: {k: b"package" for k in groups})
+    monkeypatch.setattr(aot, "load_package", crashing_loader)
+    plan = aot.plan_groups
+
+    def one_group(blocks, calls):  # one checking process keeps the test quick; the others' blocks stay eager
+        groups, eager = plan(blocks, calls)
+        first, *rest = groups
+        return {first: groups[first]}, eager + [p for key in rest for p in groups[key]]
+
+    monkeypatch.setattr(aot, "plan_groups", one_group)
+    settings = pipeline.model_info().resolve(GenerationSettings(prompt="rain", seed=1, **FAST))
+    with caplog.at_level(logging.WARNING, logger="mova.backends.aot"):
+        report = aot.prepare(pipeline, settings)
+    assert not report.compiled and report.blocks == 0 and report.graphs == 0
+    assert report.reason.startswith("every compiled graph failed its check: DiTBlock[")
+    assert set(report.failed.values()) == {"it crashed the process that loaded it (SIGSEGV)"}
+    assert len(report.failed) == 1 and sorted(report.eager_blocks) == sorted(aot.repeated_blocks(pipeline))
+    assert "failed its check, its" in caplog.text
+    assert not any(isinstance(b.forward, aot.AotBlockForward) for b in aot.repeated_blocks(pipeline).values())
+    assert pipeline(settings).video.shape[0] == 9  # the eager pipeline still generates

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mova.backends.durations import DEFAULT_FIGURES, DeclaredCosts, DurationModel, MeasuredClip, fit_defaults
+from mova.backends.durations import (DEFAULT_FIGURES, DENOISER_FACTORS, DeclaredCosts, DurationModel, MeasuredClip,
+                                     fit_defaults)
 from mova.settings import GenerationSettings, ModelInfo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +48,21 @@ def test_a_measured_clip_gives_back_its_own_stage_times(tmp_path):
     assert half["denoise"] < stages["denoise"] / 2  # fewer tokens; attention shrinks quadratically
     # dual CFG: NFE 3 costs 3/2 of the NFE-2 steps
     assert d.stages(352, 640, 193, 30, 3, 24.0)["denoise"] == pytest.approx(30 * 11.0 * 1.5)
+
+
+def test_an_eager_or_cudnn_denoiser_scales_the_measured_denoising_only(tmp_path):
+    d = DurationModel.load(figures(tmp_path, run()), **EXACT)
+    assert d.for_denoiser(compiled=True, fa3=True) == d  # the figures' own denoiser
+    base = d.stages(352, 640, 193, 30, 2, 24.0)
+    for (compiled, fa3), factor in DENOISER_FACTORS.items():
+        scaled = d.for_denoiser(compiled=compiled, fa3=fa3).stages(352, 640, 193, 30, 2, 24.0)
+        assert scaled == pytest.approx({**base, "denoise": base["denoise"] * factor})
+    # one H200 run's step times: compiled FA3 8.2177, compiled cuDNN 9.1373, eager FA3 10.0261, eager cuDNN 10.86 s
+    assert 30 * 11.0 * DENOISER_FACTORS[(False, False)] == pytest.approx(30 * 11.0 * 10.86 / 8.2177)
+    assert sorted(DENOISER_FACTORS.values()) == [DENOISER_FACTORS[k] for k in
+                                                 ((True, True), (True, False), (False, True), (False, False))]
+    declared = DurationModel(**EXACT)  # declared step costs are eager cuDNN steps already
+    assert declared.for_denoiser(compiled=False, fa3=False) == declared
 
 
 def test_two_measured_sizes_fit_the_step_cost_through_both(tmp_path):

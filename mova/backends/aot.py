@@ -12,20 +12,29 @@ once per call signature and shared by every block of that class, each with its o
    v2a directions share a class) stays eager.
 3. :func:`compile_archives` exports one block per group (``torch.export``) and compiles it with
    ``spaces.aoti_compile`` — inside a ``spaces.GPU`` task on ZeroGPU — keeping only the compiled package (bytes).
-4. :func:`apply_archives` gives each block an :class:`AotBlockForward`: the package, loaded once per process with
+4. :func:`verify_archives` loads each package with its first block's weights and runs the recorded example call
+   against the block's eager forward, in a process of its own (ZeroGPU's GPU task is one; elsewhere a fresh
+   subprocess): a package that crashes its loader (on an H200 with torch 2.11, loading spaces-compiled packages
+   ended the process with SIGSEGV) or computes something else leaves its blocks eager instead of taking the app down.
+5. :func:`apply_archives` gives each block an :class:`AotBlockForward`: the package, loaded once per process with
    the block's own live weights as user-managed constants (no second copy), for calls of the compiled signature,
    and the block's eager forward for any other (another resolution or clip length). ``spaces.aoti_apply`` is not
    used: it drains the module's parameters, which would leave no eager path for other shapes.
 
 :func:`prepare` does all of it and returns an :class:`AotReport`; anything that rules AoT out (no CUDA device, an
-offload mode, parallel inference, ``MOVA_AOT=0``, an export or compile failure) leaves the pipeline eager and logs
-the reason. Importing this module does not import torch.
+offload mode, parallel inference, ``MOVA_AOT=0``, an export or compile failure, every package failing its check)
+leaves the pipeline eager and logs the reason. Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -42,6 +51,8 @@ logger = logging.getLogger(__name__)
 AOT_ENV = "MOVA_AOT"  # "0" keeps the Space eager
 EXPERT_TWINS = {"video_dit_2": "video_dit"}  # the low-noise expert's blocks are shaped as the high-noise one's
 COMPILE_TASK_S = 1500  # the GPU task that compiles at start-up (ZeroGPU grants long tasks at start-up)
+VERIFY_REL_L2 = 0.03  # a package's output against the eager forward's (bf16 fusion rounding is well under 1 %)
+VERIFY_TIMEOUT_S = 600
 
 
 @dataclass
@@ -52,8 +63,9 @@ class AotReport:
     compiled: bool
     reason: str = ""
     blocks: int = 0  # blocks given a compiled graph
-    graphs: int = 0  # graphs compiled (one per block class and call signature)
+    graphs: int = 0  # graphs compiled (one per block class and call signature) that passed their check
     eager_blocks: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # graph → why its check failed (its blocks run eager)
 
 
 def call_signature(args: tuple, kwargs: dict) -> tuple:
@@ -176,6 +188,87 @@ def load_package(archive: bytes, block: torch.nn.Module) -> Callable:
     return model
 
 
+def group_name(key: tuple) -> str:
+    """A group's name in reports: its block class and the shape of the block's first input."""
+    (args_sig, _), first = key[1], None
+    if args_sig[1] and args_sig[1][0][0] == "tensor":
+        first = "x".join(map(str, args_sig[1][0][1]))
+    return f"{key[0]}[{first}]" if first else key[0]
+
+
+def check_package(archive: bytes, block: torch.nn.Module, args: tuple, kwargs: dict, expected: torch.Tensor,
+                  loader: Callable[[bytes, torch.nn.Module], Callable]) -> str | None:
+    """Load ``archive`` with ``block``'s weights and run the example call: None when its output matches
+    ``expected`` (the eager forward's) within ``VERIFY_REL_L2``, else why not."""
+    import torch
+
+    try:
+        out = loader(archive, block)(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any failure to load or run is a failed check
+        return f"it failed to load or run ({type(exc).__name__}: {exc})"
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
+        return f"it returned {getattr(out, 'shape', type(out).__name__)} where the block returns {tuple(expected.shape)}"
+    err = float(torch.linalg.vector_norm((out.float() - expected.float()).flatten()) /
+                torch.linalg.vector_norm(expected.float().flatten()).clamp(min=1e-12))
+    if not err <= VERIFY_REL_L2:  # NaN fails too
+        return f"its output differs from the eager forward's (relative L2 {err:.3g} > {VERIFY_REL_L2})"
+    return None
+
+
+def verify_archives(blocks: dict[str, torch.nn.Module], examples: dict[tuple, tuple[tuple, dict]],
+                    groups: dict[tuple, list[str]], archives: dict[tuple, bytes], *, isolated: bool = True,
+                    loader: Callable[[bytes, torch.nn.Module], Callable] | None = None) -> dict[tuple, str]:
+    """Check every package (:func:`check_package`) on its group's first block and example call; returns the groups
+    that failed, with why. ``isolated``: in a fresh Python process, so that a package crashing its loader ends
+    only that process (reported with the signal); otherwise here (ZeroGPU's GPU task, a worker process of its
+    own, whose crash the ``spaces`` task call raises as an error)."""
+    import torch
+
+    loader = loader or load_package
+    cases = []
+    with torch.no_grad():
+        for key, paths in groups.items():
+            args, kwargs = examples[key]
+            cases.append((key, archives[key], blocks[paths[0]], args, kwargs, blocks[paths[0]](*args, **kwargs)))
+    if not isolated:
+        failures = {key: check_package(archive, block, args, kwargs, expected, loader)
+                    for key, archive, block, args, kwargs, expected in cases}
+        return {key: why for key, why in failures.items() if why}
+    failures = {}
+    with tempfile.TemporaryDirectory(prefix="mova-aot-") as tmp:
+        for i, case in enumerate(cases):
+            payload = os.path.join(tmp, f"case{i}.pkl")
+            with open(payload, "wb") as f:
+                pickle.dump((*case[1:], loader), f)
+            why = _run_check(payload)
+            if why:
+                failures[case[0]] = why
+    return failures
+
+
+def _run_check(payload: str) -> str | None:
+    """:func:`check_package` on a pickled case, in a fresh interpreter (``python -m mova.backends.aot``) that finds
+    the modules this process finds (the pickle names the block's and the loader's)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mova.backends.aot", payload], capture_output=True, text=True,
+                              timeout=VERIFY_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        return f"loading and running it took more than {VERIFY_TIMEOUT_S} s"
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return f"it crashed the process that loaded it ({name})"
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"its check failed ({tail})"
+    result = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    return None if result == "ok" else result or "its check printed nothing"
+
+
 class AotBlockForward:
     """A block's forward: the AoT graph for calls of the signature it was compiled for, the eager forward for any
     other. The package is loaded on the first matching call in each process (ZeroGPU's worker) and kept there."""
@@ -245,19 +338,43 @@ def prepare(pipeline: MOVAPipeline, settings: GenerationSettings,
         return AotReport(compiled=False, reason=reason)
     blocks = repeated_blocks(pipeline)
 
-    def record_and_compile() -> tuple[dict, list, dict]:
+    def record_compile_and_verify() -> tuple[dict, list, dict, dict]:
         calls, examples = record_block_calls(pipeline, settings, blocks)
         groups, eager = plan_groups(blocks, calls)
-        return groups, eager, compile_archives(blocks, examples, groups)
+        archives = compile_archives(blocks, examples, groups)
+        return groups, eager, archives, verify_archives(blocks, examples, groups, archives, isolated=gpu_task is None,
+                                                        loader=load_package)
 
     try:
-        groups, eager, archives = (gpu_task(record_and_compile) if gpu_task else record_and_compile)()
+        groups, eager, archives, failures = (gpu_task(record_compile_and_verify) if gpu_task
+                                             else record_compile_and_verify)()
     except Exception as exc:  # noqa: BLE001 - export/inductor failures of any kind fall back to eager
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("AoT compile failed, the denoiser runs eager: %s", reason, exc_info=exc)
         return AotReport(compiled=False, reason=reason)
+    failed = {group_name(key): why for key, why in failures.items()}
+    for key, why in failures.items():
+        logger.warning("AoT: the graph for %s failed its check, its %d block(s) run eager: %s", group_name(key),
+                       len(groups[key]), why)
+        eager = eager + groups.pop(key)
+        archives.pop(key)
     count = apply_archives(blocks, groups, archives)
     if eager:
-        logger.info("AoT: %d block(s) stay eager (called with several shapes): %s", len(eager), ", ".join(eager[:5]))
-    return AotReport(compiled=count > 0, reason="" if count else "no block to compile", blocks=count,
-                     graphs=len(archives), eager_blocks=eager)
+        logger.info("AoT: %d block(s) run eager: %s", len(eager), ", ".join(eager[:5]))
+    reason = "" if count else ("every compiled graph failed its check: " + "; ".join(
+        f"{name}: {why}" for name, why in failed.items()) if failed else "no block to compile")
+    return AotReport(compiled=count > 0, reason=reason, blocks=count, graphs=len(archives), eager_blocks=eager,
+                     failed=failed)
+
+
+def _check_main(payload: str) -> int:
+    """``python -m mova.backends.aot CASE.pkl``: :func:`verify_archives`' isolated check of one pickled case."""
+    with open(payload, "rb") as f:
+        archive, block, args, kwargs, expected, loader = pickle.load(f)  # noqa: S301 - our own file, just written
+    why = check_package(archive, block, args, kwargs, expected, loader)
+    print(why or "ok", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_check_main(sys.argv[1]))

@@ -40,6 +40,13 @@ DEFAULT_FIGURES = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 ZEROGPU_MAX_DURATION_S = 300.0
 DEFAULT_REQUEST_TARGET_S = 240.0  # a default request is fitted to this, leaving headroom under the cap
 MIN_DEFAULT_STEPS = 20  # fitting defaults to the limit shortens the clip first, then lowers steps to this floor
+# The measured figures' denoiser runs compiled with FlashAttention-3. A Space may run it otherwise: cuDNN attention
+# where fa3-fwd is not installed (it is not in requirements.txt), eager where the AoT compile did not go through.
+# Step time against the figures', keyed (compiled, FA3), from one H200 run of all four (benchmarks/step_time.py,
+# benchmarks/results/step_time_360p_fa3_h200.json: 8.2177, 9.1373, 10.0261, 10.86 s/step at 360p). The eager
+# figures predate the eager-path fusion (eager FA3 is now 9.19 s/step), so eager estimates err long, never short.
+DENOISER_FACTORS = {(True, True): 1.0, (True, False): 9.1373 / 8.2177, (False, True): 10.0261 / 8.2177,
+                    (False, False): 10.86 / 8.2177}
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,7 @@ class DurationModel:
     ``measured``: whole-clip stage times on a full H200 (empty: the :class:`DeclaredCosts` fallback).
     ``slice_factor`` scales a full H200 to a ZeroGPU slice (an H200 MIG 3g.71gb: 60 of its 132 SMs, so 132/60 ≈ 2.2
     for compute-bound work). ``task_start_s`` is the worker's start and the weights' move to the GPU (declared).
+    ``denoise_factor`` scales the measured denoising to the denoiser the Space runs (:meth:`for_denoiser`).
     """
 
     measured: tuple[MeasuredClip, ...] = ()
@@ -121,6 +129,7 @@ class DurationModel:
     slice_factor: float = 2.2
     task_start_s: float = 5.0  # with measured figures only (the declared fixed cost includes it)
     margin: float = 1.25  # requested = margin × estimate
+    denoise_factor: float = 1.0  # the Space's denoiser step time against the measured figures' (DENOISER_FACTORS)
     min_s: float = 20.0
     max_s: float = ZEROGPU_MAX_DURATION_S
     default_target_s: float = DEFAULT_REQUEST_TARGET_S
@@ -176,6 +185,12 @@ class DurationModel:
             overrides["max_s"] = value
         return cls.load(env.get(FIGURES_ENV) or None, **overrides)
 
+    def for_denoiser(self, *, compiled: bool, fa3: bool) -> DurationModel:
+        """This model for a denoiser that runs ``compiled`` (AoT on a Space) or eager, with FlashAttention-3 or
+        cuDNN attention (the measured figures' is compiled with FA3; the declared fallback's costs already are
+        eager cuDNN steps)."""
+        return dataclasses.replace(self, denoise_factor=DENOISER_FACTORS[(compiled, fa3)] if self.measured else 1.0)
+
     def tokens(self, height: int, width: int, num_frames: int) -> int:
         """Video tokens of one denoiser evaluation."""
         t_lat = (num_frames - 1) // self.token_frames + 1
@@ -217,7 +232,7 @@ class DurationModel:
         clip = self._nearest(pixel_frames)
         scale = pixel_frames / clip.pixel_frames
         audio_s = num_frames / (fps or clip.fps)
-        on_h200 = {"text": clip.text_s, "encode": clip.encode_s * scale, "denoise": denoise,
+        on_h200 = {"text": clip.text_s, "encode": clip.encode_s * scale, "denoise": denoise * self.denoise_factor,
                    "vae_decode": clip.vae_decode_s * scale, "dac_decode": clip.dac_decode_s * audio_s / clip.audio_s}
         return {**{k: v * self.slice_factor for k, v in on_h200.items()}, "task_start": self.task_start_s}
 

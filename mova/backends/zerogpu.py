@@ -46,7 +46,8 @@ class ZeroGPUBackend(Backend):
         revision: the Hub commit, branch or tag of a repo id (default: ``main``).
         device: default ``"cuda"`` on ZeroGPU (``spaces`` makes that work before a GPU is attached), else the
             pipeline's default (CUDA when available, else CPU), so the same Space code runs on other hardware.
-        durations: the duration model (default :meth:`DurationModel.from_env`).
+        durations: the duration model (default :meth:`DurationModel.from_env`), scaled to the denoiser this
+            backend runs (:meth:`DurationModel.for_denoiser`: compiled when AoT went through, eager otherwise).
         aot: compile the denoiser's repeated blocks ahead of time for the default request (``mova.backends.aot``;
             default: on ZeroGPU); where it cannot run the pipeline stays eager and the reason is logged and kept in
             ``self.aot``.
@@ -66,21 +67,29 @@ class ZeroGPUBackend(Backend):
         if device is None and Config.zero_gpu:
             device = "cuda"
         super().__init__(data_dir=data_dir)
-        self.durations = durations or DurationModel.from_env()
         if pipeline is None:
             pipeline = load_pipeline(model, revision=revision, device=device)
         self.pipeline = pipeline
         for name, path in (loras or {}).items():  # loaded in the GPU worker when asked for, like any other backend
             pipeline.register_lora(name, path)
+        from mova.attention import _fa3_available
+
+        aot = Config.zero_gpu if aot is None else aot
+        durations = durations or DurationModel.from_env()
         info = dataclasses.replace(pipeline.model_info(), backend=self.name)
+        # the defaults are fitted for the compiled denoiser AoT should give, and fitted again if it does not
+        self.durations = durations.for_denoiser(compiled=aot, fa3=_fa3_available())
         self._info = fit_defaults(info, self.durations)
         self.aot = None
-        if Config.zero_gpu if aot is None else aot:
+        if aot:
             from mova.backends import aot as aot_compile
 
             gpu_task = spaces.GPU(duration=aot_compile.COMPILE_TASK_S) if Config.zero_gpu else None
             default = self._info.resolve(GenerationSettings(prompt="ahead-of-time compile", seed=0))
             self.aot = aot_compile.prepare(pipeline, default, gpu_task=gpu_task)
+            if not self.aot.compiled:
+                self.durations = durations.for_denoiser(compiled=False, fa3=_fa3_available())
+                self._info = fit_defaults(info, self.durations)
         # Inert (returns the bound method itself) unless SPACES_ZERO_GPU is set.
         self._gpu_call = spaces.GPU(duration=self.durations)(self._gpu_generate)
 
@@ -100,8 +109,11 @@ class ZeroGPUBackend(Backend):
     def estimate(self, settings: GenerationSettings) -> CostEstimate:
         """The GPU seconds the duration model gives ``settings`` (margin included) against ZeroGPU's task limit."""
         resolved = self.model_info().check(settings)
-        basis = ("stage times measured on an H200" if self.durations.measured else "declared costs") + \
-            f", ×{self.durations.slice_factor:g} for a ZeroGPU slice"
+        d = self.durations
+        basis = ("stage times measured on an H200" if d.measured else "declared costs") + \
+            f", ×{d.slice_factor:g} for a ZeroGPU slice"
+        if d.denoise_factor != 1.0:
+            basis += f", denoising ×{d.denoise_factor:.2f} for this Space's denoiser (measured against the figures')"
         return CostEstimate(self.durations.estimate_settings(resolved), basis, limit_s=self.durations.max_s,
                             work_ratio=self.work_ratio(resolved))
 
