@@ -9,6 +9,9 @@ it). The ZeroGPU duration model (``mova/backends/durations.py``) reads the JSON 
     python benchmarks/clip_time.py --preset mova-360p --steps 10 --out benchmarks/results/clip_time_h200.json
     python benchmarks/clip_time.py --preset mova-360p --num-frames 97 --steps 20 --out ... --append
     python benchmarks/clip_time.py --preset mova-360p --num-frames 97 --steps 4 --aot --out R.json   # the AoT path
+    # the Space's default request on the AoT path, with the estimate the measured figures give it before the run
+    python benchmarks/clip_time.py --aot --num-frames 117 --steps 20 --warmup-steps 1 \
+        --figures benchmarks/results/clip_time_h200.json --out benchmarks/results/clip_time_aot_h200.json
     python benchmarks/clip_time.py --preset tiny --device cpu --steps 2 --out /tmp/clip_time_tiny.json
     # one process, one build: the exact clip (figures), the fastest combination into its own file (--fast-out), then
     # the Space's default request fitted to the figures and measured (--space-defaults)
@@ -229,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast-steps", type=int, default=50)
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--append", action="store_true", help="add the run to an existing results file")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="the duration model's figures for each run's estimate_before (default: --out when "
+                             "appending, else none)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -271,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         common["aot"] = {**dataclasses.asdict(report), "compile_s": round(time.perf_counter() - t1, 2)}
         print(f"AoT: {common['aot']}", flush=True)
     ok = record_run(pipe, settings, device, args.out, args.append, args.warmup_steps,
-                    dict(common, request="as given"))
+                    dict(common, request="as given"), figures=args.figures)
     if ok and args.fast_out is not None:
         fast = settings.replace(precision=args.fast_precision, cache=args.fast_cache,
                                 num_inference_steps=args.fast_steps)
         ok = record_run(pipe, fast, device, args.fast_out, args.append, args.warmup_steps,
-                        dict(common, request="fastest combination"), figures=args.out)
+                        dict(common, request="fastest combination"), figures=args.figures or args.out)
     if ok and args.space_defaults:
         info = fit_defaults(pipe.model_info(), DurationModel.load(args.out))
         space = settings.replace(num_frames=info.default_num_frames,

@@ -5,6 +5,9 @@
 #   bash benchmarks/h200_session.sh wave2      # speed (eager fusion, fp8 by part, offload memory), then clip (whole
 #                                              # clips: exact, the Space's defaults, the fastest combination)
 #   bash benchmarks/h200_session.sh memory     # weight formats, and the 24gb profile under 24 GB (360p) / 48 GB (720p)
+#   bash benchmarks/h200_session.sh aot        # the Space's AoT compile with the spaces package (demo model, then the
+#                                              # full-size default request), then kernel profiles of fp8 and bf16
+#                                              # (bundle: AV=0 FA3=1 AOT=1 bash benchmarks/device_bundle.sh)
 # Results (JSON) and a log go to $RESULTS (default benchmarks/results/h200); `done` marks the end. The device image
 # lacks diffusers, PyAV and FlashAttention-3: wheels in .whl/ (diffusers, importlib_metadata, fa3-fwd, av) are
 # installed first, or .whl/site.tar.xz (the same packages installed with pip --target and packed with xz: the
@@ -23,6 +26,9 @@ if compgen -G ".whl/*.whl" > /dev/null && [ ! -f /tmp/site/.installed ]; then
     --find-links .whl $(ls .whl/*.whl | sed 's#.*/##; s/-.*//' | sort -u) && touch /tmp/site/.installed
 fi
 run() { echo "=== $(date +%T) $*" >> "$R/log"; "$@" >> "$R/log" 2>&1; echo "=== $(date +%T) rc $?" >> "$R/log"; }
+# inside a device call ($OUT set) every mode ends by copying its results and log there: a machine goes back 30 s
+# after a call, and what is only on it is lost
+trap '[ -n "${OUT:-}" ] && cp "$R"/*.json "$R/log" "$OUT"/ 2>/dev/null' EXIT
 case "${1:-all}" in
   accuracy)
     run python3 benchmarks/accuracy.py --layers 4 --out "$R/accuracy_360p_h200.json" ;;
@@ -72,6 +78,14 @@ PY
       --out "$R/memory_24gb_360p${CAP_360:+_cap$CAP_360}_h200.json"
     [ "${STEPS_720:-2}" -gt 0 ] && run python3 benchmarks/memory_profile.py run --folder "$F" --memory 24gb \
       --cap-gb 48 --steps ${STEPS_720:-2} --height 720 --width 1280 --out "$R/memory_24gb_720p_h200.json"
+    touch "$R/done" ;;
+  aot)
+    # the Space runs cuDNN attention (FA3 is not in requirements.txt)
+    MOVA_ATTENTION=cudnn run python3 benchmarks/aot_check.py --out "$R/aot_check_h200.json"
+    MOVA_ATTENTION=cudnn run python3 benchmarks/clip_time.py --aot --num-frames 117 --steps 20 --warmup-steps 1 \
+      --figures benchmarks/results/clip_time_h200.json --out "$R/clip_time_aot_h200.json"
+    run python3 benchmarks/profile_forward.py --compile --precision fp8 --out "$R/profile_360p_fp8_h200.json"
+    run python3 benchmarks/profile_forward.py --compile --attention fa3 --out "$R/profile_360p_fa3_h200.json"
     touch "$R/done" ;;
   clip)
     run python3 benchmarks/clip_time.py --compile --steps 15 --warmup-steps 1 --space-defaults \

@@ -1,6 +1,10 @@
 """Kernel-time breakdown of one full-size denoiser forward (random weights) with the PyTorch profiler.
 
     python benchmarks/profile_forward.py --resolution 360p --out benchmarks/results/profile_360p.json
+    python benchmarks/profile_forward.py --compile --precision fp8 --out benchmarks/results/profile_360p_fp8.json
+
+``--precision fp8`` profiles the forward inside ``mova.acceleration.fp8`` (e4m3 GEMMs, FlashAttention-3 e4m3
+self-attention); ``--attention`` picks the bf16 attention backend (``auto``: FA3 when installed, else cuDNN).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_time import RESOLUTIONS, build_denoiser  # noqa: E402
 
-from mova.acceleration import compile_repeated_blocks  # noqa: E402
+from mova.acceleration import compile_repeated_blocks, precision_context  # noqa: E402
+from mova.attention import AttentionBackend, attention_backend  # noqa: E402
 from mova.config import get_preset  # noqa: E402
 
-CATEGORIES = (("attention", ("fmha", "flash", "cudnn", "attention", "sdpa")), ("gemm", ("gemm", "sm90_xmma", "cutlass", "nvjet")),
-              ("conv", ("conv",)), ("norm", ("norm",)), ("elementwise", ("elementwise", "vectorized", "unrolled", "reduce", "cat")))
+CATEGORIES = (("attention", ("fmha", "flash", "cudnn", "attention", "sdpa")),
+              ("gemm", ("gemm", "sm90_xmma", "cutlass", "nvjet")), ("conv", ("conv",)), ("norm", ("norm",)),
+              ("fused", ("triton_",)),  # inductor's kernels other than norms (compiled runs)
+              ("elementwise", ("elementwise", "vectorized", "unrolled", "reduce", "cat")))
 
 
 def category(name: str) -> str:
@@ -37,17 +44,20 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--compile", action="store_true", help="regional torch.compile of the blocks")
+    p.add_argument("--precision", default="bf16", choices=("bf16", "fp8"))
+    p.add_argument("--attention", default="auto", choices=[b.value for b in AttentionBackend])
     args = p.parse_args()
     device, dtype = torch.device("cuda"), torch.bfloat16
     den = build_denoiser(get_preset("mova-360p"), device, dtype)
+    models = [*den.experts, den.audio_dit, den.bridge]
     if args.compile:
-        compile_repeated_blocks([*den.experts, den.audio_dit, den.bridge])
+        compile_repeated_blocks(models)
     h, w = RESOLUTIONS[args.resolution]
     B = args.batch
     x = torch.randn(B, 36, 49, h // 8, w // 8, device=device, dtype=dtype)
     a = torch.randn(B, 128, 403, device=device, dtype=dtype)
     t = torch.randn(B, 512, 4096, device=device, dtype=dtype)
-    with torch.no_grad():
+    with torch.no_grad(), attention_backend(args.attention), precision_context(args.precision, models, device):
         den(x, a, t, 950.0, 950.0, 24.0, expert=0)  # warm-up
         torch.cuda.synchronize()
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -62,7 +72,8 @@ def main() -> int:
     for k, v in kernels.items():
         by_cat[category(k)] += v
     top = sorted(kernels.items(), key=lambda kv: -kv[1])[:30]
-    result = {"resolution": args.resolution, "batch": B, "compiled": args.compile, "device": torch.cuda.get_device_name(),
+    result = {"resolution": args.resolution, "batch": B, "compiled": args.compile,
+              "precision": args.precision, "attention": args.attention, "device": torch.cuda.get_device_name(),
               "torch": torch.__version__, "forward_kernel_s": round(total, 4),
               "by_category_s": {k: round(v, 4) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
               "top_kernels_s": [[k[:120], round(v, 4)] for k, v in top]}
