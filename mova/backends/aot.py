@@ -190,10 +190,10 @@ def load_package(archive: bytes, block: torch.nn.Module) -> Callable:
 
 def group_name(key: tuple) -> str:
     """A group's name in reports: its block class and the shape of the block's first input."""
-    (args_sig, _), first = key[1], None
-    if args_sig[1] and args_sig[1][0][0] == "tensor":
-        first = "x".join(map(str, args_sig[1][0][1]))
-    return f"{key[0]}[{first}]" if first else key[0]
+    positional = key[1][0][1]  # the signatures of the example call's positional arguments (call_signature)
+    if positional and positional[0][0] == "tensor":
+        return f"{key[0]}[{'x'.join(map(str, positional[0][1]))}]"
+    return key[0]
 
 
 def check_package(archive: bytes, block: torch.nn.Module, args: tuple, kwargs: dict, expected: torch.Tensor,
@@ -209,8 +209,7 @@ def check_package(archive: bytes, block: torch.nn.Module, args: tuple, kwargs: d
     out = out[0] if isinstance(out, (tuple, list)) else out
     if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
         return f"it returned {getattr(out, 'shape', type(out).__name__)} where the block returns {tuple(expected.shape)}"
-    err = float(torch.linalg.vector_norm((out.float() - expected.float()).flatten()) /
-                torch.linalg.vector_norm(expected.float().flatten()).clamp(min=1e-12))
+    err = float((out.float() - expected.float()).norm() / expected.float().norm().clamp(min=1e-12))
     if not err <= VERIFY_REL_L2:  # NaN fails too
         return f"its output differs from the eager forward's (relative L2 {err:.3g} > {VERIFY_REL_L2})"
     return None
@@ -342,8 +341,7 @@ def prepare(pipeline: MOVAPipeline, settings: GenerationSettings,
         calls, examples = record_block_calls(pipeline, settings, blocks)
         groups, eager = plan_groups(blocks, calls)
         archives = compile_archives(blocks, examples, groups)
-        return groups, eager, archives, verify_archives(blocks, examples, groups, archives, isolated=gpu_task is None,
-                                                        loader=load_package)
+        return groups, eager, archives, verify_archives(blocks, examples, groups, archives, isolated=gpu_task is None)
 
     try:
         groups, eager, archives, failures = (gpu_task(record_compile_and_verify) if gpu_task

@@ -74,11 +74,11 @@ class ZeroGPUBackend(Backend):
             pipeline.register_lora(name, path)
         from mova.attention import _fa3_available
 
-        aot = Config.zero_gpu if aot is None else aot
+        aot, fa3 = (Config.zero_gpu if aot is None else aot), _fa3_available()
         durations = durations or DurationModel.from_env()
         info = dataclasses.replace(pipeline.model_info(), backend=self.name)
         # the defaults are fitted for the compiled denoiser AoT should give, and fitted again if it does not
-        self.durations = durations.for_denoiser(compiled=aot, fa3=_fa3_available())
+        self.durations = durations.for_denoiser(compiled=aot, fa3=fa3)
         self._info = fit_defaults(info, self.durations)
         self.aot = None
         if aot:
@@ -88,7 +88,7 @@ class ZeroGPUBackend(Backend):
             default = self._info.resolve(GenerationSettings(prompt="ahead-of-time compile", seed=0))
             self.aot = aot_compile.prepare(pipeline, default, gpu_task=gpu_task)
             if not self.aot.compiled:
-                self.durations = durations.for_denoiser(compiled=False, fa3=_fa3_available())
+                self.durations = durations.for_denoiser(compiled=False, fa3=fa3)
                 self._info = fit_defaults(info, self.durations)
         # Inert (returns the bound method itself) unless SPACES_ZERO_GPU is set.
         self._gpu_call = spaces.GPU(duration=self.durations)(self._gpu_generate)
