@@ -18,7 +18,7 @@ from train.vae.autoencoders import (build_model, clips_to_model, encode_mode, ev
                                     wan_decode_unclamped)
 from train.vae.clips import ClipPool, generate_clips, read_clips
 from train.vae.configuration import CONFIG_DIR, DEFAULT_CONFIGS, VAETrainConfig
-from train.vae.losses import log_spectral_distance, psnr, si_sdr
+from train.vae.losses import log_spectral_distance, psnr, si_sdr, temporal_loss
 from train.vae.loop import STATE, main, train
 from train.yaml_config import load_config
 
@@ -202,8 +202,8 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(video_run, tmp_path):
 
     out, _, _ = video_run
     _, rows = _run("video", tmp_path, "--steps", "3", "--set", f"init={out / 'video_vae'}",
-                   "--set", "trainable=decoder", "--set", "loss.foreground=20")
-    assert rows[-1]["step"] == 3 and np.isfinite(rows[-1]["loss"])
+                   "--set", "trainable=decoder", "--set", "loss.foreground=20", "--set", "loss.temporal=1")
+    assert rows[-1]["step"] == 3 and np.isfinite(rows[-1]["loss"]) and rows[-1]["temporal"] > 0
     before = load_file(out / "video_vae" / "diffusion_pytorch_model.safetensors")
     after = load_file(tmp_path / "video_vae" / "diffusion_pytorch_model.safetensors")
     frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
@@ -213,6 +213,26 @@ def test_decoder_only_fine_tune_keeps_the_latent_space(video_run, tmp_path):
     assert sum(not torch.equal(before[k], after[k]) for k in tuned) > len(tuned) // 2
     old, new = (json.loads((d / "video_vae" / "config.json").read_text()) for d in (out, tmp_path))
     assert (new["latents_mean"], new["latents_std"]) == (old["latents_mean"], old["latents_std"])
+
+
+def test_temporal_loss_charges_a_late_frame_by_its_weights():
+    """A ball that turns at the floor one frame late: only the changes into and out of the late frame differ; the
+    loss is their Charbonnier (eps²-smoothed L1), each at the larger weight of its two frames, over the weight sum."""
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 6, 4, 4)).astype(np.float32))
+    pred = target.clone()
+    pred[:, :, 3] = target[:, :, 2]  # frame 3 repeats frame 2
+    weights = torch.ones(1, 1, 6, 4, 4)
+    weights[:, :, 3] = 21.0
+    eps = 1e-3
+    d = (pred.diff(dim=2) - target.diff(dim=2)).numpy().astype(np.float64)
+    w = np.maximum(weights[:, :, 1:].numpy(), weights[:, :, :-1].numpy()).astype(np.float64)
+    want = ((np.sqrt(d**2 + eps**2) - eps) * w).mean() / np.broadcast_to(w, d.shape).mean()
+    assert float(temporal_loss(pred, target, eps, weights)) == pytest.approx(want, rel=1e-5)
+    assert float(temporal_loss(target, target, eps, weights)) == pytest.approx(0.0, abs=1e-7)
+    # without weights every change counts once: the two wrong changes over the 5 × 48 entries
+    plain = (np.sqrt(d**2 + eps**2) - eps).mean()
+    assert float(temporal_loss(pred, target, eps)) == pytest.approx(plain, rel=1e-5) and plain > 0
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from train.vae.clips import video_from_model, video_to_model
 from train.vae.configuration import DTYPES, VAETrainConfig
-from train.vae.losses import (charbonnier, detector_agreement, foreground_weights, gradient_loss, kl_mean,
+from train.vae.losses import (charbonnier, detector_agreement, foreground_weights, gradient_loss, kl_mean, temporal_loss,
                               log_spectral_distance, multi_resolution_stft_loss, psnr, si_sdr, summarise_agreement)
 
 
@@ -58,6 +58,8 @@ def training_losses(cfg: VAETrainConfig, model: nn.Module, x: torch.Tensor) -> d
         weights = foreground_weights(x, w) if w.foreground > 0 else None
         terms = {"pixel": w.pixel * charbonnier(y, x, w.charbonnier_eps, weights),
                  "gradient": w.gradient * gradient_loss(y, x)}
+        if w.temporal > 0:
+            terms["temporal"] = w.temporal * temporal_loss(y, x, w.charbonnier_eps, weights)
     else:
         mean, logvar = audio_posterior(model, x)
         z = mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * torch.randn_like(mean)

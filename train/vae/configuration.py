@@ -69,6 +69,11 @@ class LossSpec:
     ``foreground_chroma``), grown by one pixel — weigh ``1 + foreground`` in the pixel loss instead of 1. Balls a few
     pixels wide and a mouth opening are a few percent of a frame; without it the autoencoder spends its capacity on
     walls and floors and blurs them away.
+
+    ``temporal`` (video): Charbonnier of the frame-to-frame change (prediction against target), weighted like the
+    pixel loss (a change counts with the larger weight of its two frames). The pixel loss lets a decoder unsure of
+    the exact frame of a bounce spread the ball over neighbouring frames; this term charges for the motion it smooths
+    away (a floor contact is a one-frame turn of the ball's path).
     """
 
     pixel: float = 1.0
@@ -76,6 +81,7 @@ class LossSpec:
     foreground_motion: float = 0.1   # in [-1, 1] pixel units (≈ 13/255)
     foreground_chroma: float = 0.3   # (max − min over RGB) / 2 in [-1, 1] units
     gradient: float = 1.0
+    temporal: float = 0.0
     charbonnier_eps: float = 1e-3
     stft: float = 1.0
     waveform: float = 1.0

@@ -23,6 +23,13 @@ def gradient_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return sum((a.diff(dim=d) - b.diff(dim=d)).abs().mean() for d in dims) / len(dims)
 
 
+def temporal_loss(a: torch.Tensor, b: torch.Tensor, eps: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Charbonnier between the frame-to-frame changes of [B, C, T, H, W] clips; ``weights`` [B, 1, T, H, W] (or
+    None) weigh each change by the larger weight of its two frames."""
+    pair = None if weights is None else torch.maximum(weights[:, :, 1:], weights[:, :, :-1])
+    return charbonnier(a.diff(dim=2), b.diff(dim=2), eps, pair)
+
+
 def foreground_weights(x: torch.Tensor, spec: LossSpec) -> torch.Tensor:
     """[B, 1, T, H, W] pixel-loss weights of clips x [B, 3, T, H, W] in [-1, 1] (see :class:`LossSpec`)."""
     x = x.float()
