@@ -4,8 +4,9 @@
 #   bash benchmarks/h200_session.sh timing     # step times: 360p exact and fp8, offload, 720p, one-GPU multigpu
 #   bash benchmarks/h200_session.sh wave2      # speed (eager fusion, fp8 by part, offload memory), then clip (whole
 #                                              # clips: exact, the Space's defaults, the fastest combination)
+#   bash benchmarks/h200_session.sh vae24      # issue 24: the demo decoder fine-tuned with / without the temporal loss
 #   bash benchmarks/h200_session.sh memory     # weight formats, and the 24gb profile under 24 GB (360p) / 48 GB (720p)
-#   bash benchmarks/h200_session.sh aot        # the Space's AoT compile with the spaces package (demo model, then the
+#   bash benchmarks/h200_session.sh aot        # which AoT packaging loads, the Space's AoT compile (demo model, then the
 #                                              # full-size default request), then kernel profiles of fp8 and bf16
 #                                              # (bundle: AV=0 FA3=1 AOT=1 bash benchmarks/device_bundle.sh)
 # Results (JSON) and a log go to $RESULTS (default benchmarks/results/h200); `done` marks the end. The device image
@@ -80,12 +81,31 @@ PY
       --cap-gb 48 --steps ${STEPS_720:-2} --height 720 --width 1280 --out "$R/memory_24gb_720p_h200.json"
     touch "$R/done" ;;
   aot)
-    # the Space runs cuDNN attention (FA3 is not in requirements.txt)
+    # which AoT packaging loads here (spaces', inductor's), then the Space's path, with cuDNN attention (FA3 is not
+    # in requirements.txt)
+    run python3 benchmarks/aot_packaging.py --out "$R/aot_packaging_h200.json"
     MOVA_ATTENTION=cudnn run python3 benchmarks/aot_check.py --out "$R/aot_check_h200.json"
     MOVA_ATTENTION=cudnn run python3 benchmarks/clip_time.py --aot --num-frames 117 --steps 20 --warmup-steps 1 \
       --figures benchmarks/results/clip_time_h200.json --out "$R/clip_time_aot_h200.json"
     run python3 benchmarks/profile_forward.py --compile --precision fp8 --out "$R/profile_360p_fp8_h200.json"
     run python3 benchmarks/profile_forward.py --compile --attention fa3 --out "$R/profile_360p_fa3_h200.json"
+    touch "$R/done" ;;
+  vae24)
+    # issue 24: the shipped demo video VAE's decoder fine-tuned again (encoder frozen, the latent space kept), with
+    # the foreground-weighted temporal loss and without it (the same budget: what more training alone gives), side
+    # by side on the GPU; then the floor contacts each decoder keeps (48 held-out clips, on the CPU)
+    for t in 1 0; do
+      run python3 -m train vae video --out "/tmp/vae_temporal$t" --device cuda --max-minutes ${VAE_MINUTES:-2} \
+        --steps 3000 --set init=assets/demo/video_vae --set trainable=decoder --set loss.foreground=20 \
+        --set loss.temporal=$t --set optim.lr=3e-4 --set optim.warmup_steps=30 &
+    done
+    wait
+    for t in 1 0; do
+      cp "/tmp/vae_temporal$t/eval.json" "$R/demo_vae_video_decoder_temporal${t}_h200.json"
+      run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "/tmp/vae_temporal$t/video_vae" \
+        --out "$R/vae_contacts_decoder_temporal${t}_h200.json" &
+    done
+    wait
     touch "$R/done" ;;
   clip)
     run python3 benchmarks/clip_time.py --compile --steps 15 --warmup-steps 1 --space-defaults \

@@ -93,23 +93,14 @@ def test_a_compiled_block_runs_its_graph_only_for_its_signature():
 
 
 def test_real_aot_packages_run_the_default_request_and_load_in_a_fresh_process(pipeline, monkeypatch, tmp_path):
-    """The whole path with real inductor packages, on the CPU: export, AoT compile (inductor's own packaging stands in
-    for ``spaces.aoti_compile``, whose module needs a CUDA build of torch), the package bound to the live weights,
-    the compiled graph used for its signature only, the package checked in a fresh process, and a compiled block
+    """The whole path with real packages, on the CPU: export, AoT compile (inductor's packaging, the fallback after
+    ``spaces.aoti_compile``, whose module needs a CUDA build of torch), the package bound to the live weights, the
+    compiled graph used for its signature only, the package checked in a fresh process, and a compiled block
     pickled and loaded again."""
-    import io
     import pickle
     import subprocess
     import sys
-    import types
 
-    def cpu_aoti_compile(exported):
-        archive = io.BytesIO()
-        torch._inductor.aoti_compile_and_package(exported, package_path=archive, inductor_configs={
-            "aot_inductor.package_constants_in_so": False, "always_keep_tensor_constants": True})
-        return types.SimpleNamespace(archive_file=archive)
-
-    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(aoti_compile=cpu_aoti_compile))
     settings = pipeline.model_info().resolve(GenerationSettings(prompt="rain", seed=1, **FAST))
     blocks = aot.repeated_blocks(pipeline)
     calls, examples = aot.record_block_calls(pipeline, settings, blocks)
@@ -119,7 +110,7 @@ def test_real_aot_packages_run_the_default_request_and_load_in_a_fresh_process(p
     eager = pipeline(settings)
     originals = {path: blocks[path].forward for path in group[key]}
     try:
-        archives = aot.compile_archives(blocks, examples, group)
+        archives = aot.compile_archives(blocks, examples, group, packaging="inductor")
         assert aot.apply_archives(blocks, group, archives) == len(group[key])
         compiled = pipeline(settings)
         forwards = [blocks[path].forward for path in group[key]]
@@ -168,7 +159,13 @@ def test_a_package_that_crashes_or_miscomputes_fails_its_check_in_a_process_of_i
 
 def test_prepare_leaves_blocks_eager_when_their_package_fails_its_check(pipeline, monkeypatch, caplog):
     monkeypatch.setattr(aot, "why_not", lambda pipeline, env=None: None)
-    monkeypatch.setattr(aot, "compile_archives", lambda blocks, examples, groups: {k: b"package" for k in groups})
+    tried = []
+
+    def compile_archives(blocks, examples, groups, packaging):
+        tried.append(packaging)
+        return {k: packaging.encode() for k in groups}
+
+    monkeypatch.setattr(aot, "compile_archives", compile_archives)
     monkeypatch.setattr(aot, "load_package", crashing_loader)
     plan = aot.plan_groups
 
@@ -183,8 +180,48 @@ def test_prepare_leaves_blocks_eager_when_their_package_fails_its_check(pipeline
         report = aot.prepare(pipeline, settings)
     assert not report.compiled and report.blocks == 0 and report.graphs == 0
     assert report.reason.startswith("every compiled graph failed its check: DiTBlock[")
-    assert set(report.failed.values()) == {"it crashed the process that loaded it (SIGSEGV)"}
+    assert tried == ["spaces", "inductor"]  # every packaging was tried before the graph was left eager
+    assert set(report.failed.values()) == {"spaces: it crashed the process that loaded it (SIGSEGV); "
+                                           "inductor: it crashed the process that loaded it (SIGSEGV)"}
     assert len(report.failed) == 1 and sorted(report.eager_blocks) == sorted(aot.repeated_blocks(pipeline))
     assert "failed its check, its" in caplog.text
     assert not any(isinstance(b.forward, aot.AotBlockForward) for b in aot.repeated_blocks(pipeline).values())
     assert pipeline(settings).video.shape[0] == 9  # the eager pipeline still generates
+
+
+def spaces_crashing_loader(archive: bytes, block: torch.nn.Module):
+    if archive == b"spaces":  # a spaces package crashes its loader; inductor's runs the block
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return block
+
+
+def test_a_graph_whose_spaces_package_crashes_is_packaged_again_with_inductor(pipeline, monkeypatch, caplog):
+    monkeypatch.setattr(aot, "why_not", lambda pipeline, env=None: None)
+    tried = []
+
+    def compile_archives(blocks, examples, groups, packaging):
+        tried.append((packaging, len(groups)))
+        return {k: packaging.encode() for k in groups}
+
+    monkeypatch.setattr(aot, "compile_archives", compile_archives)
+    monkeypatch.setattr(aot, "load_package", spaces_crashing_loader)
+    plan = aot.plan_groups
+    monkeypatch.setattr(aot, "plan_groups", lambda blocks, calls: (lambda g, e: ({next(iter(g)): g[next(iter(g))]}, e))(
+        *plan(blocks, calls)))  # one graph: one checking process per packaging
+    settings = pipeline.model_info().resolve(GenerationSettings(prompt="rain", seed=1, **FAST))
+    blocks = aot.repeated_blocks(pipeline)
+    originals = {path: b.forward for path, b in blocks.items()}
+    try:
+        with caplog.at_level(logging.WARNING, logger="mova.backends.aot"):
+            report = aot.prepare(pipeline, settings)
+        assert tried == [("spaces", 1), ("inductor", 1)]
+        assert report.compiled and report.graphs == 1 and report.failed == {}
+        (name, packaging), = report.packaging.items()
+        assert name.startswith("DiTBlock[") and packaging == "inductor"
+        assert report.rejected == {name: "spaces: it crashed the process that loaded it (SIGSEGV)"}
+        compiled = [b.forward for b in blocks.values() if isinstance(b.forward, aot.AotBlockForward)]
+        assert len(compiled) == report.blocks > 0 and {f.archive for f in compiled} == {b"inductor"}
+        assert "runs inductor's package, after spaces: it crashed" in caplog.text
+    finally:
+        for path, forward in originals.items():
+            blocks[path].forward = forward

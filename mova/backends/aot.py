@@ -12,6 +12,10 @@ once per call signature and shared by every block of that class, each with its o
    v2a directions share a class) stays eager.
 3. :func:`compile_archives` exports one block per group (``torch.export``) and compiles it with
    ``spaces.aoti_compile`` — inside a ``spaces.GPU`` task on ZeroGPU — keeping only the compiled package (bytes).
+   A graph whose spaces package fails its check (step 4) is compiled again with inductor's own packaging
+   (``torch._inductor.aoti_compile_and_package``, constants left out of the ``.so``) and checked again
+   (:data:`PACKAGINGS`): with torch >= 2.10, spaces asks inductor to keep the constants "on disk" as pickled weights,
+   which its packaging leaves out of the package.
 4. :func:`verify_archives` loads each package with its first block's weights and runs the recorded example call
    against the block's eager forward, in a process of its own (ZeroGPU's GPU task is one; elsewhere a fresh
    subprocess): a package that crashes its loader (on an H200 with torch 2.11, loading spaces-compiled packages
@@ -53,6 +57,7 @@ EXPERT_TWINS = {"video_dit_2": "video_dit"}  # the low-noise expert's blocks are
 COMPILE_TASK_S = 1500  # the GPU task that compiles at start-up (ZeroGPU grants long tasks at start-up)
 VERIFY_REL_L2 = 0.03  # a package's output against the eager forward's (bf16 fusion rounding is well under 1 %)
 VERIFY_TIMEOUT_S = 600
+PACKAGINGS = ("spaces", "inductor")  # tried in turn for each graph; the first package that passes its check is used
 
 
 @dataclass
@@ -66,6 +71,8 @@ class AotReport:
     graphs: int = 0  # graphs compiled (one per block class and call signature) that passed their check
     eager_blocks: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # graph → why its check failed (its blocks run eager)
+    packaging: dict[str, str] = field(default_factory=dict)  # graph → the packaging whose package passed its check
+    rejected: dict[str, str] = field(default_factory=dict)  # graph → why a packaging tried before it failed
 
 
 def call_signature(args: tuple, kwargs: dict) -> tuple:
@@ -158,20 +165,37 @@ def plan_groups(blocks: dict[str, torch.nn.Module], calls: dict[str, list[tuple]
     return groups, eager
 
 
+def compile_package(exported: torch.export.ExportedProgram, packaging: str = "spaces") -> bytes:
+    """One exported block compiled ahead of time, as package bytes (picklable, so a ZeroGPU task can return them):
+    ``spaces`` with ``spaces.aoti_compile``, ``inductor`` with inductor's own packaging, the constants left out of
+    the ``.so`` (both are bound to the block's live weights when loaded)."""
+    if packaging == "spaces":
+        import spaces
+
+        return spaces.aoti_compile(exported).archive_file.getvalue()
+    if packaging != "inductor":
+        raise ValueError(f"packaging must be one of {PACKAGINGS}, got {packaging!r}")
+    from io import BytesIO
+
+    import torch
+
+    archive = BytesIO()
+    torch._inductor.aoti_compile_and_package(exported, package_path=archive, inductor_configs={
+        "aot_inductor.package_constants_in_so": False, "always_keep_tensor_constants": True})
+    return archive.getvalue()
+
+
 def compile_archives(blocks: dict[str, torch.nn.Module], examples: dict[tuple, tuple[tuple, dict]],
-                     groups: dict[tuple, list[str]]) -> dict[tuple, bytes]:
-    """One ``torch.export`` + ``spaces.aoti_compile`` per group (of its example call, on its first block); the
-    compiled packages as bytes (picklable, so a ZeroGPU task can return them)."""
-    import spaces
+                     groups: dict[tuple, list[str]], packaging: str = "spaces") -> dict[tuple, bytes]:
+    """One ``torch.export`` + :func:`compile_package` per group (of its example call, on its first block)."""
     import torch
 
     archives = {}
     for key, paths in groups.items():
         args, kwargs = examples[key]
         exported = torch.export.export(blocks[paths[0]], args=tuple(args), kwargs=dict(kwargs))
-        compiled = spaces.aoti_compile(exported)
-        archives[key] = compiled.archive_file.getvalue()
-        logger.info("AoT: compiled %s for %d block(s)", key[0], len(paths))
+        archives[key] = compile_package(exported, packaging)
+        logger.info("AoT: compiled %s for %d block(s) (%s packaging)", key[0], len(paths), packaging)
     return archives
 
 
@@ -337,32 +361,48 @@ def prepare(pipeline: MOVAPipeline, settings: GenerationSettings,
         return AotReport(compiled=False, reason=reason)
     blocks = repeated_blocks(pipeline)
 
-    def record_compile_and_verify() -> tuple[dict, list, dict, dict]:
+    def record_compile_and_verify() -> tuple[dict, list, dict, dict, dict]:
         calls, examples = record_block_calls(pipeline, settings, blocks)
         groups, eager = plan_groups(blocks, calls)
-        archives = compile_archives(blocks, examples, groups)
-        return groups, eager, archives, verify_archives(blocks, examples, groups, archives, isolated=gpu_task is None)
+        archives, used, failures, pending = {}, {}, {}, dict(groups)
+        for packaging in PACKAGINGS:  # each graph takes the first packaging whose package passes its check
+            if not pending:
+                break
+            built = compile_archives(blocks, examples, pending, packaging)
+            failed = verify_archives(blocks, examples, pending, built, isolated=gpu_task is None)
+            for key in pending:
+                if key in failed:
+                    failures.setdefault(key, []).append(f"{packaging}: {failed[key]}")
+                else:
+                    archives[key], used[key] = built[key], packaging
+            pending = {key: paths for key, paths in pending.items() if key in failed}
+        return groups, eager, archives, used, failures
 
     try:
-        groups, eager, archives, failures = (gpu_task(record_compile_and_verify) if gpu_task
-                                             else record_compile_and_verify)()
+        groups, eager, archives, used, failures = (gpu_task(record_compile_and_verify) if gpu_task
+                                                   else record_compile_and_verify)()
     except Exception as exc:  # noqa: BLE001 - export/inductor failures of any kind fall back to eager
         reason = f"{type(exc).__name__}: {exc}"
         logger.warning("AoT compile failed, the denoiser runs eager: %s", reason, exc_info=exc)
         return AotReport(compiled=False, reason=reason)
-    failed = {group_name(key): why for key, why in failures.items()}
-    for key, why in failures.items():
+    failed, rejected = {}, {}
+    for key, whys in failures.items():
+        if key in archives:  # an earlier packaging failed, a later one passed
+            rejected[group_name(key)] = "; ".join(whys)
+            logger.warning("AoT: the graph for %s runs %s's package, after %s", group_name(key), used[key],
+                           "; ".join(whys))
+            continue
+        failed[group_name(key)] = "; ".join(whys)
         logger.warning("AoT: the graph for %s failed its check, its %d block(s) run eager: %s", group_name(key),
-                       len(groups[key]), why)
+                       len(groups[key]), "; ".join(whys))
         eager = eager + groups.pop(key)
-        archives.pop(key)
     count = apply_archives(blocks, groups, archives)
     if eager:
         logger.info("AoT: %d block(s) run eager: %s", len(eager), ", ".join(eager[:5]))
     reason = "" if count else ("every compiled graph failed its check: " + "; ".join(
         f"{name}: {why}" for name, why in failed.items()) if failed else "no block to compile")
     return AotReport(compiled=count > 0, reason=reason, blocks=count, graphs=len(archives), eager_blocks=eager,
-                     failed=failed)
+                     failed=failed, packaging={group_name(key): p for key, p in used.items()}, rejected=rejected)
 
 
 def _check_main(payload: str) -> int:

@@ -1,0 +1,145 @@
+"""Which AoT packaging loads on this GPU and torch: a small bf16 block (norm, two linears, a buffer) is exported and
+compiled with each packaging, then loaded with the block's weights as user-managed constants and run against the
+eager forward, each load in a process of its own so that a crash is recorded rather than fatal:
+
+    python benchmarks/aot_packaging.py --out benchmarks/results/aot_packaging_h200.json
+
+Packagings:
+- ``spaces``: ``spaces.aoti_compile`` (its inductor options; on torch >= 2.10 constants "on disk" as pickled weights,
+  which its ``package_aoti`` call leaves out of the package).
+- ``inductor``: ``torch._inductor.aoti_compile_and_package`` with the constants left out of the ``.so``
+  (``aot_inductor.package_constants_in_so=False``), as ``mova.backends.aot``'s fallback packs them.
+- ``inductor_weights``: the same with the constants compiled in (the default), loaded without ``load_constants``.
+
+Loads: ``fresh`` (a new interpreter, as ZeroGPU's worker or aot's check), ``same`` (the compiling process), each
+with ``faulthandler`` on so that a segfault leaves its stack in the record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import subprocess
+import sys
+import tempfile
+from io import BytesIO
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def block_and_input():
+    import torch
+
+    torch.manual_seed(0)
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(256)
+            self.up = torch.nn.Linear(256, 1024)
+            self.down = torch.nn.Linear(1024, 256)
+            self.register_buffer("scale", torch.linspace(0.5, 1.5, 256))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.scale * self.down(torch.nn.functional.gelu(self.up(self.norm(x))))
+
+    return Block().to("cuda", torch.bfloat16).eval(), torch.randn(4, 64, 256, device="cuda", dtype=torch.bfloat16)
+
+
+def compile_package(packaging: str) -> bytes:
+    import torch
+
+    block, x = block_and_input()
+    exported = torch.export.export(block, (x,))
+    if packaging == "spaces":
+        import spaces
+
+        return spaces.aoti_compile(exported).archive_file.getvalue()
+    archive = BytesIO()
+    configs = {"aot_inductor.package_constants_in_so": False} if packaging == "inductor" else {}
+    torch._inductor.aoti_compile_and_package(exported, package_path=archive, inductor_configs=configs)
+    return archive.getvalue()
+
+
+def load_and_run(archive: bytes, with_constants: bool) -> dict:
+    import torch
+
+    block, x = block_and_input()
+    with torch.no_grad():
+        expected = block(x)
+        model = torch._inductor.aoti_load_package(BytesIO(archive))
+        if with_constants:
+            weights = {**dict(block.named_parameters()), **dict(block.named_buffers())}
+            model.load_constants({n: weights[n] for n in model.get_constant_fqns()}, check_full_update=True,
+                                 user_managed=True)
+        out = model(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+    torch.cuda.synchronize()
+    return {"rel_l2": float((out.float() - expected.float()).norm() / expected.float().norm())}
+
+
+def child(mode: str, packaging: str, payload: str) -> None:
+    import faulthandler
+
+    faulthandler.enable()
+    if mode == "same":
+        archive = compile_package(packaging)
+    else:
+        archive = Path(payload).read_bytes()
+    print("RESULT " + json.dumps(load_and_run(archive, packaging != "inductor_weights")), flush=True)
+
+
+def run_child(mode: str, packaging: str, payload: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", mode, packaging, payload], capture_output=True,
+                          text=True, timeout=900)
+    record = {"returncode": proc.returncode}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if lines:
+        record.update(json.loads(lines[-1][7:]))
+    else:
+        record["stderr_tail"] = proc.stderr.strip().splitlines()[-25:]
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "PACKAGING", "PAYLOAD"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+    import torch
+
+    record = {"benchmark": "aot_packaging", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+              "cuda": torch.version.cuda, "results": {}}
+    try:
+        from importlib.metadata import version
+
+        record["spaces"] = version("spaces")
+    except Exception:  # noqa: BLE001 - spaces absent: its packaging is skipped
+        record["spaces"] = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for packaging in ("spaces", "inductor", "inductor_weights"):
+            if packaging == "spaces" and record["spaces"] is None:
+                continue
+            try:
+                path = Path(tmp, f"{packaging}.pt2")
+                path.write_bytes(compile_package(packaging))
+                entry = {"package_bytes": path.stat().st_size, "fresh": run_child("fresh", packaging, str(path))}
+            except Exception as exc:  # noqa: BLE001 - a compile failure is a result
+                entry = {"compile_error": f"{type(exc).__name__}: {exc}"}
+            entry["same"] = run_child("same", packaging, "")
+            record["results"][packaging] = entry
+            print(packaging, json.dumps(entry), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
