@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", default="demo")
     parser.add_argument("--attention", default="cudnn", help="MOVA_ATTENTION for the run (the Space's: cudnn)")
+    parser.add_argument("--packagings", nargs="+", choices=("spaces", "inductor"), default=None,
+                        help="the AoT packagings to try, in turn (default: aot.PACKAGINGS, spaces' first)")
     args = parser.parse_args(argv)
     os.environ["MOVA_ATTENTION"] = args.attention
     import spaces  # noqa: F401 - before torch touches CUDA, as on a Space
@@ -53,12 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     from mova.backends import aot
     from mova.backends.zerogpu import ZeroGPUBackend
 
+    if args.packagings:
+        aot.PACKAGINGS = tuple(args.packagings)
     if not torch.cuda.is_available():
         print("aot_check.py needs a CUDA GPU (on the CPU the backend stays eager: tests/test_aot.py)", file=sys.stderr)
         return 2
     record: dict = {"benchmark": "aot_check", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
                     "spaces": version("spaces"),
-                    "zero_gpu": bool(Config.zero_gpu), "model": args.model, "attention": args.attention}
+                    "zero_gpu": bool(Config.zero_gpu), "model": args.model, "attention": args.attention,
+                    "packagings": list(aot.PACKAGINGS)}
     t0 = time.perf_counter()
     backend = ZeroGPUBackend(args.model, device="cuda", data_dir=Path("/tmp/aot_check_data"), aot=True)
     record["backend_build_s"] = round(time.perf_counter() - t0, 2)

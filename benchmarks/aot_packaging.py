@@ -106,6 +106,8 @@ def run_child(mode: str, packaging: str, payload: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--packagings", nargs="+", default=["spaces", "inductor", "inductor_weights"],
+                        choices=("spaces", "inductor", "inductor_weights"))
     parser.add_argument("--child", nargs=3, metavar=("MODE", "PACKAGING", "PAYLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # noqa: BLE001 - spaces absent: its packaging is skipped
         record["spaces"] = None
     with tempfile.TemporaryDirectory() as tmp:
-        for packaging in ("spaces", "inductor", "inductor_weights"):
+        for packaging in args.packagings:
             if packaging == "spaces" and record["spaces"] is None:
                 continue
             try:

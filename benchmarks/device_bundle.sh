@@ -6,7 +6,8 @@
 # pip --target (diffusers without its pipelines/ subpackages, which MOVA never imports) and packed with xz they are
 # ~37 MB (.whl/site.tar.xz). With fa3-fwd the archive and the tracked tree (~29 MB) pass the carry limit, so it is
 # packed only when asked (FA3=1 bash benchmarks/device_bundle.sh, for the speed runs; the memory runs need none).
-# PyAV is 36 MB of the wheels: AV=0 leaves it out (no run but demo_eval's mp4s needs it), which makes room for FA3.
+# PyAV is 36 MB of the wheels: AV=0 leaves it out, which makes room for FA3, for the runs that never build a
+# MOVAPipeline (mova.pipeline imports mova.media, which imports PyAV: aot_check and clip_time need it).
 # AOT=1 adds the spaces package and the pydantic it imports (the AoT runs: benchmarks/aot_check.py, clip_time --aot),
 # as wheels beside the archive (pydantic-core's for the device's Python 3.12).
 # cffi (soundfile's C binding) has wheels per Python: those for 3.11 and 3.12 sit beside the archive and the

@@ -8,7 +8,7 @@
 #   bash benchmarks/h200_session.sh memory     # weight formats, and the 24gb profile under 24 GB (360p) / 48 GB (720p)
 #   bash benchmarks/h200_session.sh aot        # which AoT packaging loads, the Space's AoT compile (demo model, then the
 #                                              # full-size default request), then kernel profiles of fp8 and bf16
-#                                              # (bundle: AV=0 FA3=1 AOT=1 bash benchmarks/device_bundle.sh)
+#                                              # (bundle: AV=1 AOT=1: the pipeline imports PyAV; the fa3 profile needs FA3)
 # Results (JSON) and a log go to $RESULTS (default benchmarks/results/h200); `done` marks the end. The device image
 # lacks diffusers, PyAV and FlashAttention-3: wheels in .whl/ (diffusers, importlib_metadata, fa3-fwd, av) are
 # installed first, or .whl/site.tar.xz (the same packages installed with pip --target and packed with xz: the
