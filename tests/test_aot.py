@@ -225,3 +225,41 @@ def test_a_graph_whose_spaces_package_crashes_is_packaged_again_with_inductor(pi
     finally:
         for path, forward in originals.items():
             blocks[path].forward = forward
+
+
+def test_a_gpu_task_ended_by_a_spaces_package_runs_again_with_inductors(pipeline, monkeypatch, caplog):
+    """On ZeroGPU the packages are checked inside the GPU task, where a crashing loader ends the task (``spaces``
+    raises it as an error): the task runs again from the next packaging, and the report says what ended it."""
+    monkeypatch.setattr(aot, "why_not", lambda pipeline, env=None: None)
+    tried = []
+
+    def compile_archives(blocks, examples, groups, packaging):
+        tried.append(packaging)
+        return {k: packaging.encode() for k in groups}
+
+    runs = []
+
+    def gpu_task(fn):
+        def run():
+            runs.append(fn)
+            if len(runs) == 1:  # the worker died checking spaces' packages
+                raise RuntimeError("GPU task aborted")
+            return fn()
+        return run
+
+    monkeypatch.setattr(aot, "compile_archives", compile_archives)
+    monkeypatch.setattr(aot, "load_package", lambda archive, block: block)  # in the task: no process of its own
+    settings = pipeline.model_info().resolve(GenerationSettings(prompt="rain", seed=1, **FAST))
+    blocks = aot.repeated_blocks(pipeline)
+    originals = {path: b.forward for path, b in blocks.items()}
+    try:
+        with caplog.at_level(logging.WARNING, logger="mova.backends.aot"):
+            report = aot.prepare(pipeline, settings, gpu_task=gpu_task)
+        assert len(runs) == 2 and tried == ["inductor"]  # the second task starts from inductor's packaging
+        assert report.compiled and report.failed == {} and set(report.packaging.values()) == {"inductor"}
+        assert report.rejected == {"every graph": "spaces: RuntimeError: GPU task aborted"}
+        assert report.blocks == len([b for b in blocks.values() if isinstance(b.forward, aot.AotBlockForward)]) > 0
+        assert "failed, trying the next" in caplog.text
+    finally:
+        for path, forward in originals.items():
+            blocks[path].forward = forward

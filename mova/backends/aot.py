@@ -15,7 +15,8 @@ once per call signature and shared by every block of that class, each with its o
    A graph whose spaces package fails its check (step 4) is compiled again with inductor's own packaging
    (``torch._inductor.aoti_compile_and_package``, constants left out of the ``.so``) and checked again
    (:data:`PACKAGINGS`): with torch >= 2.10, spaces asks inductor to keep the constants "on disk" as pickled weights,
-   which its packaging leaves out of the package.
+   which its packaging leaves out of the package. On ZeroGPU the check runs inside the GPU task, where a crashing
+   package ends the task: the task then runs again from the next packaging.
 4. :func:`verify_archives` loads each package with its first block's weights and runs the recorded example call
    against the block's eager forward, in a process of its own (ZeroGPU's GPU task is one; elsewhere a fresh
    subprocess): a package that crashes its loader (on an H200 with torch 2.11, loading spaces-compiled packages
@@ -361,11 +362,11 @@ def prepare(pipeline: MOVAPipeline, settings: GenerationSettings,
         return AotReport(compiled=False, reason=reason)
     blocks = repeated_blocks(pipeline)
 
-    def record_compile_and_verify() -> tuple[dict, list, dict, dict, dict]:
+    def record_compile_and_verify(packagings: tuple[str, ...]) -> tuple[dict, list, dict, dict, dict]:
         calls, examples = record_block_calls(pipeline, settings, blocks)
         groups, eager = plan_groups(blocks, calls)
         archives, used, failures, pending = {}, {}, {}, dict(groups)
-        for packaging in PACKAGINGS:  # each graph takes the first packaging whose package passes its check
+        for packaging in packagings:  # each graph takes the first packaging whose package passes its check
             if not pending:
                 break
             built = compile_archives(blocks, examples, pending, packaging)
@@ -378,14 +379,24 @@ def prepare(pipeline: MOVAPipeline, settings: GenerationSettings,
             pending = {key: paths for key, paths in pending.items() if key in failed}
         return groups, eager, archives, used, failures
 
-    try:
-        groups, eager, archives, used, failures = (gpu_task(record_compile_and_verify) if gpu_task
-                                                   else record_compile_and_verify)()
-    except Exception as exc:  # noqa: BLE001 - export/inductor failures of any kind fall back to eager
-        reason = f"{type(exc).__name__}: {exc}"
-        logger.warning("AoT compile failed, the denoiser runs eager: %s", reason, exc_info=exc)
-        return AotReport(compiled=False, reason=reason)
-    failed, rejected = {}, {}
+    # On ZeroGPU the packages are checked inside the GPU task, so one that crashes its loader ends the task: the task
+    # runs again from the next packaging on. Elsewhere an export or compile error does the same.
+    packagings, ended = tuple(PACKAGINGS), []
+    while True:
+        try:
+            task = (lambda: record_compile_and_verify(packagings))
+            groups, eager, archives, used, failures = (gpu_task(task) if gpu_task else task)()
+            break
+        except Exception as exc:  # noqa: BLE001 - export/inductor/worker failures of any kind fall back to eager
+            ended.append(f"{packagings[0]}: {type(exc).__name__}: {exc}")
+            logger.warning("AoT compile with %s's packaging failed%s: %s", packagings[0],
+                           ", trying the next" if len(packagings) > 1 else "", ended[-1], exc_info=exc)
+            packagings = packagings[1:]
+            if not packagings:
+                reason = "; ".join(ended)
+                logger.warning("AoT compile failed, the denoiser runs eager: %s", reason)
+                return AotReport(compiled=False, reason=reason)
+    failed, rejected = {}, ({"every graph": "; ".join(ended)} if ended else {})
     for key, whys in failures.items():
         if key in archives:  # an earlier packaging failed, a later one passed
             rejected[group_name(key)] = "; ".join(whys)
