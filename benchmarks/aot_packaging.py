@@ -26,7 +26,8 @@ import tempfile
 from io import BytesIO
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def block_and_input():
@@ -49,31 +50,33 @@ def block_and_input():
 
 
 def compile_package(packaging: str) -> bytes:
+    """The block's package: ``spaces`` / ``inductor`` as ``mova.backends.aot`` builds them, ``inductor_weights``
+    with inductor's defaults (the constants in the ``.so``)."""
     import torch
+
+    from mova.backends import aot
 
     block, x = block_and_input()
     exported = torch.export.export(block, (x,))
-    if packaging == "spaces":
-        import spaces
-
-        return spaces.aoti_compile(exported).archive_file.getvalue()
+    if packaging != "inductor_weights":
+        return aot.compile_package(exported, packaging)
     archive = BytesIO()
-    configs = {"aot_inductor.package_constants_in_so": False} if packaging == "inductor" else {}
-    torch._inductor.aoti_compile_and_package(exported, package_path=archive, inductor_configs=configs)
+    torch._inductor.aoti_compile_and_package(exported, package_path=archive)
     return archive.getvalue()
 
 
 def load_and_run(archive: bytes, with_constants: bool) -> dict:
+    """The package loaded (bound to the block's weights with ``aot.load_package`` unless they are compiled in) and
+    run on the example input: its relative L2 against the eager forward."""
     import torch
+
+    from mova.backends import aot
 
     block, x = block_and_input()
     with torch.no_grad():
         expected = block(x)
-        model = torch._inductor.aoti_load_package(BytesIO(archive))
-        if with_constants:
-            weights = {**dict(block.named_parameters()), **dict(block.named_buffers())}
-            model.load_constants({n: weights[n] for n in model.get_constant_fqns()}, check_full_update=True,
-                                 user_managed=True)
+        model = aot.load_package(archive, block) if with_constants else torch._inductor.aoti_load_package(
+            BytesIO(archive))
         out = model(x)
         out = out[0] if isinstance(out, (list, tuple)) else out
     torch.cuda.synchronize()
@@ -99,7 +102,8 @@ def run_child(mode: str, packaging: str, payload: str) -> dict:
     if lines:
         record.update(json.loads(lines[-1][7:]))
     else:
-        record["stderr_tail"] = proc.stderr.strip().splitlines()[-25:]
+        root = str(ROOT) + "/"  # the record names this project's files relative to it
+        record["stderr_tail"] = [line.replace(root, "") for line in proc.stderr.strip().splitlines()[-25:]]
     return record
 
 

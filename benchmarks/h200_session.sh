@@ -95,14 +95,14 @@ PY
     # the foreground-weighted temporal loss and without it (the same budget: what more training alone gives), side
     # by side on the GPU; then the floor contacts each decoder keeps (48 held-out clips, on the CPU)
     for t in 1 0; do
-      run python3 -m train vae video --out "/tmp/vae_temporal$t" --device cuda --max-minutes ${VAE_MINUTES:-2} \
+      run python3 -m train vae video --out "runs/vae_temporal$t" --device cuda --max-minutes ${VAE_MINUTES:-2} \
         --steps 3000 --set init=assets/demo/video_vae --set trainable=decoder --set loss.foreground=20 \
         --set loss.temporal=$t --set optim.lr=3e-4 --set optim.warmup_steps=30 &
     done
     wait
     for t in 1 0; do
-      cp "/tmp/vae_temporal$t/eval.json" "$R/demo_vae_video_decoder_temporal${t}_h200.json"
-      run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "/tmp/vae_temporal$t/video_vae" \
+      cp "runs/vae_temporal$t/eval.json" "$R/demo_vae_video_decoder_temporal${t}_h200.json"
+      run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "runs/vae_temporal$t/video_vae" \
         --out "$R/vae_contacts_decoder_temporal${t}_h200.json" &
     done
     wait

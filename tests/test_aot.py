@@ -157,8 +157,8 @@ def test_a_package_that_crashes_or_miscomputes_fails_its_check_in_a_process_of_i
     assert aot.group_name(key) == "Linear[2x4]"
 
 
-def test_prepare_leaves_blocks_eager_when_their_package_fails_its_check(pipeline, monkeypatch, caplog):
-    monkeypatch.setattr(aot, "why_not", lambda pipeline, env=None: None)
+def record_packagings(monkeypatch) -> list[str]:
+    """``compile_archives`` stand-in: each group's package is its packaging's name; returns the packagings asked for."""
     tried = []
 
     def compile_archives(blocks, examples, groups, packaging):
@@ -166,10 +166,19 @@ def test_prepare_leaves_blocks_eager_when_their_package_fails_its_check(pipeline
         return {k: packaging.encode() for k in groups}
 
     monkeypatch.setattr(aot, "compile_archives", compile_archives)
-    monkeypatch.setattr(aot, "load_package", crashing_loader)
+    return tried
+
+
+def prepare_one_graph(pipeline, monkeypatch, caplog, loader, gpu_task=None):
+    """``aot.prepare`` of the default request with ``loader`` checking the packages and one graph (one checking
+    process per packaging keeps a test quick; the other groups' blocks stay eager). Returns the report, the
+    packagings compiled and the settings."""
+    monkeypatch.setattr(aot, "why_not", lambda pipeline, env=None: None)
+    tried = record_packagings(monkeypatch)
+    monkeypatch.setattr(aot, "load_package", loader)
     plan = aot.plan_groups
 
-    def one_group(blocks, calls):  # one checking process keeps the test quick; the others' blocks stay eager
+    def one_group(blocks, calls):
         groups, eager = plan(blocks, calls)
         first, *rest = groups
         return {first: groups[first]}, eager + [p for key in rest for p in groups[key]]
@@ -177,7 +186,22 @@ def test_prepare_leaves_blocks_eager_when_their_package_fails_its_check(pipeline
     monkeypatch.setattr(aot, "plan_groups", one_group)
     settings = pipeline.model_info().resolve(GenerationSettings(prompt="rain", seed=1, **FAST))
     with caplog.at_level(logging.WARNING, logger="mova.backends.aot"):
-        report = aot.prepare(pipeline, settings)
+        report = aot.prepare(pipeline, settings, gpu_task=gpu_task)
+    return report, tried, settings
+
+
+@pytest.fixture
+def blocks(pipeline):
+    """The pipeline's repeated blocks, their forwards put back after the test."""
+    blocks = aot.repeated_blocks(pipeline)
+    originals = {path: b.forward for path, b in blocks.items()}
+    yield blocks
+    for path, forward in originals.items():
+        blocks[path].forward = forward
+
+
+def test_prepare_leaves_blocks_eager_when_their_package_fails_its_check(pipeline, monkeypatch, caplog):
+    report, tried, settings = prepare_one_graph(pipeline, monkeypatch, caplog, crashing_loader)
     assert not report.compiled and report.blocks == 0 and report.graphs == 0
     assert report.reason.startswith("every compiled graph failed its check: DiTBlock[")
     assert tried == ["spaces", "inductor"]  # every packaging was tried before the graph was left eager
@@ -195,48 +219,21 @@ def spaces_crashing_loader(archive: bytes, block: torch.nn.Module):
     return block
 
 
-def test_a_graph_whose_spaces_package_crashes_is_packaged_again_with_inductor(pipeline, monkeypatch, caplog):
-    monkeypatch.setattr(aot, "why_not", lambda pipeline, env=None: None)
-    tried = []
-
-    def compile_archives(blocks, examples, groups, packaging):
-        tried.append((packaging, len(groups)))
-        return {k: packaging.encode() for k in groups}
-
-    monkeypatch.setattr(aot, "compile_archives", compile_archives)
-    monkeypatch.setattr(aot, "load_package", spaces_crashing_loader)
-    plan = aot.plan_groups
-    monkeypatch.setattr(aot, "plan_groups", lambda blocks, calls: (lambda g, e: ({next(iter(g)): g[next(iter(g))]}, e))(
-        *plan(blocks, calls)))  # one graph: one checking process per packaging
-    settings = pipeline.model_info().resolve(GenerationSettings(prompt="rain", seed=1, **FAST))
-    blocks = aot.repeated_blocks(pipeline)
-    originals = {path: b.forward for path, b in blocks.items()}
-    try:
-        with caplog.at_level(logging.WARNING, logger="mova.backends.aot"):
-            report = aot.prepare(pipeline, settings)
-        assert tried == [("spaces", 1), ("inductor", 1)]
-        assert report.compiled and report.graphs == 1 and report.failed == {}
-        (name, packaging), = report.packaging.items()
-        assert name.startswith("DiTBlock[") and packaging == "inductor"
-        assert report.rejected == {name: "spaces: it crashed the process that loaded it (SIGSEGV)"}
-        compiled = [b.forward for b in blocks.values() if isinstance(b.forward, aot.AotBlockForward)]
-        assert len(compiled) == report.blocks > 0 and {f.archive for f in compiled} == {b"inductor"}
-        assert "runs inductor's package, after spaces: it crashed" in caplog.text
-    finally:
-        for path, forward in originals.items():
-            blocks[path].forward = forward
+def test_a_graph_whose_spaces_package_crashes_is_packaged_again_with_inductor(pipeline, blocks, monkeypatch, caplog):
+    report, tried, _ = prepare_one_graph(pipeline, monkeypatch, caplog, spaces_crashing_loader)
+    assert tried == ["spaces", "inductor"]
+    assert report.compiled and report.graphs == 1 and report.failed == {}
+    (name, packaging), = report.packaging.items()
+    assert name.startswith("DiTBlock[") and packaging == "inductor"
+    assert report.rejected == {name: "spaces: it crashed the process that loaded it (SIGSEGV)"}
+    compiled = [b.forward for b in blocks.values() if isinstance(b.forward, aot.AotBlockForward)]
+    assert len(compiled) == report.blocks > 0 and {f.archive for f in compiled} == {b"inductor"}
+    assert "runs inductor's package, after spaces: it crashed" in caplog.text
 
 
-def test_a_gpu_task_ended_by_a_spaces_package_runs_again_with_inductors(pipeline, monkeypatch, caplog):
+def test_a_gpu_task_ended_by_a_spaces_package_runs_again_with_inductors(pipeline, blocks, monkeypatch, caplog):
     """On ZeroGPU the packages are checked inside the GPU task, where a crashing loader ends the task (``spaces``
     raises it as an error): the task runs again from the next packaging, and the report says what ended it."""
-    monkeypatch.setattr(aot, "why_not", lambda pipeline, env=None: None)
-    tried = []
-
-    def compile_archives(blocks, examples, groups, packaging):
-        tried.append(packaging)
-        return {k: packaging.encode() for k in groups}
-
     runs = []
 
     def gpu_task(fn):
@@ -247,19 +244,10 @@ def test_a_gpu_task_ended_by_a_spaces_package_runs_again_with_inductors(pipeline
             return fn()
         return run
 
-    monkeypatch.setattr(aot, "compile_archives", compile_archives)
-    monkeypatch.setattr(aot, "load_package", lambda archive, block: block)  # in the task: no process of its own
-    settings = pipeline.model_info().resolve(GenerationSettings(prompt="rain", seed=1, **FAST))
-    blocks = aot.repeated_blocks(pipeline)
-    originals = {path: b.forward for path, b in blocks.items()}
-    try:
-        with caplog.at_level(logging.WARNING, logger="mova.backends.aot"):
-            report = aot.prepare(pipeline, settings, gpu_task=gpu_task)
-        assert len(runs) == 2 and tried == ["inductor"]  # the second task starts from inductor's packaging
-        assert report.compiled and report.failed == {} and set(report.packaging.values()) == {"inductor"}
-        assert report.rejected == {"every graph": "spaces: RuntimeError: GPU task aborted"}
-        assert report.blocks == len([b for b in blocks.values() if isinstance(b.forward, aot.AotBlockForward)]) > 0
-        assert "failed, trying the next" in caplog.text
-    finally:
-        for path, forward in originals.items():
-            blocks[path].forward = forward
+    # in the task the packages are checked here, not in a process of their own
+    report, tried, _ = prepare_one_graph(pipeline, monkeypatch, caplog, lambda archive, block: block, gpu_task)
+    assert len(runs) == 2 and tried == ["inductor"]  # the second task starts from inductor's packaging
+    assert report.compiled and report.failed == {} and set(report.packaging.values()) == {"inductor"}
+    assert report.rejected == {"every graph": "spaces: RuntimeError: GPU task aborted"}
+    assert report.blocks == len([b for b in blocks.values() if isinstance(b.forward, aot.AotBlockForward)]) > 0
+    assert "failed, trying the next" in caplog.text
