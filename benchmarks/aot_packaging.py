@@ -13,6 +13,15 @@ Packagings:
 
 Loads: ``fresh`` (a new interpreter, as ZeroGPU's worker or aot's check), ``same`` (the compiling process), each
 with ``faulthandler`` on so that a segfault leaves its stack in the record.
+
+``--smoke`` asks the question below all of these: does this torch load any AOTInductor package? A float32
+``nn.Linear(64, 64)`` is packaged with inductor's defaults on each device (``--devices``) and loaded one stage at a
+time, each in a process of its own: ``metadata`` (``AOTIModelPackageLoader.load_metadata_from_package``),
+``package`` (``torch._inductor.aoti_load_package``, what every packaging above goes through), and ``runner`` (the
+archive unzipped and its ``.so`` run by ``AOTIModelContainerRunnerCpu/Cuda``, the package loader bypassed). Where gdb
+is installed, the crashing ``package`` stage is run again under it and the native stack is recorded.
+
+    python benchmarks/aot_packaging.py --smoke --devices cpu cuda --out benchmarks/results/aoti_smoke_h100.json
 """
 
 from __future__ import annotations
@@ -107,20 +116,113 @@ def run_child(mode: str, packaging: str, payload: str) -> dict:
     return record
 
 
+def smoke_package(device: str, path: Path) -> None:
+    """A float32 ``nn.Linear(64, 64)`` on ``device`` packaged at ``path`` with inductor's defaults."""
+    import torch
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 64).to(device).eval()
+    exported = torch.export.export(linear, (torch.randn(8, 64, device=device),))
+    torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+
+
+def smoke_child(stage: str, device: str, path: str) -> None:
+    """Load the smoke package one ``stage`` deep; print its relative L2 against the eager Linear where it runs."""
+    import faulthandler
+    import zipfile
+
+    faulthandler.enable()
+    import torch
+
+    if stage == "metadata":
+        meta = torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(path, "model")
+        print("RESULT " + json.dumps({"metadata_keys": sorted(meta)}), flush=True)
+        return
+    if stage == "package":
+        model = torch._inductor.aoti_load_package(path)
+        run = lambda x: model(x)  # noqa: E731
+    else:  # runner: the .so straight from the unzipped archive
+        folder = tempfile.mkdtemp()
+        with zipfile.ZipFile(path) as archive:
+            archive.extractall(folder)
+            (so,) = [name for name in archive.namelist() if name.endswith(".so")]
+        so = str(Path(folder, so))
+        runner = (torch._C._aoti.AOTIModelContainerRunnerCpu(so, 1) if device == "cpu" else
+                  torch._C._aoti.AOTIModelContainerRunnerCuda(so, 1, device, str(Path(so).parent)))
+        run = lambda x: runner.run([x])[0]  # noqa: E731
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 64).to(device).eval()
+    x = torch.randn(8, 64, device=device)
+    with torch.no_grad():
+        out, expected = run(x), linear(x)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    print("RESULT " + json.dumps({"rel_l2": float((out - expected).norm() / expected.norm())}), flush=True)
+
+
+def native_stack(stage: str, device: str, path: str) -> list[str] | None:
+    """The native stack of a crashing smoke stage, from gdb where it is installed."""
+    import shutil
+
+    if shutil.which("gdb") is None:
+        return None
+    proc = subprocess.run(["gdb", "-batch", "-ex", "run", "-ex", "bt 30", "--args", sys.executable, __file__,
+                           "--child", "smoke:" + stage, device, path], capture_output=True, text=True, timeout=600)
+    return [line for line in proc.stdout.splitlines() if line.startswith("#")][:30]
+
+
+def smoke(devices: list[str], record: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for device in devices:
+            path = Path(tmp, f"linear_{device}.pt2")
+            try:
+                smoke_package(device, path)
+            except Exception as exc:  # noqa: BLE001 - a compile failure is a result
+                record["results"][device] = {"compile_error": f"{type(exc).__name__}: {exc}"}
+                continue
+            entry = {"package_bytes": path.stat().st_size}
+            for stage in ("metadata", "package", "runner"):
+                entry[stage] = run_child("smoke:" + stage, device, str(path))
+            if entry["package"]["returncode"] != 0:
+                entry["package"]["native_stack"] = native_stack("package", device, str(path))
+            record["results"][device] = entry
+            print(device, json.dumps(entry), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--packagings", nargs="+", default=["spaces", "inductor", "inductor_weights"],
                         choices=("spaces", "inductor", "inductor_weights"))
+    parser.add_argument("--smoke", action="store_true", help="load a plain Linear's package stage by stage")
+    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], choices=("cpu", "cuda"))
     parser.add_argument("--child", nargs=3, metavar=("MODE", "PACKAGING", "PAYLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(*args.child)
+        mode, packaging, payload = args.child
+        if mode.startswith("smoke:"):
+            smoke_child(mode[len("smoke:"):], packaging, payload)
+        else:
+            child(mode, packaging, payload)
         return 0
+    import platform
+
     import torch
 
-    record = {"benchmark": "aot_packaging", "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "cuda": torch.version.cuda, "results": {}}
+    record = {"benchmark": "aot_packaging" + (" --smoke" if args.smoke else ""),
+              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+              "torch": torch.__version__, "cuda": torch.version.cuda, "results": {}}
+    if args.smoke:
+        import shutil
+
+        cxx = shutil.which("g++") or shutil.which("c++")
+        record["cxx"] = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[0] \
+            if cxx else None
+        smoke(args.devices, record)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps(record, indent=2))
+        return 0
     try:
         from importlib.metadata import version
 
