@@ -8,7 +8,8 @@ reconstruction (``train.vae.losses.detector_agreement``):
 
 * ``recall_within_1_frame``: reference contacts with a reconstructed contact within ±1 frame;
 * ``contacts_per_clip``, ``min_gap_frames`` (the closest two contacts of one clip, median over clips) and
-  ``latent_frames_per_contact_gap`` (that gap over the VAE's 4× temporal stride): how much room the latent has;
+  ``latent_frames_per_contact_gap`` (that gap over the VAE's temporal stride, ``scale_factor_temporal``): how much
+  room the latent has;
   all of it also for one-ball and two-ball clips apart (two balls may land 0.15 s apart whatever the hops).
 
 The shipped VAE was trained on the current timing (12 fps, 25 frames, hops ≥ 0.3 s), so the other rows say how this
@@ -40,18 +41,17 @@ TIMINGS = {
     "24 fps, 49 frames, hops >= 0.3 s": (24.0, 49, 0.3),
     "24 fps, 49 frames, hops >= 0.5 s": (24.0, 49, 0.5),
 }
-TEMPORAL_STRIDE = 4
 
 
 @torch.no_grad()
 def reconstruct(vae, clips: np.ndarray, batch: int = 8) -> np.ndarray:
-    """uint8 [n, T, H, W, 3] -> the VAE's reconstruction (posterior mode, then decode), uint8."""
+    """uint8 [n, T, H, W, 3] -> the VAE's reconstruction (posterior mode, then decode, on the VAE's device), uint8."""
     from train.vae.clips import video_from_model, video_to_model
 
     out = []
     for start in range(0, len(clips), batch):
-        x = video_to_model(torch.from_numpy(np.ascontiguousarray(clips[start:start + batch])))
-        out.append(video_from_model(vae.decode(vae.encode(x).latent_dist.mode()).sample).numpy())
+        x = video_to_model(torch.from_numpy(np.ascontiguousarray(clips[start:start + batch]))).to(vae.device)
+        out.append(video_from_model(vae.decode(vae.encode(x).latent_dist.mode()).sample.cpu()).numpy())
     return np.concatenate(out)
 
 
@@ -80,7 +80,8 @@ def measure(vae, fps: float, num_frames: int, min_hop_s: float, n: int, seed: in
                                                          for i in keep])) if keep else None,
             "recall_within_1_frame": sum(rows[i]["impacts_found"] for i in keep) / contacts if contacts else None,
             "min_gap_frames": statistics.median(gaps) if gaps else None,
-            "latent_frames_per_contact_gap": statistics.median(gaps) / TEMPORAL_STRIDE if gaps else None,
+            "latent_frames_per_contact_gap": statistics.median(gaps) / vae.config.scale_factor_temporal
+            if gaps else None,
         }
 
     return {"fps": fps, "num_frames": num_frames, "min_hop_s": min_hop_s, **figures(list(range(n))),
@@ -95,17 +96,19 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="world seed of the held-out split")
     parser.add_argument("--current-only", action="store_true",
                         help="only the first timing (the world the demo model is trained on): for a VAE trained on it")
+    parser.add_argument("--device", default="cpu", help="where the VAE runs (float32): cpu, cuda")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "vae_contacts.json")
     args = parser.parse_args()
     from diffusers import AutoencoderKLWan
 
-    vae = AutoencoderKLWan.from_pretrained(args.vae, torch_dtype=torch.float32).eval()
+    vae = AutoencoderKLWan.from_pretrained(args.vae, torch_dtype=torch.float32).to(args.device).eval()
     runs = {}
     for name, (fps, frames, hop) in list(TIMINGS.items())[:1 if args.current_only else None]:
         runs[name] = measure(vae, fps, frames, hop, args.n, args.seed)
         print(name, json.dumps(runs[name]), flush=True)
     report = {"benchmark": "vae_contacts", "vae": Path(args.vae).resolve().relative_to(ROOT).as_posix()
               if Path(args.vae).resolve().is_relative_to(ROOT) else args.vae,
+              "temporal_stride": vae.config.scale_factor_temporal,
               "target": "recall_within_1_frame >= 0.90 on held-out clips (issue 24)", "runs": runs,
               "command": "python benchmarks/vae_contacts.py " + " ".join(sys.argv[1:])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
