@@ -116,14 +116,20 @@ def run_child(mode: str, packaging: str, payload: str) -> dict:
     return record
 
 
-def smoke_package(device: str, path: Path) -> None:
-    """A float32 ``nn.Linear(64, 64)`` on ``device`` packaged at ``path`` with inductor's defaults."""
+def smoke_linear(device: str):
+    """The smoke model: a float32 ``nn.Linear(64, 64)`` on ``device`` and its example input (seeded)."""
     import torch
 
     torch.manual_seed(0)
-    linear = torch.nn.Linear(64, 64).to(device).eval()
-    exported = torch.export.export(linear, (torch.randn(8, 64, device=device),))
-    torch._inductor.aoti_compile_and_package(exported, package_path=str(path))
+    return torch.nn.Linear(64, 64).to(device).eval(), torch.randn(8, 64, device=device)
+
+
+def smoke_package(device: str, path: Path) -> None:
+    """The smoke model packaged at ``path`` with inductor's defaults."""
+    import torch
+
+    linear, x = smoke_linear(device)
+    torch._inductor.aoti_compile_and_package(torch.export.export(linear, (x,)), package_path=str(path))
 
 
 def smoke_child(stage: str, device: str, path: str) -> None:
@@ -150,9 +156,7 @@ def smoke_child(stage: str, device: str, path: str) -> None:
         runner = (torch._C._aoti.AOTIModelContainerRunnerCpu(so, 1) if device == "cpu" else
                   torch._C._aoti.AOTIModelContainerRunnerCuda(so, 1, device, str(Path(so).parent)))
         run = lambda x: runner.run([x])[0]  # noqa: E731
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(64, 64).to(device).eval()
-    x = torch.randn(8, 64, device=device)
+    linear, x = smoke_linear(device)
     with torch.no_grad():
         out, expected = run(x), linear(x)
     out = out[0] if isinstance(out, (list, tuple)) else out
@@ -188,6 +192,29 @@ def smoke(devices: list[str], record: dict) -> None:
             print(device, json.dumps(entry), flush=True)
 
 
+def packagings(names: list[str], record: dict) -> None:
+    """Each packaging in ``names`` compiled, then loaded fresh and in the compiling process."""
+    try:
+        from importlib.metadata import version
+
+        record["spaces"] = version("spaces")
+    except Exception:  # noqa: BLE001 - spaces absent: its packaging is skipped
+        record["spaces"] = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for packaging in names:
+            if packaging == "spaces" and record["spaces"] is None:
+                continue
+            try:
+                path = Path(tmp, f"{packaging}.pt2")
+                path.write_bytes(compile_package(packaging))
+                entry = {"package_bytes": path.stat().st_size, "fresh": run_child("fresh", packaging, str(path))}
+            except Exception as exc:  # noqa: BLE001 - a compile failure is a result
+                entry = {"compile_error": f"{type(exc).__name__}: {exc}"}
+            entry["same"] = run_child("same", packaging, "")
+            record["results"][packaging] = entry
+            print(packaging, json.dumps(entry), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path)
@@ -218,30 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         record["cxx"] = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.splitlines()[0] \
             if cxx else None
         smoke(args.devices, record)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(record, indent=2) + "\n")
-        print(json.dumps(record, indent=2))
-        return 0
-    try:
-        from importlib.metadata import version
-
-        record["spaces"] = version("spaces")
-    except Exception:  # noqa: BLE001 - spaces absent: its packaging is skipped
-        record["spaces"] = None
-    with tempfile.TemporaryDirectory() as tmp:
-        for packaging in args.packagings:
-            if packaging == "spaces" and record["spaces"] is None:
-                continue
-            try:
-                path = Path(tmp, f"{packaging}.pt2")
-                path.write_bytes(compile_package(packaging))
-                entry = {"package_bytes": path.stat().st_size, "fresh": run_child("fresh", packaging, str(path))}
-            except Exception as exc:  # noqa: BLE001 - a compile failure is a result
-                entry = {"compile_error": f"{type(exc).__name__}: {exc}"}
-            entry["same"] = run_child("same", packaging, "")
-            record["results"][packaging] = entry
-            print(packaging, json.dumps(entry), flush=True)
+    else:
+        packagings(args.packagings, record)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -31,9 +31,17 @@ if compgen -G ".whl/*.whl" > /dev/null && [ ! -f /tmp/site/.installed ]; then
     --find-links .whl $(ls .whl/*.whl | sed 's#.*/##; s/-.*//' | sort -u) && touch /tmp/site/.installed
 fi
 run() { echo "=== $(date +%T) $*" >> "$R/log"; "$@" >> "$R/log" 2>&1; echo "=== $(date +%T) rc $?" >> "$R/log"; }
+# a trained video VAE under runs/$1: its eval as $R/demo_vae_video_$2_$CARD.json, itself packed as
+# $R/video_vae_$2.tar.gz, and the floor contacts it keeps (48 held-out clips, on the GPU, in the background)
+vae_results() {
+  cp "runs/$1/eval.json" "$R/demo_vae_video_$2_${CARD}.json"
+  tar -czf "$R/video_vae_$2.tar.gz" -C "runs/$1" video_vae
+  run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "runs/$1/video_vae" --device cuda \
+    --out "$R/vae_contacts_$2_${CARD}.json" &
+}
 # inside a device call ($OUT set) every mode ends by copying its results and log there: a machine goes back 30 s
 # after a call, and what is only on it is lost
-trap '[ -n "${OUT:-}" ] && { (cd "$R" && tar -czf "$OUT/results.tar.gz" $(ls *.json 2>/dev/null)); cp "$R/log" "$R"/*.tar.gz "$OUT"/; } 2>/dev/null' EXIT
+trap '[ -n "${OUT:-}" ] && { (cd "$R" && tar -czf "$OUT/results.tar.gz" *.json); cp "$R/log" "$R"/*.tar.gz "$OUT"/; } 2>/dev/null' EXIT
 case "${1:-all}" in
   accuracy)
     run python3 benchmarks/accuracy.py --layers 4 --out "$R/accuracy_360p_h200.json" ;;
@@ -98,19 +106,14 @@ PY
     # issue 24: a demo video VAE's decoder fine-tuned again (encoder frozen, the latent space kept) with each weight
     # of the foreground-weighted temporal loss in $TEMPORALS (default "1 0": with it and without, the same budget),
     # side by side on the GPU, starting from $VAE_INIT (default the shipped VAE); then the floor contacts each decoder
-    # keeps (48 held-out clips) and the decoder itself, packed (video_vae_temporal<t>.tar.gz)
+    # keeps (48 held-out clips) and the decoder itself, packed (video_vae_decoder_temporal<t>.tar.gz)
     for t in ${TEMPORALS:-1 0}; do
       run python3 -m train vae video --out "runs/vae_temporal$t" --device cuda --max-minutes ${VAE_MINUTES:-2} \
         --steps 20000 --set init=${VAE_INIT:-assets/demo/video_vae} --set trainable=decoder --set loss.foreground=20 \
         --set loss.temporal=$t --set optim.lr=3e-4 --set optim.warmup_steps=30 &
     done
     wait
-    for t in ${TEMPORALS:-1 0}; do
-      cp "runs/vae_temporal$t/eval.json" "$R/demo_vae_video_decoder_temporal${t}_${CARD}.json"
-      tar -czf "$R/video_vae_temporal$t.tar.gz" -C "runs/vae_temporal$t" video_vae
-      run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "runs/vae_temporal$t/video_vae" \
-        --device cuda --out "$R/vae_contacts_decoder_temporal${t}_${CARD}.json" &
-    done
+    for t in ${TEMPORALS:-1 0}; do vae_results "vae_temporal$t" "decoder_temporal$t"; done
     wait
     touch "$R/done" ;;
   vaestride)
@@ -131,12 +134,7 @@ PY
     run python3 -m train vae video --out runs/vae_decoder $common --set init=assets/demo/video_vae \
       --set trainable=decoder --set optim.lr=3e-4 --set optim.warmup_steps=30 &
     wait
-    for name in stride4 stride2 stride1 decoder; do
-      cp "runs/vae_$name/eval.json" "$R/demo_vae_video_${name}_${CARD}.json"
-      tar -czf "$R/video_vae_$name.tar.gz" -C "runs/vae_$name" video_vae
-      run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "runs/vae_$name/video_vae" --device cuda \
-        --out "$R/vae_contacts_${name}_${CARD}.json" &
-    done
+    for name in stride4 stride2 stride1 decoder; do vae_results "vae_$name" "$name"; done
     wait
     touch "$R/done" ;;
   clip)
