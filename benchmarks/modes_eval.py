@@ -340,7 +340,7 @@ def main() -> int:
 
     from mova.pipeline import MOVAPipeline
 
-    pipe = MOVAPipeline.from_pretrained(args.model, device="cpu", dtype="fp32")
+    pipe = MOVAPipeline.from_pretrained(args.model, device="cpu", torch_dtype="fp32")
     out_path = Path(args.out)
     report = json.loads(out_path.read_text()) if out_path.is_file() else {}  # parts not rerun are kept
     report.update({
