@@ -6,6 +6,7 @@
 #                                              # clips: exact, the Space's defaults, the fastest combination)
 #   bash benchmarks/h200_session.sh vae24      # issue 24: the demo decoder fine-tuned with / without the temporal loss
 #   bash benchmarks/h200_session.sh vaestride  # issue 24: video VAEs from scratch at temporal stride 4, 2, 1 (+ smoke)
+#   bash benchmarks/h200_session.sh vaerecipe  # issue 24: the recipe's decoder passes 4-6 from a pass-3 VAE in runs/demo
 #   bash benchmarks/h200_session.sh memory     # weight formats, and the 24gb profile under 24 GB (360p) / 48 GB (720p)
 #   bash benchmarks/h200_session.sh aot        # which AoT packaging loads, the Space's AoT compile (demo model, then the
 #                                              # full-size default request), then kernel profiles of fp8 and bf16
@@ -136,6 +137,16 @@ PY
     wait
     for name in stride4 stride2 stride1 decoder; do vae_results "vae_$name" "$name"; done
     wait
+    touch "$R/done" ;;
+  vaerecipe)
+    # issue 24: the recipe's video decoder passes 4-6 as written (`scripts/train_demo.sh vae`, fixed step counts)
+    # from the pass-3 VAE placed in $RUN/vae_video_pass3 (passes 1-2 and the audio VAE marked done there), then the
+    # floor contacts the result keeps (48 held-out clips)
+    RUN=${RUN:-runs/demo}
+    run env RUN="$RUN" bash scripts/train_demo.sh vae
+    cp "$RUN/vae_video/eval.json" "$R/demo_vae_video_recipe_${CARD}.json"
+    run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "$RUN/vae_video/video_vae" --device cuda \
+      --out "$R/vae_contacts_recipe_${CARD}.json"
     touch "$R/done" ;;
   clip)
     run python3 benchmarks/clip_time.py --compile --steps 15 --warmup-steps 1 --space-defaults \
