@@ -32,12 +32,12 @@ if compgen -G ".whl/*.whl" > /dev/null && [ ! -f /tmp/site/.installed ]; then
     --find-links .whl $(ls .whl/*.whl | sed 's#.*/##; s/-.*//' | sort -u) && touch /tmp/site/.installed
 fi
 run() { echo "=== $(date +%T) $*" >> "$R/log"; "$@" >> "$R/log" 2>&1; echo "=== $(date +%T) rc $?" >> "$R/log"; }
-# a trained video VAE under runs/$1: its eval as $R/demo_vae_video_$2_$CARD.json, itself packed as
+# a trained video VAE in the run folder $1: its eval as $R/demo_vae_video_$2_$CARD.json, itself packed as
 # $R/video_vae_$2.tar.gz, and the floor contacts it keeps (48 held-out clips, on the GPU, in the background)
 vae_results() {
-  cp "runs/$1/eval.json" "$R/demo_vae_video_$2_${CARD}.json"
-  tar -czf "$R/video_vae_$2.tar.gz" -C "runs/$1" video_vae
-  run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "runs/$1/video_vae" --device cuda \
+  cp "$1/eval.json" "$R/demo_vae_video_$2_${CARD}.json"
+  tar -czf "$R/video_vae_$2.tar.gz" -C "$1" video_vae
+  run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "$1/video_vae" --device cuda \
     --out "$R/vae_contacts_$2_${CARD}.json" &
 }
 # inside a device call ($OUT set) every mode ends by copying its results and log there: a machine goes back 30 s
@@ -114,7 +114,7 @@ PY
         --set loss.temporal=$t --set optim.lr=3e-4 --set optim.warmup_steps=30 &
     done
     wait
-    for t in ${TEMPORALS:-1 0}; do vae_results "vae_temporal$t" "decoder_temporal$t"; done
+    for t in ${TEMPORALS:-1 0}; do vae_results "runs/vae_temporal$t" "decoder_temporal$t"; done
     wait
     touch "$R/done" ;;
   vaestride)
@@ -135,18 +135,17 @@ PY
     run python3 -m train vae video --out runs/vae_decoder $common --set init=assets/demo/video_vae \
       --set trainable=decoder --set optim.lr=3e-4 --set optim.warmup_steps=30 &
     wait
-    for name in stride4 stride2 stride1 decoder; do vae_results "vae_$name" "$name"; done
+    for name in stride4 stride2 stride1 decoder; do vae_results "runs/vae_$name" "$name"; done
     wait
     touch "$R/done" ;;
   vaerecipe)
     # issue 24: the recipe's video decoder passes 4-6 as written (`scripts/train_demo.sh vae`, fixed step counts)
     # from the pass-3 VAE placed in $RUN/vae_video_pass3 (passes 1-2 and the audio VAE marked done there), then the
-    # floor contacts the result keeps (48 held-out clips)
+    # floor contacts the result keeps (48 held-out clips) and the decoder, packed (video_vae_recipe.tar.gz)
     RUN=${RUN:-runs/demo}
     run env RUN="$RUN" bash scripts/train_demo.sh vae
-    cp "$RUN/vae_video/eval.json" "$R/demo_vae_video_recipe_${CARD}.json"
-    run python3 benchmarks/vae_contacts.py --current-only --n 48 --vae "$RUN/vae_video/video_vae" --device cuda \
-      --out "$R/vae_contacts_recipe_${CARD}.json"
+    vae_results "$RUN/vae_video" recipe
+    wait
     touch "$R/done" ;;
   clip)
     run python3 benchmarks/clip_time.py --compile --steps 15 --warmup-steps 1 --space-defaults \

@@ -181,7 +181,7 @@ def test_the_same_frames_give_the_same_bytes_after_the_heap_is_reused(tmp_path):
     audio = sine(25 / 12, sr=16000)
     g = torch.Generator().manual_seed(0)
     digests = set()
-    for i in range(12):
+    for _ in range(12):
         path = media.write_mp4(tmp_path / "clip.mp4", video, 12, audio, 16000)
         digests.add(path.read_bytes())
         junk = [torch.randn(int(n), generator=g) for n in torch.randint(4, 3000, (3000,), generator=g)]
