@@ -11,6 +11,7 @@
 #   bash benchmarks/h200_session.sh aot        # which AoT packaging loads, the Space's AoT compile (demo model, then the
 #                                              # full-size default request), then kernel profiles of fp8 and bf16
 #                                              # (bundle: AV=1 AOT=1: the pipeline imports PyAV; the fa3 profile needs FA3)
+#   bash benchmarks/h200_session.sh profile    # those two kernel profiles alone (bundle: FA3=1; no PyAV needed)
 # Results (JSON) and a log go to $RESULTS (default benchmarks/results/h200); `done` marks the end. Inside a device call
 # they come back as $OUT/results.tar.gz (a call returns at most 8 files), beside the log and any packed VAE. The device image
 # lacks diffusers, PyAV and FlashAttention-3: wheels in .whl/ (diffusers, importlib_metadata, fa3-fwd, av) are
@@ -100,8 +101,11 @@ PY
     MOVA_ATTENTION=cudnn run python3 benchmarks/aot_check.py --out "$R/aot_check_h200.json"
     MOVA_ATTENTION=cudnn run python3 benchmarks/clip_time.py --aot --num-frames 117 --steps 20 --warmup-steps 1 \
       --figures benchmarks/results/clip_time_h200.json --out "$R/clip_time_aot_h200.json"
-    run python3 benchmarks/profile_forward.py --compile --precision fp8 --out "$R/profile_360p_fp8_h200.json"
-    run python3 benchmarks/profile_forward.py --compile --attention fa3 --out "$R/profile_360p_fa3_h200.json"
+    bash "$0" profile ;;
+  profile)
+    # issue 19: kernel time of one compiled 360p forward, fp8 (e4m3 GEMMs + FA3 e4m3) and bf16 with FA3 (needs FA3)
+    run python3 benchmarks/profile_forward.py --compile --precision fp8 --out "$R/profile_360p_fp8_${CARD}.json"
+    run python3 benchmarks/profile_forward.py --compile --attention fa3 --out "$R/profile_360p_fa3_${CARD}.json"
     touch "$R/done" ;;
   vae24)
     # issue 24: a demo video VAE's decoder fine-tuned again (encoder frozen, the latent space kept) with each weight
