@@ -12,7 +12,8 @@
 #                                              # full-size default request), then kernel profiles of fp8 and bf16
 #                                              # (bundle: AV=1 AOT=1: the pipeline imports PyAV; the fa3 profile needs FA3)
 #   bash benchmarks/h200_session.sh profile    # those two kernel profiles alone (bundle: FA3=1; no PyAV needed)
-# Results (JSON) and a log go to $RESULTS (default benchmarks/results/h200); `done` marks the end. Inside a device call
+# Results (JSON) and a log go to $RESULTS (default runs/h200: an ignored folder, so a later device call's copy of the
+# working tree leaves it alone — an untracked one is replaced by this checkout's, job and all); `done` marks the end. Inside a device call
 # they come back as $OUT/results.tar.gz (a call returns at most 8 files), beside the log and any packed VAE. The device image
 # lacks diffusers, PyAV and FlashAttention-3: wheels in .whl/ (diffusers, importlib_metadata, fa3-fwd, av) are
 # installed first, or .whl/site.tar.xz (the same packages installed with pip --target and packed with xz: the
@@ -20,7 +21,7 @@
 # builds it. Carry [".whl"].
 set -u
 cd "$(dirname "$0")/.."
-R=${RESULTS:-benchmarks/results/h200}
+R=${RESULTS:-runs/h200}
 CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -o 'H[0-9][0-9]*' | head -1 | tr H h)
 CARD=${CARD:-gpu}  # h100 / h200: the suffix of the result files the newer modes write
 mkdir -p "$R" /tmp/site
