@@ -14,7 +14,8 @@ pipeline), attention an ``AttentionBackend`` value (auto = FA3 if installed, els
 with regional torch.compile of the blocks (``mova.acceleration.compile_repeated_blocks``; its time is reported as
 ``warmup_s``, the warm-up steps); ``fp8`` runs the blocks in fp8 (``mova.acceleration.fp8``: e4m3 GEMMs and
 FlashAttention-3 e4m3 self-attention) and reports the relative L2 of one guided velocity against the bf16 path
-(``fp8gemm``: the GEMMs alone, ``fp8attn``: the attention alone, ``fp8video``: the video experts alone);
+(``fp8gemm``: the GEMMs alone, ``fp8attn``: the attention alone, ``fp8video``: the video experts alone,
+``fp8promoted``: the GEMMs without fast accumulation);
 ``stream`` runs with the pipeline's ``offload="sequential"`` mode (blocks streamed from pinned host memory,
 ``mova.offload.BlockStreamer``), ``groupoffload`` with diffusers' leaf-level group offloading on a CUDA stream (the
 block-level kind needs each model's own forward, which the dual-tower denoiser does not call) — list either last.
@@ -100,7 +101,7 @@ def sync() -> None:
 
 # fp8 flags: ``fp8`` is ``precision="fp8"`` as the pipeline runs it; the others measure one part of it alone
 FP8_SCOPES = {"fp8": dict(), "fp8gemm": dict(attention=False), "fp8attn": dict(linears=False),
-              "fp8video": dict(video_only=True)}
+              "fp8video": dict(video_only=True), "fp8promoted": dict(fast_accum=False)}
 
 
 def fp8_context(den, scope: str | None, device):

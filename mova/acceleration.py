@@ -7,8 +7,8 @@ towers' blocks and each CFG batch size need entries of their own, hence the rais
 
 ``fp8(models)`` is the ``precision="fp8"`` context of one generation: inside it, every ``nn.Linear`` of the repeated
 blocks (attention projections and FFNs of both towers, the bridge's attention) runs as an e4m3 GEMM
-(``torch._scaled_mm`` with rowwise scales: each activation row and each weight row scaled by its amax / 448, the
-product in float32, bf16 out), and the towers' self-attention runs on FlashAttention-3's e4m3 path
+(``torch._scaled_mm`` with rowwise scales: each activation row and each weight row scaled by its amax / 448, fast
+accumulation, bf16 out), and the towers' self-attention runs on FlashAttention-3's e4m3 path
 (``mova.attention.Fp8Attention`` in each ``SelfAttention``'s seam). The text cross-attention (512 keys) and the
 bridge's attention (403 audio tokens on one side) are a few percent of the attention FLOPs and stay bf16. The
 precision islands stay as they are: time embeddings, modulation, norms, RoPE tables, the heads and the text/time
@@ -74,13 +74,16 @@ def _rowwise_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-               weight_scale: torch.Tensor | None = None) -> torch.Tensor:
+               weight_scale: torch.Tensor | None = None, fast_accum: bool = True) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` as an e4m3 GEMM with rowwise scales; x [..., K], weight [N, K] → [..., N].
-    A weight already stored in e4m3 (``mova.quantization``, scale [N, 1]) is used as it is."""
+    A weight already stored in e4m3 (``mova.quantization``, scale [N, 1]) is used as it is. ``fast_accum``: Hopper's
+    fp8 tensor cores keep their partial sums without promoting them to float32 every few K-tiles (cuBLASLt's
+    FAST_ACCUM; what torchao's and fbgemm's fp8 inference GEMMs use), off: promoted (slower, a little closer)."""
     shape = x.shape
     xq, sx = _rowwise_e4m3(x.reshape(-1, shape[-1]))
     wq, sw = (weight, weight_scale) if weight.dtype == torch.float8_e4m3fn else _rowwise_e4m3(weight)
-    out = torch._scaled_mm(xq, wq.t(), scale_a=sx, scale_b=sw.t(), bias=bias, out_dtype=x.dtype)
+    out = torch._scaled_mm(xq, wq.t(), scale_a=sx, scale_b=sw.t(), bias=bias, out_dtype=x.dtype,
+                           use_fast_accum=fast_accum)
     return out.reshape(*shape[:-1], weight.shape[0])
 
 
@@ -89,20 +92,21 @@ class Fp8Linear(nn.Linear):
     parameters (same state-dict keys)."""
 
     @classmethod
-    def around(cls, linear: nn.Linear | QuantizedLinear) -> "Fp8Linear":
+    def around(cls, linear: nn.Linear | QuantizedLinear, fast_accum: bool = True) -> "Fp8Linear":
         module = cls.__new__(cls)
         nn.Module.__init__(module)
         module.in_features, module.out_features = linear.in_features, linear.out_features
         module.weight, module.bias = linear.weight, linear.bias
         module.stored = linear if isinstance(linear, QuantizedLinear) else None
+        module.fast_accum = fast_accum
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stored is None:
-            return fp8_linear(x, self.weight, self.bias)
+            return fp8_linear(x, self.weight, self.bias, fast_accum=self.fast_accum)
         if self.weight.dtype == torch.float8_e4m3fn:
-            return fp8_linear(x, self.weight, self.bias, self.stored.weight_scale)
-        return fp8_linear(x, self.stored.dequantized(x.dtype), self.bias)
+            return fp8_linear(x, self.weight, self.bias, self.stored.weight_scale, self.fast_accum)
+        return fp8_linear(x, self.stored.dequantized(x.dtype), self.bias, fast_accum=self.fast_accum)
 
 
 def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Linear]]:
@@ -115,15 +119,16 @@ def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Li
 
 @contextlib.contextmanager
 def fp8(models: Iterable[nn.Module], device: torch.device, *, linears: bool = True,
-        attention: bool = True) -> Iterator[None]:
+        attention: bool = True, fast_accum: bool = True) -> Iterator[None]:
     """Run the models' blocks in fp8 (module docstring) inside the ``with``; ValueError naming ``precision`` when the
-    machine cannot (never a silent downgrade). ``linears`` / ``attention`` off leave that half in bf16 (for measuring
-    each half's numerical cost)."""
+    machine cannot (never a silent downgrade). ``linears`` / ``attention`` off leave that half in bf16, ``fast_accum``
+    off promotes the GEMMs' partial sums (:func:`fp8_linear`): for measuring what each part costs."""
     problem = fp8_unavailable(device)
     if problem:
         raise ValueError(f"precision='fp8' is unavailable here: {problem}; use precision='bf16'")
     models = list(models)
-    swaps = [(parent, attr, old, Fp8Linear.around(old)) for parent, attr, old in fp8_targets(models)] if linears else []
+    swaps = [(parent, attr, old, Fp8Linear.around(old, fast_accum)) for parent, attr, old in fp8_targets(models)] \
+        if linears else []
     if attention:  # each self-attention whose seam is the plain Attention (parallel inference may hold another)
         selfs = [m for model in models for m in model.modules() if isinstance(m, SelfAttention)]
         seams = [m for m in selfs if type(m.attn) is Attention]

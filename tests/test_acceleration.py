@@ -61,6 +61,17 @@ def test_fp8_swaps_block_linears_and_restores_them(monkeypatch, caplog):
         assert count(Fp8Linear) == 0 and count(Fp8Attention) == 3
     with fp8(models, torch.device("cpu"), attention=False):
         assert count(Fp8Linear) == len(targets) and count(Fp8Attention) == 0
+    # the GEMMs accumulate fast unless asked not to, and that choice reaches torch._scaled_mm
+    calls = []
+    scaled_mm = torch._scaled_mm
+    monkeypatch.setattr(torch, "_scaled_mm", lambda *a, **kw: calls.append(kw["use_fast_accum"]) or scaled_mm(*a, **kw))
+    layer = targets[0][2]
+    x = torch.randn(2, 5, layer.in_features)
+    for fast in (True, False):
+        with fp8(models, torch.device("cpu"), fast_accum=fast):
+            swapped = getattr(targets[0][0], targets[0][1])
+            assert isinstance(swapped, Fp8Linear) and swapped(x).shape == (2, 5, layer.out_features)
+    assert calls == [True, False]
     # a seam that parallel inference has taken keeps its module, and the log says so (no silent downgrade)
     sharded = models[0].blocks[0].self_attn.attn = torch.nn.Module()
     with caplog.at_level("WARNING", logger="mova.acceleration"), fp8(models, torch.device("cpu")):
