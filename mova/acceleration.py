@@ -102,11 +102,12 @@ class Fp8Linear(nn.Linear):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stored is None:
-            return fp8_linear(x, self.weight, self.bias, fast_accum=self.fast_accum)
-        if self.weight.dtype == torch.float8_e4m3fn:
-            return fp8_linear(x, self.weight, self.bias, self.stored.weight_scale, self.fast_accum)
-        return fp8_linear(x, self.stored.dequantized(x.dtype), self.bias, fast_accum=self.fast_accum)
+        weight, scale = self.weight, None
+        if self.stored is not None and weight.dtype == torch.float8_e4m3fn:
+            scale = self.stored.weight_scale
+        elif self.stored is not None:
+            weight = self.stored.dequantized(x.dtype)
+        return fp8_linear(x, weight, self.bias, scale, self.fast_accum)
 
 
 def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Linear]]:
