@@ -27,15 +27,19 @@ the figures it had), so an estimate can be compared with a measured clip: ``esti
 slice estimate without the margin divided by the slice factor.
 
 ``--fast-out`` then runs the first request again at ``--fast-precision`` / ``--fast-cache`` / ``--fast-steps`` into
-a file of its own (the duration model's figures stay those of one configuration). ``--space-defaults`` finally runs
-the request a ZeroGPU Space defaults to (``durations.fit_defaults`` on the figures
-written so far: the clip shortened and steps lowered to fit the Space's target), with its estimate recorded before
-the run.
+a file of its own (the duration model's figures stay those of one configuration). Random weights never let the step
+cache's drift test pass, so it reuses no step there; ``--replay-reuse demo_eval.json`` makes the cache reuse, at every
+cached run, the steps the demo model's cache reused on the held-out clip that reused the fewest (``demo_eval.py
+--cache C`` records them per clip): the time such a clip takes at full size, with the demo model's pattern, which a
+trained full-size model need not share (the record names the file, the clip and the steps). ``--space-defaults``
+finally runs the request a ZeroGPU Space defaults to (``durations.fit_defaults`` on the figures written so far: the
+clip shortened and steps lowered to fit the Space's target), with its estimate recorded before the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -44,13 +48,16 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
+from unittest import mock
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import mova.pipeline  # noqa: E402
 from mova.backends.durations import DurationModel, fit_defaults  # noqa: E402 - torch-free
+from mova.cache import StepCache  # noqa: E402
 from mova.config import PRESET_NAMES, get_preset  # noqa: E402
 from mova.models import AudioDiT, AudioVAE, DualTowerBridge, VideoDiT  # noqa: E402
 from mova.pipeline import MOVAPipeline  # noqa: E402
@@ -180,6 +187,34 @@ def attention_in_use() -> str:
     return ", ".join(sorted(att._logged)) or "unknown"
 
 
+def reuse_pattern(path: Path, steps: int) -> dict[str, Any]:
+    """The reused steps of the clip in a ``demo_eval.py --cache C`` record that reused the fewest (its first such
+    clip), as ``{"from", "cache", "seed", "reused_steps"}``; the record's step count must be ``steps``."""
+    record = json.loads(path.read_text())
+    if record["settings"]["num_inference_steps"] != steps or not record["settings"]["cache"]:
+        raise SystemExit(f"--replay-reuse: {path} has no cached {steps}-step clips "
+                         f"(steps {record['settings']['num_inference_steps']}, cache {record['settings']['cache']})")
+    clip = min(record["per_clip"]["joint"], key=lambda c: len(c["reused_steps"]))
+    return {"from": str(path), "cache": record["settings"]["cache"], "seed": clip["seed"],
+            "reused_steps": clip["reused_steps"]}
+
+
+@contextlib.contextmanager
+def replayed_reuse(reused_steps: list[int]):
+    """Within it every pipeline step cache reuses exactly ``reused_steps`` (once a velocity is stored), not the
+    steps its drift test would pick."""
+    chosen = set(reused_steps)
+
+    class ReplayedCache(StepCache):
+        def reuse(self, step, sigmas):
+            hit = self.threshold > 0 and self._last is not None and step in chosen
+            self.skipped += hit
+            return hit
+
+    with mock.patch.object(mova.pipeline, "StepCache", ReplayedCache):
+        yield
+
+
 def run_clip(pipe: MOVAPipeline, settings: GenerationSettings, device: torch.device) -> dict[str, Any]:
     """One timed clip; the stage seconds, per-step times and peak memory."""
     timer = StageTimer(pipe, device)
@@ -230,12 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast-precision", default="fp8", choices=("bf16", "fp8"))
     parser.add_argument("--fast-cache", type=float, default=0.1)
     parser.add_argument("--fast-steps", type=int, default=50)
+    parser.add_argument("--replay-reuse", type=Path, default=None,
+                        help="a demo_eval.py --cache record: cached runs reuse its least-reusing clip's steps")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--append", action="store_true", help="add the run to an existing results file")
     parser.add_argument("--figures", type=Path, default=None,
                         help="the duration model's figures for each run's estimate_before (default: --out when "
                              "appending, else none)")
     args = parser.parse_args(argv)
+    if args.replay_reuse is not None:  # before the build: each cached run's step count must be the record's
+        for steps, cache in ((args.steps, args.cache), (args.fast_steps, args.fast_cache if args.fast_out else 0)):
+            if cache > 0:
+                reuse_pattern(args.replay_reuse, steps)
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -277,12 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         common["aot"] = {**dataclasses.asdict(report), "compile_s": round(time.perf_counter() - t1, 2)}
         print(f"AoT: {common['aot']}", flush=True)
     ok = record_run(pipe, settings, device, args.out, args.append, args.warmup_steps,
-                    dict(common, request="as given"), figures=args.figures)
+                    dict(common, request="as given"), figures=args.figures, replay_from=args.replay_reuse)
     if ok and args.fast_out is not None:
         fast = settings.replace(precision=args.fast_precision, cache=args.fast_cache,
                                 num_inference_steps=args.fast_steps)
         ok = record_run(pipe, fast, device, args.fast_out, args.append, args.warmup_steps,
-                        dict(common, request="fastest combination"), figures=args.figures or args.out)
+                        dict(common, request="fastest combination"), figures=args.figures or args.out,
+                        replay_from=args.replay_reuse)
     if ok and args.space_defaults:
         info = fit_defaults(pipe.model_info(), DurationModel.load(args.out))
         space = settings.replace(num_frames=info.default_num_frames,
@@ -293,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def record_run(pipe: MOVAPipeline, settings: GenerationSettings, device: torch.device, out: Path, append: bool,
-               warmup_steps: int, common: dict[str, Any], figures: Path | None = None) -> bool:
-    """Warm up, time one clip of ``settings`` and add its record to ``out``; True when it ran."""
+               warmup_steps: int, common: dict[str, Any], figures: Path | None = None,
+               replay_from: Path | None = None) -> bool:
+    """Warm up, time one clip of ``settings`` (a cached one reusing ``replay_from``'s steps when given) and add its
+    record to ``out``; True when it ran."""
     results: dict[str, Any] = {"benchmark": "clip_time", "runs": []}
     if append and out.exists():
         results = json.loads(out.read_text())
@@ -308,10 +352,15 @@ def record_run(pipe: MOVAPipeline, settings: GenerationSettings, device: torch.d
         "precision": s.precision, "cache": s.cache, "warmup_steps": warmup_steps,
         "estimate_before": estimate_before(s, figures or (out if append else None)),
     }
+    replay = contextlib.nullcontext()
+    if replay_from is not None and s.cache > 0:
+        record["replayed_reuse"] = reuse_pattern(replay_from, s.num_inference_steps)
+        replay = replayed_reuse(record["replayed_reuse"]["reused_steps"])
     try:
         if warmup_steps > 0:
             pipe(s.replace(num_inference_steps=warmup_steps))
-        record.update(run_clip(pipe, s, device), status="ok")
+        with replay:
+            record.update(run_clip(pipe, s, device), status="ok")
         record["attention"] = attention_in_use()
     except torch.OutOfMemoryError as exc:
         record.update(status="oom", error=str(exc).splitlines()[0])

@@ -15,6 +15,9 @@ taken from another prompt of the same scene (what "not in sync" scores), and the
 generated clip's sound (chance for the model). Ball clips are also scored per impact (``per_impact``: each contact's
 offset to its nearest onset and back, and the one-ball prompts' contact counts against the bounces asked for).
 
+With ``--cache C`` every clip's record (``per_clip``) also lists the steps its step cache reused (``reused_steps``),
+which ``benchmarks/clip_time.py --replay-reuse`` replays at full size.
+
 Timing: ``generation_s`` is the pipeline call per clip (text encoding, condition, denoising, decoding, loudness),
 on this machine's CPU with ``torch.get_num_threads()`` threads; ``end_to_end_s`` runs ``python -m mova generate``
 once in a fresh process (imports, checkpoint loading, generation, mp4 writing).
@@ -97,6 +100,31 @@ def end_to_end(model: str, prompt: str) -> dict:
                 "video_frames": frames, "has_audio": has_audio, "duration_s": clip.duration_s}
 
 
+def record_reused_steps() -> list[list[int]]:
+    """From now on every ``mova.pipeline`` step cache appends the steps it reuses, as one list per generation, to the
+    list returned (harness instrumentation: the pipeline reports only how many steps it reused)."""
+    from unittest import mock
+
+    import mova.pipeline
+    from mova.cache import StepCache
+
+    generations: list[list[int]] = []
+
+    class RecordingCache(StepCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            generations.append([])
+
+        def reuse(self, step, sigmas):
+            hit = super().reuse(step, sigmas)
+            if hit:
+                generations[-1].append(step)
+            return hit
+
+    mock.patch.object(mova.pipeline, "StepCache", RecordingCache).start()  # for the rest of the run
+    return generations
+
+
 def main() -> int:
     from mova.settings import QUANTIZATIONS
 
@@ -130,6 +158,7 @@ def main() -> int:
     from train.demo_world.scoring import summarise
 
     prompts = held_out_prompts(args.n, seed=args.seed, **({"scenes": args.scenes.split(",")} if args.scenes else {}))
+    reused = record_reused_steps() if args.cache > 0 else None  # each clip's reused steps (clip_time --replay-reuse)
     call: dict = {} if args.text_scale is None else {"guidance": Guidance(mode="text", text_scale=args.text_scale)}
     call.update({} if args.steps is None else {"num_inference_steps": args.steps})
     call.update({} if args.shift is None else {"video_shift": args.shift, "audio_shift": args.shift})
@@ -152,6 +181,9 @@ def main() -> int:
             settings = settings or {k: v for k, v in result.settings.to_dict().items() if k not in ("prompt", "seed")}
             score = _score(p, result.video, result.audio, result.fps, result.sample_rate)
             score["seed"] = args.generation_seed + i
+            if reused is not None:
+                score["reused_steps"] = reused.pop()
+                assert len(score["reused_steps"]) == result.cached_steps, (score["reused_steps"], result.cached_steps)
             per_clip[name].append(score)
             if name == "joint":
                 joint_clips.append((p, result.video, result.audio))

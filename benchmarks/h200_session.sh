@@ -4,9 +4,11 @@
 #   bash benchmarks/h200_session.sh timing     # step times: 360p exact and fp8, offload, 720p, one-GPU multigpu
 #   bash benchmarks/h200_session.sh wave2      # speed (eager fusion, fp8 by part, offload memory), then clip (whole
 #                                              # clips: exact, the Space's defaults, the fastest combination)
+#   bash benchmarks/h200_session.sh clipfast   # the fastest whole clip, reusing the demo model's cached steps
 #   bash benchmarks/h200_session.sh vae24      # issue 24: the demo decoder fine-tuned with / without the temporal loss
 #   bash benchmarks/h200_session.sh vaestride  # issue 24: video VAEs from scratch at temporal stride 4, 2, 1 (+ smoke)
 #   bash benchmarks/h200_session.sh vaerecipe  # issue 24: the recipe's decoder passes 4-6 from a pass-3 VAE in runs/demo
+#   bash benchmarks/h200_session.sh fp8        # fp8 vs bf16 step times (360p, 720p), the demo model on the GPU with fp8
 #   bash benchmarks/h200_session.sh memory     # weight formats, and the 24gb profile under 24 GB (360p) / 48 GB (720p)
 #   bash benchmarks/h200_session.sh aot        # which AoT packaging loads, the Space's AoT compile (demo model, then the
 #                                              # full-size default request), then kernel profiles of fp8 and bf16
@@ -69,6 +71,18 @@ case "${1:-all}" in
       text:sequential:fa3 text:sequential:fa3:compile text:sequential:fa3:compile:fp8 \
       text:sequential:fa3:compile:fp8gemm text:sequential:fa3:compile:fp8video
     run python3 benchmarks/accuracy.py --layers 4 --out "$R/accuracy_360p_h200.json" ;;
+  fp8)
+    # issue 19 item 2: fp8 (fast-accumulating e4m3 GEMMs + FA3 e4m3) beside bf16 and the promoted-accumulation GEMMs
+    # at 360p, fp8 at 720p, then the demo model on the GPU with and without fp8 (bundle: AV=1 FA3=1)
+    run python3 benchmarks/step_time.py --resolution 360p --steps 2 --out "$R/step_time_360p_fastaccum_${CARD}.json" \
+      --configs text:sequential:fa3:compile text:sequential:fa3:compile:fp8 text:sequential:fa3:compile:fp8promoted
+    run python3 benchmarks/step_time.py --resolution 720p --steps 1 --out "$R/step_time_720p_fastaccum_${CARD}.json" \
+      --configs text:sequential:fa3:compile:fp8
+    for p in bf16 fp8; do
+      run python3 benchmarks/demo_eval.py --device cuda --precision $p --no-ablation --steps 50 \
+        --out "$R/demo_eval_50steps_gpu_${p}_${CARD}.json"
+    done
+    touch "$R/done" ;;
   memory)
     # issue 20: weight formats' numerics, the demo model with quantised weights (GPU), while a full-size fp8 folder
     # is written to local disk; then one 360p clip under a 24 GB cap and 720p steps under a 48 GB cap
@@ -151,6 +165,12 @@ PY
     run env RUN="$RUN" bash scripts/train_demo.sh vae
     vae_results "$RUN/vae_video" recipe
     wait
+    touch "$R/done" ;;
+  clipfast)
+    # issue 19 item 4: the fastest combination's whole 50-step clip (fp8, cache=0.1) with the step cache reusing the
+    # steps the demo model's cache reused on its least-reusing held-out clip (random weights let it reuse none)
+    run python3 benchmarks/clip_time.py --compile --precision fp8 --cache 0.1 --steps 50 --warmup-steps 1 \
+      --replay-reuse benchmarks/results/demo_eval_50steps_cache0.1.json --out "$R/clip_time_fast_replay_${CARD}.json"
     touch "$R/done" ;;
   clip)
     run python3 benchmarks/clip_time.py --compile --steps 15 --warmup-steps 1 --space-defaults \

@@ -135,3 +135,25 @@ def test_clip_time_runs_a_tiny_clip_on_the_cpu_and_its_json_feeds_the_duration_m
     measured = d.stages(64, 64, 9, 2, 2, record["fps"])
     assert measured["denoise"] == pytest.approx(2 * record["step_s"])
     assert measured["vae_decode"] == pytest.approx(stages["vae_decode"])
+
+
+def test_clip_time_replays_a_recorded_reuse_pattern(tmp_path):
+    """--replay-reuse: the cached run reuses exactly the steps of the least-reusing clip of a demo_eval record."""
+    record = {"settings": {"num_inference_steps": 6, "cache": 0.1},
+              "per_clip": {"joint": [{"seed": 1000, "reused_steps": [1, 2, 3, 4]},
+                                     {"seed": 1001, "reused_steps": [2, 4]},
+                                     {"seed": 1002, "reused_steps": [2, 3, 4]}]}}
+    pattern = tmp_path / "demo_eval.json"
+    pattern.write_text(json.dumps(record))
+    out = tmp_path / "clip_time_tiny.json"
+    cmd = [sys.executable, "benchmarks/clip_time.py", "--preset", "tiny", "--device", "cpu", "--warmup-steps", "0",
+           "--cache", "0.1", "--replay-reuse", str(pattern), "--out", str(out)]
+    done = subprocess.run(cmd + ["--steps", "6"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run_,) = json.loads(out.read_text())["runs"]
+    assert run_["replayed_reuse"] == {"from": str(pattern), "cache": 0.1, "seed": 1001, "reused_steps": [2, 4]}
+    assert run_["cached_steps"] == 2 and run_["evaluations"] == run_["nfe"] * 4 and run_["finite"]
+    assert len(run_["step_times_s"]) == 6
+    # a record of another step count is refused, naming the flag and both counts
+    done = subprocess.run(cmd + ["--steps", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "--replay-reuse" in done.stderr and "steps 6" in done.stderr
