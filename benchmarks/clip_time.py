@@ -207,9 +207,10 @@ def replayed_reuse(reused_steps: list[int]):
 
     class ReplayedCache(StepCache):
         def reuse(self, step, sigmas):
-            hit = self.threshold > 0 and self._last is not None and step in chosen
-            self.skipped += hit
-            return hit
+            if self.threshold > 0 and self._last is not None and step in chosen:
+                self.reused.append(step)
+                return True
+            return False
 
     with mock.patch.object(mova.pipeline, "StepCache", ReplayedCache):
         yield

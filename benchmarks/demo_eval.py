@@ -100,29 +100,23 @@ def end_to_end(model: str, prompt: str) -> dict:
                 "video_frames": frames, "has_audio": has_audio, "duration_s": clip.duration_s}
 
 
-def record_reused_steps() -> list[list[int]]:
-    """From now on every ``mova.pipeline`` step cache appends the steps it reuses, as one list per generation, to the
-    list returned (harness instrumentation: the pipeline reports only how many steps it reused)."""
+def record_step_caches() -> list:
+    """From now on every step cache ``mova.pipeline`` makes is appended to the list returned (harness
+    instrumentation: a result reports only how many steps its cache reused; the cache lists which)."""
     from unittest import mock
 
     import mova.pipeline
     from mova.cache import StepCache
 
-    generations: list[list[int]] = []
+    caches: list[StepCache] = []
 
-    class RecordingCache(StepCache):
+    class RecordedCache(StepCache):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            generations.append([])
+            caches.append(self)
 
-        def reuse(self, step, sigmas):
-            hit = super().reuse(step, sigmas)
-            if hit:
-                generations[-1].append(step)
-            return hit
-
-    mock.patch.object(mova.pipeline, "StepCache", RecordingCache).start()  # for the rest of the run
-    return generations
+    mock.patch.object(mova.pipeline, "StepCache", RecordedCache).start()  # for the rest of the run
+    return caches
 
 
 def main() -> int:
@@ -158,7 +152,7 @@ def main() -> int:
     from train.demo_world.scoring import summarise
 
     prompts = held_out_prompts(args.n, seed=args.seed, **({"scenes": args.scenes.split(",")} if args.scenes else {}))
-    reused = record_reused_steps() if args.cache > 0 else None  # each clip's reused steps (clip_time --replay-reuse)
+    caches = record_step_caches() if args.cache > 0 else None  # each clip's reused steps (clip_time --replay-reuse)
     call: dict = {} if args.text_scale is None else {"guidance": Guidance(mode="text", text_scale=args.text_scale)}
     call.update({} if args.steps is None else {"num_inference_steps": args.steps})
     call.update({} if args.shift is None else {"video_shift": args.shift, "audio_shift": args.shift})
@@ -181,9 +175,8 @@ def main() -> int:
             settings = settings or {k: v for k, v in result.settings.to_dict().items() if k not in ("prompt", "seed")}
             score = _score(p, result.video, result.audio, result.fps, result.sample_rate)
             score["seed"] = args.generation_seed + i
-            if reused is not None:
-                score["reused_steps"] = reused.pop()
-                assert len(score["reused_steps"]) == result.cached_steps, (score["reused_steps"], result.cached_steps)
+            if caches is not None:
+                score["reused_steps"] = caches.pop().reused
             per_clip[name].append(score)
             if name == "joint":
                 joint_clips.append((p, result.video, result.audio))

@@ -17,10 +17,10 @@
 # Results (JSON) and a log go to $RESULTS (default runs/h200: an ignored folder, so a later device call's copy of the
 # working tree leaves it alone — an untracked one is replaced by this checkout's, job and all); `done` marks the end.
 # Inside a device call they come back as $OUT/results.tar.gz (a call returns at most 8 files), beside the log and any
-# packed VAE. The device image lacks diffusers, PyAV and FlashAttention-3: wheels in .whl/ (diffusers, importlib_metadata, fa3-fwd, av) are
-# installed first, or .whl/site.tar.xz (the same packages installed with pip --target and packed with xz: the
-# wheels are 70 MB, more than a device call carries; xz packs them into 37 MB): `bash benchmarks/device_bundle.sh`
-# builds it. Carry [".whl"].
+# packed VAE. The device image lacks diffusers, PyAV and FlashAttention-3: wheels in .whl/ (diffusers,
+# importlib_metadata, fa3-fwd, av) are installed first, or .whl/site.tar.xz (the same packages installed with pip
+# --target and packed with xz: the wheels are 70 MB, more than a device call carries; xz packs them into 37 MB):
+# `bash benchmarks/device_bundle.sh` builds it. Carry [".whl"].
 set -u
 cd "$(dirname "$0")/.."
 R=${RESULTS:-runs/h200}

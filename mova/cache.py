@@ -18,13 +18,18 @@ import torch
 
 
 class StepCache:
-    """Per-generation state of the cache policy (module docstring); ``skipped`` counts the reused steps."""
+    """Per-generation state of the cache policy (module docstring); ``reused`` lists the steps that took the cached
+    velocity, ``skipped`` counts them."""
 
     def __init__(self, threshold: float, num_steps: int, warmup: int = 2):
         self.threshold, self.num_steps, self.warmup = float(threshold), int(num_steps), int(warmup)
-        self.skipped = 0
+        self.reused: list[int] = []
         self._last: tuple[torch.Tensor, ...] | None = None  # (sigmas [2], v_video, v_audio) of the last evaluation
         self._rate: list[float] | None = None  # drift per unit σ, per modality
+
+    @property
+    def skipped(self) -> int:
+        return len(self.reused)
 
     @property
     def velocity(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,7 +41,7 @@ class StepCache:
             return False
         drift = max(r * abs(float(s) - float(s0)) for r, s, s0 in zip(self._rate, sigmas, self._last[0]))
         if drift < self.threshold:
-            self.skipped += 1
+            self.reused.append(step)
             return True
         return False
 
