@@ -139,12 +139,25 @@ def main() -> int:
     parser.add_argument("--no-ablation", action="store_true", help="skip the bridge_strength=0 runs")
     parser.add_argument("--cache", type=float, default=0.0, help="step cache threshold (settings.cache; 0: off)")
     parser.add_argument("--precision", default="bf16", help="bf16 or fp8 (fp8 needs a CUDA GPU with FA3)")
+    parser.add_argument("--fp8-scope", default="fp8",
+                        choices=["fp8", "fp8gemm", "fp8attn", "fp8promoted", "fp8videoattn"],
+                        help="with --precision fp8, the part that runs in fp8 (step_time.py's flags): fp8 as "
+                             "shipped, gemm or attn alone, promoted = GEMMs without fast accumulation, "
+                             "videoattn = the audio tower's self-attention in bf16")
     parser.add_argument("--device", default="cpu", help="cpu (float32) or cuda (bfloat16)")
     parser.add_argument("--quantization", default=None, choices=QUANTIZATIONS,
                         help="block weight format (MOVAPipeline.from_pretrained(quantization=); default as stored)")
     args = parser.parse_args()
+    if args.fp8_scope != "fp8" and args.precision != "fp8":
+        parser.error(f"--fp8-scope {args.fp8_scope} needs --precision fp8")
+
+    import functools
+    from unittest import mock
 
     import torch
+
+    import mova.acceleration
+    from step_time import FP8_SCOPES
 
     from mova import Guidance
     from mova.pipeline import MOVAPipeline
@@ -166,30 +179,34 @@ def main() -> int:
     nfe: dict[str, list] = {name: [] for name in runs}
     settings = None
     joint_clips = []  # (prompt, video, audio) of the joint run, for the chance baseline
-    for i, p in enumerate(prompts):
-        for name, strength in runs.items():
-            t0 = time.perf_counter()
-            result = pipe(p.caption, seed=args.generation_seed + i, bridge_strength=strength, **call)
-            times[name].append(time.perf_counter() - t0)
-            nfe[name].append(result.nfe)
-            settings = settings or {k: v for k, v in result.settings.to_dict().items() if k not in ("prompt", "seed")}
-            score = _score(p, result.video, result.audio, result.fps, result.sample_rate)
-            score["seed"] = args.generation_seed + i
-            if caches is not None:
-                score["reused_steps"] = caches.pop().reused
-            per_clip[name].append(score)
-            if name == "joint":
-                joint_clips.append((p, result.video, result.audio))
-            if args.clips:
-                from mova.media import write_mp4
+    # precision='fp8' narrowed to one part (--fp8-scope): what precision_context opens, replaced for this loop
+    with mock.patch.object(mova.acceleration, "fp8",
+                           functools.partial(mova.acceleration.fp8, **FP8_SCOPES[args.fp8_scope])):
+        for i, p in enumerate(prompts):
+            for name, strength in runs.items():
+                t0 = time.perf_counter()
+                result = pipe(p.caption, seed=args.generation_seed + i, bridge_strength=strength, **call)
+                times[name].append(time.perf_counter() - t0)
+                nfe[name].append(result.nfe)
+                settings = settings or {k: v for k, v in result.settings.to_dict().items()
+                                        if k not in ("prompt", "seed")}
+                score = _score(p, result.video, result.audio, result.fps, result.sample_rate)
+                score["seed"] = args.generation_seed + i
+                if caches is not None:
+                    score["reused_steps"] = caches.pop().reused
+                per_clip[name].append(score)
+                if name == "joint":
+                    joint_clips.append((p, result.video, result.audio))
+                if args.clips:
+                    from mova.media import write_mp4
 
-                Path(args.clips).mkdir(parents=True, exist_ok=True)
-                write_mp4(Path(args.clips) / f"{p.prompt_id}-{name}.mp4", result.video, result.fps,
-                          audio=result.audio, sample_rate=result.sample_rate)
-        joint = per_clip["joint"][-1]
-        print(f"[{i + 1}/{len(prompts)}] {p.scene:15s} offset {joint['offset_frames']:+.2f} fr "
-              f"{'aligned %d/%d' % (joint['aligned'], joint['impacts']) if 'aligned' in joint else ''} "
-              f"{joint.get('dominant_colour', '')} {times['joint'][-1]:.1f} s", flush=True)
+                    Path(args.clips).mkdir(parents=True, exist_ok=True)
+                    write_mp4(Path(args.clips) / f"{p.prompt_id}-{name}.mp4", result.video, result.fps,
+                              audio=result.audio, sample_rate=result.sample_rate)
+            joint = per_clip["joint"][-1]
+            print(f"[{i + 1}/{len(prompts)}] {p.scene:15s} offset {joint['offset_frames']:+.2f} fr "
+                  f"{'aligned %d/%d' % (joint['aligned'], joint['impacts']) if 'aligned' in joint else ''} "
+                  f"{joint.get('dominant_colour', '')} {times['joint'][-1]:.1f} s", flush=True)
 
     fps = prompts[0].clip.fps
     report = {
@@ -203,6 +220,7 @@ def main() -> int:
                     "generation_seeds": f"{args.generation_seed} + prompt index"},
         "settings": settings,
         "quantization": args.quantization,
+        "fp8_scope": args.fp8_scope if args.precision == "fp8" else None,
         "criteria": {"median_abs_offset_frames": "<= 1", "impact_alignment": ">= 0.80",
                      "colour_match_rate": ">= 0.90", "end_to_end_s": "<= 20",
                      # issue 24 (demo model v2), per impact

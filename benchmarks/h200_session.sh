@@ -9,6 +9,8 @@
 #   bash benchmarks/h200_session.sh vaestride  # issue 24: video VAEs from scratch at temporal stride 4, 2, 1 (+ smoke)
 #   bash benchmarks/h200_session.sh vaerecipe  # issue 24: the recipe's decoder passes 4-6 from a pass-3 VAE in runs/demo
 #   bash benchmarks/h200_session.sh fp8        # fp8 vs bf16 step times (360p, 720p), the demo model on the GPU with fp8
+#   bash benchmarks/h200_session.sh fp8parts   # the demo model on the GPU with each part of fp8 alone, and bf16 / fp8
+#                                              # on a second set of generation seeds (how far the figures move)
 #   bash benchmarks/h200_session.sh memory     # weight formats, and the 24gb profile under 24 GB (360p) / 48 GB (720p)
 #   bash benchmarks/h200_session.sh aot        # which AoT packaging loads, the Space's AoT compile (demo model, then the
 #                                              # full-size default request), then kernel profiles of fp8 and bf16
@@ -82,6 +84,27 @@ case "${1:-all}" in
       run python3 benchmarks/demo_eval.py --device cuda --precision $p --no-ablation --steps 50 \
         --out "$R/demo_eval_50steps_gpu_${p}_${CARD}.json"
     done
+    touch "$R/done" ;;
+  fp8parts)
+    # issue 19 item 2: which part of fp8 moves the demo model's A/V offset (GEMMs promoted, GEMMs alone, attention
+    # alone, the audio tower's attention in bf16), and how far bf16 and fp8 move on another set of generation seeds;
+    # the evals share the GPU (their generation_s are not timings). bf16 and fp8 on the usual seeds run too where
+    # this card has none yet.
+    for s in fp8promoted fp8gemm fp8attn fp8videoattn; do
+      run python3 benchmarks/demo_eval.py --device cuda --precision fp8 --fp8-scope $s --no-ablation --steps 50 \
+        --out "$R/demo_eval_50steps_gpu_${s}_${CARD}.json" &
+    done
+    for v in bf16 fp8 fp8videoattn; do
+      p=$([ $v = bf16 ] && echo bf16 || echo fp8)
+      run python3 benchmarks/demo_eval.py --device cuda --precision $p --fp8-scope ${v/bf16/fp8} --no-ablation \
+        --steps 50 --generation-seed 2000 --out "$R/demo_eval_50steps_gpu_${v}_seeds2000_${CARD}.json" &
+    done
+    for p in bf16 fp8; do
+      base="demo_eval_50steps_gpu_${p}_${CARD}.json"
+      [ -f "benchmarks/results/$base" ] || [ -f "$R/$base" ] || run python3 benchmarks/demo_eval.py \
+        --device cuda --precision $p --no-ablation --steps 50 --out "$R/$base" &
+    done
+    wait
     touch "$R/done" ;;
   memory)
     # issue 20: weight formats' numerics, the demo model with quantised weights (GPU), while a full-size fp8 folder
@@ -168,9 +191,12 @@ PY
     touch "$R/done" ;;
   clipfast)
     # issue 19 item 4: the fastest combination's whole 50-step clip (fp8, cache=0.1) with the step cache reusing the
-    # steps the demo model's cache reused on its least-reusing held-out clip (random weights let it reuse none)
-    run python3 benchmarks/clip_time.py --compile --precision fp8 --cache 0.1 --steps 50 --warmup-steps 1 \
-      --replay-reuse benchmarks/results/demo_eval_50steps_cache0.1.json --out "$R/clip_time_fast_replay_${CARD}.json"
+    # steps the demo model's cache reused on its least-reusing held-out clip (random weights let it reuse none). Both
+    # experts resident peak at 85 GB: on an 80 GB H100 one expert stands in for both (each step runs one of them)
+    one=$([ "$CARD" = h100 ] && echo --one-expert)
+    run python3 benchmarks/clip_time.py --compile --precision fp8 --cache 0.1 --steps 50 --warmup-steps 1 $one \
+      --replay-reuse benchmarks/results/demo_eval_50steps_cache0.1.json \
+      --out "$R/clip_time_fast_replay${one:+_oneexpert}_${CARD}.json"
     touch "$R/done" ;;
   clip)
     run python3 benchmarks/clip_time.py --compile --steps 15 --warmup-steps 1 --space-defaults \

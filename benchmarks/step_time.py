@@ -101,7 +101,8 @@ def sync() -> None:
 
 # fp8 flags: ``fp8`` is ``precision="fp8"`` as the pipeline runs it; the others measure one part of it alone
 FP8_SCOPES = {"fp8": dict(), "fp8gemm": dict(attention=False), "fp8attn": dict(linears=False),
-              "fp8video": dict(video_only=True), "fp8promoted": dict(fast_accum=False)}
+              "fp8video": dict(video_only=True), "fp8promoted": dict(fast_accum=False),
+              "fp8videoattn": dict(audio_attention=False)}
 
 
 def fp8_context(den, scope: str | None, device):

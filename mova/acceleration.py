@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from mova.attention import E4M3_MAX, Attention, Fp8Attention, _fa3_available
+from mova.models.audio_dit import AudioDiT
 from mova.models.layers import SelfAttention
 from mova.quantization import QuantizedLinear, targets
 from mova.settings import PRECISIONS
@@ -120,10 +121,11 @@ def fp8_targets(models: Iterable[nn.Module]) -> list[tuple[nn.Module, str, nn.Li
 
 @contextlib.contextmanager
 def fp8(models: Iterable[nn.Module], device: torch.device, *, linears: bool = True,
-        attention: bool = True, fast_accum: bool = True) -> Iterator[None]:
+        attention: bool = True, fast_accum: bool = True, audio_attention: bool = True) -> Iterator[None]:
     """Run the models' blocks in fp8 (module docstring) inside the ``with``; ValueError naming ``precision`` when the
     machine cannot (never a silent downgrade). ``linears`` / ``attention`` off leave that half in bf16, ``fast_accum``
-    off promotes the GEMMs' partial sums (:func:`fp8_linear`): for measuring what each part costs."""
+    off promotes the GEMMs' partial sums (:func:`fp8_linear`), ``audio_attention`` off keeps the audio tower's
+    self-attention (403 tokens at full size) in bf16: for measuring what each part costs."""
     problem = fp8_unavailable(device)
     if problem:
         raise ValueError(f"precision='fp8' is unavailable here: {problem}; use precision='bf16'")
@@ -131,7 +133,8 @@ def fp8(models: Iterable[nn.Module], device: torch.device, *, linears: bool = Tr
     swaps = [(parent, attr, old, Fp8Linear.around(old, fast_accum)) for parent, attr, old in fp8_targets(models)] \
         if linears else []
     if attention:  # each self-attention whose seam is the plain Attention (parallel inference may hold another)
-        selfs = [m for model in models for m in model.modules() if isinstance(m, SelfAttention)]
+        selfs = [m for model in models if audio_attention or not isinstance(model, AudioDiT)
+                 for m in model.modules() if isinstance(m, SelfAttention)]
         seams = [m for m in selfs if type(m.attn) is Attention]
         swaps += [(m, "attn", m.attn, Fp8Attention()) for m in seams]
         others = len(selfs) - len(seams)

@@ -9,7 +9,7 @@ import torch
 from mova.acceleration import Fp8Linear, fp8, fp8_linear, fp8_targets, fp8_unavailable
 from mova.attention import Fp8Attention, _to_e4m3
 from mova.config import tiny_preset
-from mova.models import DualTowerBridge, VideoDiT
+from mova.models import AudioDiT, DualTowerBridge, VideoDiT
 from mova.settings import GenerationSettings
 
 
@@ -77,6 +77,22 @@ def test_fp8_swaps_block_linears_and_restores_them(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="mova.acceleration"), fp8(models, torch.device("cpu")):
         assert count(Fp8Attention) == 2 and models[0].blocks[0].self_attn.attn is sharded
     assert "1 self-attention(s) run another attention module" in caplog.text
+
+
+def test_fp8_can_keep_the_audio_towers_self_attention_in_bf16(monkeypatch):
+    p = tiny_preset()
+    video, audio = VideoDiT(**p.video_dit), AudioDiT(**p.audio_dit)
+    monkeypatch.setattr("mova.acceleration.fp8_unavailable", lambda device: None)
+
+    def kinds(model):
+        return [type(b.self_attn.attn) for b in model.blocks]
+
+    with fp8([video, audio], torch.device("cpu")):
+        assert set(kinds(video)) == set(kinds(audio)) == {Fp8Attention}
+    with fp8([video, audio], torch.device("cpu"), audio_attention=False):
+        assert set(kinds(video)) == {Fp8Attention} and Fp8Attention not in kinds(audio)
+        assert isinstance(audio.blocks[0].ffn[0], Fp8Linear)  # its linears are still e4m3
+    assert Fp8Attention not in kinds(video) + kinds(audio)
 
 
 def test_fp8_is_refused_where_it_cannot_run(tiny_checkpoint):
