@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import importlib.util
 import logging
 import os
@@ -61,13 +60,22 @@ _logged: set[str] = set()
 _FA3_MODULES = ("flash_attn_interface", "fa3_fwd_interface")
 
 
-@functools.cache
-def _fa3_module():
-    """The FlashAttention-3 interface module that is installed, or None (looked up once: every attention call asks)."""
+def _find_fa3():
+    """The FlashAttention-3 interface module that is installed and imports, or None."""
     for name in _FA3_MODULES:
         if importlib.util.find_spec(name) is not None:
-            return importlib.import_module(name)
+            try:
+                return importlib.import_module(name)
+            except (ImportError, OSError) as exc:  # e.g. built for another torch
+                logger.warning("FlashAttention-3 (%s) is installed but does not import: %s", name, exc)
     return None
+
+
+_FA3 = _find_fa3()  # once, at import: a lookup inside a compiled block would be traced by Dynamo on every compile
+
+
+def _fa3_module():
+    return _FA3
 
 
 def _fa3_available() -> bool:

@@ -164,3 +164,21 @@ def test_compile_choice_of_the_cli_and_the_app(tiny_checkpoint, caplog):
     blocks = compiled_blocks(pipe)
     assert len(blocks) == sum(1 for m in pipe._denoiser_models() for b in m.modules()
                               if type(b).__name__ in m._repeated_blocks) > 0
+
+
+def test_the_fa3_lookup_is_plain_to_dynamo():
+    """The attention asks whether FA3 is installed inside compiled blocks: a cached lookup there made Dynamo warn
+    (it traces through ``functools.cache``) on every compile; the module found at import traces as a constant."""
+    import warnings
+
+    import mova.attention as att
+
+    def block(x):
+        return x * 2 if att._fa3_available() else x + 1
+
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explained = torch._dynamo.explain(block)(torch.randn(3))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    assert not [w for w in caught if "Dynamo" in str(w.message)]
