@@ -100,25 +100,6 @@ def end_to_end(model: str, prompt: str) -> dict:
                 "video_frames": frames, "has_audio": has_audio, "duration_s": clip.duration_s}
 
 
-def record_step_caches() -> list:
-    """From now on every step cache ``mova.pipeline`` makes is appended to the list returned (harness
-    instrumentation: a result reports only how many steps its cache reused; the cache lists which)."""
-    from unittest import mock
-
-    import mova.pipeline
-    from mova.cache import StepCache
-
-    caches: list[StepCache] = []
-
-    class RecordedCache(StepCache):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            caches.append(self)
-
-    mock.patch.object(mova.pipeline, "StepCache", RecordedCache).start()  # for the rest of the run
-    return caches
-
-
 def main() -> int:
     from mova.settings import QUANTIZATIONS
 
@@ -165,7 +146,6 @@ def main() -> int:
     from train.demo_world.scoring import summarise
 
     prompts = held_out_prompts(args.n, seed=args.seed, **({"scenes": args.scenes.split(",")} if args.scenes else {}))
-    caches = record_step_caches() if args.cache > 0 else None  # each clip's reused steps (clip_time --replay-reuse)
     call: dict = {} if args.text_scale is None else {"guidance": Guidance(mode="text", text_scale=args.text_scale)}
     call.update({} if args.steps is None else {"num_inference_steps": args.steps})
     call.update({} if args.shift is None else {"video_shift": args.shift, "audio_shift": args.shift})
@@ -192,8 +172,8 @@ def main() -> int:
                                         if k not in ("prompt", "seed")}
                 score = _score(p, result.video, result.audio, result.fps, result.sample_rate)
                 score["seed"] = args.generation_seed + i
-                if caches is not None:
-                    score["reused_steps"] = caches.pop().reused
+                if args.cache > 0:  # which steps (clip_time --replay-reuse replays them)
+                    score["reused_steps"] = result.reused_steps
                 per_clip[name].append(score)
                 if name == "joint":
                     joint_clips.append((p, result.video, result.audio))

@@ -95,9 +95,9 @@ case "${1:-all}" in
         --out "$R/demo_eval_50steps_gpu_${s}_${CARD}.json" &
     done
     for v in bf16 fp8 fp8videoattn; do
-      p=$([ $v = bf16 ] && echo bf16 || echo fp8)
-      run python3 benchmarks/demo_eval.py --device cuda --precision $p --fp8-scope ${v/bf16/fp8} --no-ablation \
-        --steps 50 --generation-seed 2000 --out "$R/demo_eval_50steps_gpu_${v}_seeds2000_${CARD}.json" &
+      precision=$([ $v = bf16 ] && echo "bf16" || echo "fp8 --fp8-scope $v")
+      run python3 benchmarks/demo_eval.py --device cuda --precision $precision --no-ablation --steps 50 \
+        --generation-seed 2000 --out "$R/demo_eval_50steps_gpu_${v}_seeds2000_${CARD}.json" &
     done
     for p in bf16 fp8; do
       base="demo_eval_50steps_gpu_${p}_${CARD}.json"

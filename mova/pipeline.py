@@ -98,11 +98,15 @@ class GenerationResult:
     seed: int
     settings: GenerationSettings
     nfe: int = 0  # denoiser evaluations made (steps × guidance branches × windows, less what the cache skipped)
-    cached_steps: int = 0  # steps that reused the last velocity (settings.cache)
+    reused_steps: list[int] = dataclasses.field(default_factory=list)  # steps that took the last velocity (cache)
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
     first_frame: np.ndarray | None = None
     model: str = ""
+
+    @property
+    def cached_steps(self) -> int:
+        return len(self.reused_steps)
 
     @property
     def duration(self) -> float:
@@ -837,7 +841,7 @@ class MOVAPipeline:
         # 3–6, window by window: condition and known latents, noise, denoising, decoding and joining
         output = plan.initial()
         total_steps = len(plan.windows) * s.num_inference_steps
-        cached = 0  # steps the cache skipped, over every window
+        reused: list[int] = []  # steps the cache skipped, over every window (numbered as step_offset does)
         for window in plan.windows:
             t1 = time.perf_counter()
             spec = plan.spec(window, output)
@@ -858,7 +862,7 @@ class MOVAPipeline:
                     s.video_shift, s.audio_shift, progress, sequential_cfg, s.bridge_strength, known_video=known_video,
                     known_audio=known_audio, strength=spec.strength, step_offset=window.index * s.num_inference_steps,
                     total_steps=total_steps, cache=cache)
-            cached += cache.skipped
+            reused += [window.index * s.num_inference_steps + i for i in cache.reused]
             t3 = time.perf_counter()
             timings["denoise"] += t3 - t2
             if output_type == "latent" and window is plan.windows[-1]:
@@ -878,8 +882,8 @@ class MOVAPipeline:
             progress("done", 1, 1)
         return GenerationResult(video=output.frames, audio=audio.astype(np.float32),
                                 sample_rate=self.audio_sample_rate, fps=float(s.fps), seed=s.seed,
-                                nfe=s.nfe - cached * guidance.nfe, cached_steps=cached, timings=timings, settings=s, warnings=warnings, first_frame=inputs.first_frame,
-                                model=info.name)
+                                nfe=s.nfe - len(reused) * guidance.nfe, reused_steps=reused, timings=timings,
+                                settings=s, warnings=warnings, first_frame=inputs.first_frame, model=info.name)
 
     @staticmethod
     def settings(settings: GenerationSettings | str | None = None, **kwargs: Any) -> GenerationSettings:
