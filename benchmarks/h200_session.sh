@@ -11,6 +11,7 @@
 #   bash benchmarks/h200_session.sh fp8        # fp8 vs bf16 step times (360p, 720p), the demo model on the GPU with fp8
 #   bash benchmarks/h200_session.sh fp8parts   # the demo model on the GPU with each part of fp8 alone, and bf16 / fp8
 #                                              # on a second set of generation seeds (how far the figures move)
+#   bash benchmarks/h200_session.sh issue19    # fp8 step times (360p, 720p), then clipfast
 #   bash benchmarks/h200_session.sh memory     # weight formats, and the 24gb profile under 24 GB (360p) / 48 GB (720p)
 #   bash benchmarks/h200_session.sh aot        # which AoT packaging loads, the Space's AoT compile (demo model, then the
 #                                              # full-size default request), then kernel profiles of fp8 and bf16
@@ -89,15 +90,18 @@ case "${1:-all}" in
     # issue 19 item 2: which part of fp8 moves the demo model's A/V offset (GEMMs promoted, GEMMs alone, attention
     # alone, the audio tower's attention in bf16), and how far bf16 and fp8 move on another set of generation seeds;
     # the evals share the GPU (their generation_s are not timings). bf16 and fp8 on the usual seeds run too where
-    # this card has none yet.
-    for s in fp8promoted fp8gemm fp8attn fp8videoattn; do
+    # this card has none yet. SCOPES narrows the scopes run on the usual seeds; SEEDS (default 2000) lists the other
+    # seed sets, VARIANTS what runs on each of them.
+    for s in ${SCOPES:-fp8promoted fp8gemm fp8attn fp8videoattn}; do
       run python3 benchmarks/demo_eval.py --device cuda --precision fp8 --fp8-scope $s --no-ablation --steps 50 \
         --out "$R/demo_eval_50steps_gpu_${s}_${CARD}.json" &
     done
-    for v in bf16 fp8 fp8videoattn; do
-      precision=$([ $v = bf16 ] && echo "bf16" || echo "fp8 --fp8-scope $v")
-      run python3 benchmarks/demo_eval.py --device cuda --precision $precision --no-ablation --steps 50 \
-        --generation-seed 2000 --out "$R/demo_eval_50steps_gpu_${v}_seeds2000_${CARD}.json" &
+    for seed in ${SEEDS:-2000}; do
+      for v in ${VARIANTS:-bf16 fp8 fp8videoattn}; do
+        precision=$([ $v = bf16 ] && echo "bf16" || echo "fp8 --fp8-scope $v")
+        run python3 benchmarks/demo_eval.py --device cuda --precision $precision --no-ablation --steps 50 \
+          --generation-seed $seed --out "$R/demo_eval_50steps_gpu_${v}_seeds${seed}_${CARD}.json" &
+      done
     done
     for p in bf16 fp8; do
       base="demo_eval_50steps_gpu_${p}_${CARD}.json"
@@ -106,6 +110,14 @@ case "${1:-all}" in
     done
     wait
     touch "$R/done" ;;
+  issue19)
+    # issue 19 on one H200 in one call: fp8 step times (360p beside bf16 with FA3, 720p), then the fastest whole clip
+    # with both experts resident (85 GB: more than an H100 has)
+    run python3 benchmarks/step_time.py --resolution 360p --steps 2 --out "$R/step_time_360p_fastaccum_${CARD}.json" \
+      --configs text:sequential:fa3:compile text:sequential:fa3:compile:fp8
+    run python3 benchmarks/step_time.py --resolution 720p --steps 1 --out "$R/step_time_720p_fastaccum_${CARD}.json" \
+      --configs text:sequential:fa3:compile:fp8
+    bash "$0" clipfast ;;
   memory)
     # issue 20: weight formats' numerics, the demo model with quantised weights (GPU), while a full-size fp8 folder
     # is written to local disk; then one 360p clip under a 24 GB cap and 720p steps under a 48 GB cap
