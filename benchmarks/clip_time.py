@@ -123,11 +123,13 @@ def build_pipeline(preset_name: str, device: torch.device, dtype: torch.dtype, o
     from mova.tiny import make_tokenizer
 
     preset = get_preset(preset_name)
-    place = torch.device("cpu") if offload != "none" else device  # offload modes move components themselves
+    # offload modes move components themselves, so they start on the host; each is still built and randomised on
+    # ``device`` (filling ~30 GB of bf16 weights on the host CPU takes far longer than the clip) and then moved there
+    place = torch.device("cpu") if offload != "none" else device
     builders = component_builders(preset)
     if one_expert:
         del builders["video_dit_2"]
-    components: dict[str, Any] = {name: build_module(build, place, dtype, seed)
+    components: dict[str, Any] = {name: build_module(build, device, dtype, seed).to(place)
                                   for seed, (name, build) in enumerate(builders.items())}
     components["tokenizer"] = make_tokenizer(tokenizer_dir)
     components["scheduler"] = FlowMatchPairScheduler.from_config(preset.scheduler)

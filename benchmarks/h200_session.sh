@@ -11,7 +11,7 @@
 #   bash benchmarks/h200_session.sh fp8        # fp8 vs bf16 step times (360p, 720p), the demo model on the GPU with fp8
 #   bash benchmarks/h200_session.sh fp8parts   # the demo model on the GPU with each part of fp8 alone, and bf16 / fp8
 #                                              # on a second set of generation seeds (how far the figures move)
-#   bash benchmarks/h200_session.sh issue19    # fp8 step times (360p, 720p), then clipfast
+#   bash benchmarks/h200_session.sh issue19    # fp8 step times (360p, also audio attention in bf16; 720p), clipfast
 #   bash benchmarks/h200_session.sh memory     # weight formats, and the 24gb profile under 24 GB (360p) / 48 GB (720p)
 #   bash benchmarks/h200_session.sh aot        # which AoT packaging loads, the Space's AoT compile (demo model, then the
 #                                              # full-size default request), then kernel profiles of fp8 and bf16
@@ -90,9 +90,9 @@ case "${1:-all}" in
     # issue 19 item 2: which part of fp8 moves the demo model's A/V offset (GEMMs promoted, GEMMs alone, attention
     # alone, the audio tower's attention in bf16), and how far bf16 and fp8 move on another set of generation seeds;
     # the evals share the GPU (their generation_s are not timings). bf16 and fp8 on the usual seeds run too where
-    # this card has none yet. SCOPES narrows the scopes run on the usual seeds; SEEDS (default 2000) lists the other
-    # seed sets, VARIANTS what runs on each of them.
-    for s in ${SCOPES:-fp8promoted fp8gemm fp8attn fp8videoattn}; do
+    # this card has none yet. SCOPES narrows the scopes run on the usual seeds (set but empty: none); SEEDS (default
+    # 2000) lists the other seed sets, VARIANTS what runs on each of them.
+    for s in ${SCOPES-fp8promoted fp8gemm fp8attn fp8videoattn}; do
       run python3 benchmarks/demo_eval.py --device cuda --precision fp8 --fp8-scope $s --no-ablation --steps 50 \
         --out "$R/demo_eval_50steps_gpu_${s}_${CARD}.json" &
     done
@@ -114,7 +114,7 @@ case "${1:-all}" in
     # issue 19 on one H200 in one call: fp8 step times (360p beside bf16 with FA3, 720p), then the fastest whole clip
     # with both experts resident (85 GB: more than an H100 has)
     run python3 benchmarks/step_time.py --resolution 360p --steps 2 --out "$R/step_time_360p_fastaccum_${CARD}.json" \
-      --configs text:sequential:fa3:compile text:sequential:fa3:compile:fp8
+      --configs text:sequential:fa3:compile text:sequential:fa3:compile:fp8 text:sequential:fa3:compile:fp8videoattn
     run python3 benchmarks/step_time.py --resolution 720p --steps 1 --out "$R/step_time_720p_fastaccum_${CARD}.json" \
       --configs text:sequential:fa3:compile:fp8
     bash "$0" clipfast ;;

@@ -161,15 +161,16 @@ class MOVAPipeline:
         self.audio_vae = components["audio_vae"]
         self.scheduler = components.get("scheduler")
         self.boundary_ratio = float(self.model_index.get("boundary_ratio", 0.9))
+        vae_cfg = self.video_vae.config
+        self.vae_scale_spatial = int(vae_cfg.get("scale_factor_spatial", 8))
+        self.vae_scale_temporal = int(vae_cfg.get("scale_factor_temporal", 4))
         self.denoiser = None  # an encoders-only pipeline (from_pretrained(encoders_only=True)) has none
         if "video_dit" in components:
             self.denoiser = DualTowerDenoiser(
                 components["video_dit"], components["audio_dit"], components["dual_tower_bridge"],
                 components.get("video_dit_2"), self.boundary_ratio, self.scheduler.config.num_train_timesteps,
+                self.vae_scale_temporal,
             ).eval()
-        vae_cfg = self.video_vae.config
-        self.vae_scale_spatial = int(vae_cfg.get("scale_factor_spatial", 8))
-        self.vae_scale_temporal = int(vae_cfg.get("scale_factor_temporal", 4))
         self.latents_mean = torch.tensor(vae_cfg["latents_mean"], dtype=torch.float32)
         self.latents_std = torch.tensor(vae_cfg["latents_std"], dtype=torch.float32)
         self.patch = tuple(components["video_dit"].config.patch_size) if self.denoiser is not None else (1, 2, 2)

@@ -206,6 +206,28 @@ def test_per_sample_bridge_strength_matches_separate_calls(tiny):
     torch.testing.assert_close(ba, torch.cat([a0, a1]), rtol=1e-5, atol=1e-5)
 
 
+def test_bridge_rope_follows_the_denoisers_temporal_stride(tiny):
+    """The bridge places video latent frames ``temporal_stride`` pixel frames apart (the pipeline passes its VAE's
+    ``scale_factor_temporal``): the tables the denoiser builds equal those of the positions at that stride, and a
+    stride-2 model's audio output differs from the same weights at stride 4."""
+    video, audio, text = inputs(B=1)
+    cfg = tiny.bridge.config
+    half = DualTowerDenoiser(tiny.video_dit, tiny.audio_dit, tiny.bridge, tiny.video_dit_2,
+                             temporal_stride=2).eval()
+    assert tiny.temporal_stride == 4
+    with torch.no_grad():
+        streams = half.embed(video, audio, text, 500.0, 400.0, 24.0)
+        vpos, _ = aligned_positions(24.0, streams.grid_video, 21, cfg.audio_fps, cfg.apply_first_frame_bias_in_rope,
+                                    temporal_stride=2)
+        cos, sin = rotary_cos_sin(vpos, cfg.head_dim, streams.video.dtype)
+        torch.testing.assert_close(streams.bridge_rope_video[0], cos, rtol=0, atol=0)
+        torch.testing.assert_close(streams.bridge_rope_video[1], sin, rtol=0, atol=0)
+        assert not torch.allclose(half(video, audio, text, 500.0, 400.0, 24.0)[1],
+                                  tiny(video, audio, text, 500.0, 400.0, 24.0)[1])
+    with pytest.raises(ValueError, match="temporal_stride"):
+        DualTowerDenoiser(tiny.video_dit, tiny.audio_dit, tiny.bridge, temporal_stride=0)
+
+
 def test_aligned_rope_positions():
     vpos, apos = aligned_positions(24.0, (49, 2, 3), 403, 50.0)
     per_frame = vpos.reshape(49, 6)

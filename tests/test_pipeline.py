@@ -248,3 +248,14 @@ def test_an_encoders_only_pipeline_encodes_like_the_full_one(tiny_checkpoint, pi
                                rtol=0, atol=0)
     with pytest.raises(ValueError, match="encoders_only=True"):
         encoders("waves", **SMALL)
+
+
+def test_the_denoiser_takes_the_video_vaes_temporal_stride(pipe):
+    """A VAE of temporal stride 2 gives the denoiser (and so the bridge's aligned RoPE) stride 2, not MOVA's 4."""
+    from diffusers import AutoencoderKLWan
+
+    cfg = {k: v for k, v in pipe.video_vae.config.items() if not k.startswith("_")}
+    vae = AutoencoderKLWan(**{**cfg, "temperal_downsample": [False, False, True], "scale_factor_temporal": 2})
+    strided = MOVAPipeline({**pipe.components, "video_vae": vae.eval()}, torch.device("cpu"), torch.float32)
+    assert pipe.denoiser.temporal_stride == 4
+    assert strided.vae_scale_temporal == 2 and strided.denoiser.temporal_stride == 2

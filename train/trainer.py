@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -241,9 +242,12 @@ class Trainer:
         else:
             for name, module in parts.items():
                 module.requires_grad_(name in cfg.model.train)
-        if joint:
+        if joint:  # the bridge's aligned RoPE spaces latent frames by the VAE's stride, as the pipeline's does
+            vae_config = Path(cfg.model.base) / "video_vae" / "config.json"
+            stride = json.loads(vae_config.read_text()).get("scale_factor_temporal", 4) if vae_config.is_file() else 4
             model = DualTowerDenoiser(parts["video_dit"], parts["audio_dit"], parts["dual_tower_bridge"],
-                                      parts.get("video_dit_2"), boundary, scheduler.config.num_train_timesteps)
+                                      parts.get("video_dit_2"), boundary, scheduler.config.num_train_timesteps,
+                                      int(stride))
         else:
             model = AudioTower(parts["audio_dit"])
         if TEXT_ENCODER in cfg.model.train:  # a child of the root: checkpointed, exported and optimised like the rest

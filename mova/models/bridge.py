@@ -244,12 +244,14 @@ class DualTowerBridge(ConfigRules, ModelMixin, ConfigMixin, PeftAdapterMixin):
     def has_layer(self, j: int) -> bool:
         return str(j) in self.audio_to_video_conditioners
 
-    def rope(self, video_fps: float, grid: tuple[int, int, int], audio_len: int, device: torch.device, dtype: torch.dtype):
-        """Aligned (cos, sin) tables for both towers, or (None, None) when ``apply_cross_rope`` is off."""
+    def rope(self, video_fps: float, grid: tuple[int, int, int], audio_len: int, device: torch.device,
+             dtype: torch.dtype, temporal_stride: int = 4):
+        """Aligned (cos, sin) tables for both towers (video latent frames ``temporal_stride`` pixel frames apart), or
+        (None, None) when ``apply_cross_rope`` is off."""
         if not self.config.apply_cross_rope:
             return None, None
         vpos, apos = aligned_positions(video_fps, grid, audio_len, self.config.audio_fps,
-                                       self.config.apply_first_frame_bias_in_rope, device=device)
+                                       self.config.apply_first_frame_bias_in_rope, temporal_stride, device=device)
         hd = self.config.head_dim
         return rotary_cos_sin(vpos, hd, dtype), rotary_cos_sin(apos, hd, dtype)
 

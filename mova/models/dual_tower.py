@@ -68,11 +68,17 @@ class DualTowerDenoiser(nn.Module):
         video_dit: high-noise expert (used while t_video ≥ boundary_ratio · num_train_timesteps).
         audio_dit, bridge: shared.
         video_dit_2: low-noise expert; ``None`` for a single-expert model (then ``video_dit`` serves all t).
+        temporal_stride: pixel frames per video latent frame (the video VAE's ``scale_factor_temporal``, 4 in MOVA),
+            where the bridge's aligned RoPE places each latent frame in time.
     """
 
     def __init__(self, video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBridge,
-                 video_dit_2: VideoDiT | None = None, boundary_ratio: float = 0.9, num_train_timesteps: int = 1000):
+                 video_dit_2: VideoDiT | None = None, boundary_ratio: float = 0.9, num_train_timesteps: int = 1000,
+                 temporal_stride: int = 4):
         super().__init__()
+        if not isinstance(temporal_stride, int) or isinstance(temporal_stride, bool) or temporal_stride < 1:
+            raise ValueError(f"temporal_stride={temporal_stride!r} must be a positive integer")
+        self.temporal_stride = temporal_stride
         self.video_dit = video_dit
         self.video_dit_2 = video_dit_2
         self.audio_dit = audio_dit
@@ -183,7 +189,8 @@ class DualTowerDenoiser(nn.Module):
         # 3. Patchify and position tables (shared by all blocks)
         x_v, grid_v = vdit.patchify(video_latents)  # [B, L_v, Dv]
         x_a, grid_a = adit.patchify(audio_latents)  # [B, L_a, Da]
-        bridge_rope_v, bridge_rope_a = self.bridge.rope(video_fps, grid_v, grid_a[0], device, x_v.dtype)
+        bridge_rope_v, bridge_rope_a = self.bridge.rope(video_fps, grid_v, grid_a[0], device, x_v.dtype,
+                                                        self.temporal_stride)
         strength = bridge_strength
         if isinstance(strength, torch.Tensor) or strength != 1.0:
             strength = _as_batch(bridge_strength, B, device, "bridge_strength")
