@@ -10,8 +10,8 @@ The files are ``benchmarks/demo_eval.py`` reports. A bare name is looked up in `
 same generation seeds (this is checked); only the settings may differ.
 
 What it reports:
-- All the pairs' clips pooled together (a clip's offset counts only where its partner has one too), summarised exactly as demo_eval summarises one run
-  (``train.demo_world.scoring.summarise``).
+- All the pairs' clips pooled together (a clip's offset counts only where its partner has one too), summarised
+  exactly as demo_eval summarises one run (``train.demo_world.scoring.summarise``).
 - The difference candidate − base of the median clip offset, of the per-impact median offset and of the colour
   match rate. Each comes with a 95 % bootstrap interval. The bootstrap resamples prompts with each clip's base and
   candidate kept together, so it is paired.

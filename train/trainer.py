@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import random
@@ -210,7 +209,7 @@ class Trainer:
         return cache
 
     def _build_model(self):
-        from mova.loading import load_components
+        from mova.loading import library_config, load_components
         from mova.models import DualTowerDenoiser
 
         cfg = self.cfg
@@ -243,8 +242,8 @@ class Trainer:
             for name, module in parts.items():
                 module.requires_grad_(name in cfg.model.train)
         if joint:  # the bridge's aligned RoPE spaces latent frames by the VAE's stride, as the pipeline's does
-            vae_config = Path(cfg.model.base) / "video_vae" / "config.json"
-            stride = json.loads(vae_config.read_text()).get("scale_factor_temporal", 4) if vae_config.is_file() else 4
+            vae = Path(cfg.model.base) / "video_vae"
+            stride = library_config("video_vae", vae).get("scale_factor_temporal", 4) if vae.is_dir() else 4
             model = DualTowerDenoiser(parts["video_dit"], parts["audio_dit"], parts["dual_tower_bridge"],
                                       parts.get("video_dit_2"), boundary, scheduler.config.num_train_timesteps,
                                       int(stride))
