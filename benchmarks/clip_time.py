@@ -62,7 +62,7 @@ from mova.config import PRESET_NAMES, get_preset  # noqa: E402
 from mova.models import AudioDiT, AudioVAE, DualTowerBridge, VideoDiT  # noqa: E402
 from mova.pipeline import MOVAPipeline  # noqa: E402
 from mova.scheduler import FlowMatchPairScheduler  # noqa: E402
-from mova.settings import GenerationSettings  # noqa: E402
+from mova.settings import QUANTIZATIONS, GenerationSettings  # noqa: E402
 from step_time import random_init_  # noqa: E402
 
 PROMPT = ("A woman stands by a window in a quiet room and says \"It is raining again.\" Rain taps on the glass. "
@@ -118,8 +118,12 @@ def index_fields(preset, max_sequence_length: int) -> dict[str, Any]:
 
 
 def build_pipeline(preset_name: str, device: torch.device, dtype: torch.dtype, offload: str, one_expert: bool,
-                   max_sequence_length: int, tokenizer_dir: Path) -> MOVAPipeline:
-    """The pipeline of ``preset_name`` with random weights on ``device``."""
+                   max_sequence_length: int, tokenizer_dir: Path, quantization: str | None = None) -> MOVAPipeline:
+    """The pipeline of ``preset_name`` with random weights on ``device``; ``quantization``: the block weights of
+    the components the loader quantises stored in that format, each right after it is built (as ``from_pretrained(
+    quantization=)`` stores them), so only one component is ever resident in bf16."""
+    from mova.loading import QUANTIZED_COMPONENTS
+    from mova.quantization import TEXT_ENCODER_KEEP, quantize_
     from mova.tiny import make_tokenizer
 
     preset = get_preset(preset_name)
@@ -129,8 +133,12 @@ def build_pipeline(preset_name: str, device: torch.device, dtype: torch.dtype, o
     builders = component_builders(preset)
     if one_expert:
         del builders["video_dit_2"]
-    components: dict[str, Any] = {name: build_module(build, device, dtype, seed).to(place)
-                                  for seed, (name, build) in enumerate(builders.items())}
+    components: dict[str, Any] = {}
+    for seed, (name, build) in enumerate(builders.items()):
+        module = build_module(build, device, dtype, seed)
+        if quantization and name in QUANTIZED_COMPONENTS:
+            quantize_(module, quantization, keep=TEXT_ENCODER_KEEP)
+        components[name] = module.to(place)
     components["tokenizer"] = make_tokenizer(tokenizer_dir)
     components["scheduler"] = FlowMatchPairScheduler.from_config(preset.scheduler)
     components["model_index"] = index_fields(preset, max_sequence_length)
@@ -255,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-steps", type=int, default=2, help="steps of an untimed clip first (0: none)")
     parser.add_argument("--offload", default="none", choices=("none", "model", "sequential"))
     parser.add_argument("--one-expert", action="store_true", help="leave out video_dit_2 (less memory)")
+    parser.add_argument("--quantization", default=None, choices=QUANTIZATIONS,
+                        help="block weights stored in this format (fp8: both experts fit an 80 GB GPU)")
     parser.add_argument("--compile", action="store_true", help="regional torch.compile of the repeated blocks")
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp8"))
     parser.add_argument("--cache", type=float, default=0.0, help="step cache threshold (0: every step evaluated)")
@@ -296,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        pipe = build_pipeline(args.preset, device, dtype, args.offload, args.one_expert, max_len, Path(tmp) / "tok")
+        pipe = build_pipeline(args.preset, device, dtype, args.offload, args.one_expert, max_len, Path(tmp) / "tok",
+                              args.quantization)
     build_s = time.perf_counter() - t0
     weights_gb = torch.cuda.memory_allocated(device) / 1e9 if device.type == "cuda" else None
     print(f"built {args.preset} in {build_s:.1f} s" + (f", {weights_gb:.1f} GB on the GPU" if weights_gb else ""),
@@ -309,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                                   precision=args.precision, cache=args.cache)
     common = dict(preset=args.preset, max_sequence_length=max_len, dtype=str(dtype).replace("torch.", ""),
                   offload=args.offload, experts=1 if args.one_expert else 2, compiled=args.compile,
+                  quantization=args.quantization,
                   build_s=round(build_s, 2), weights_gb=None if weights_gb is None else round(weights_gb, 2),
                   aot=None)
     if args.aot:

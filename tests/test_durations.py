@@ -157,3 +157,23 @@ def test_clip_time_replays_a_recorded_reuse_pattern(tmp_path):
     # a record of another step count is refused, naming the flag and both counts
     done = subprocess.run(cmd + ["--steps", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "--replay-reuse" in done.stderr and "steps 6" in done.stderr
+
+
+def test_clip_time_stores_the_block_weights_of_the_quantised_components_as_asked(tmp_path):
+    """--quantization fp8: the components the loader quantises hold e4m3 block weights (both experts then fit an
+    80 GB GPU at full size), the VAEs stay as built."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from clip_time import build_pipeline
+
+    from mova.loading import QUANTIZED_COMPONENTS
+    from mova.quantization import QuantizedLinear, quantized_format
+
+    pipe = build_pipeline("tiny", torch.device("cpu"), torch.float32, "none", False, 32, tmp_path / "tok", "fp8")
+    for name in QUANTIZED_COMPONENTS:
+        stored = [m for m in pipe.components[name].modules() if isinstance(m, QuantizedLinear)]
+        assert stored and all(m.weight.dtype == torch.float8_e4m3fn for m in stored), name
+    assert [quantized_format(pipe.components[n]) for n in QUANTIZED_COMPONENTS[:4]] == ["fp8"] * 4
+    for name in ("video_vae", "audio_vae"):
+        assert not any(isinstance(m, QuantizedLinear) for m in pipe.components[name].modules()), name
