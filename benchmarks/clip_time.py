@@ -122,8 +122,7 @@ def build_pipeline(preset_name: str, device: torch.device, dtype: torch.dtype, o
     """The pipeline of ``preset_name`` with random weights on ``device``; ``quantization``: the block weights of
     the components the loader quantises stored in that format, each right after it is built (as ``from_pretrained(
     quantization=)`` stores them), so only one component is ever resident in bf16."""
-    from mova.loading import QUANTIZED_COMPONENTS
-    from mova.quantization import TEXT_ENCODER_KEEP, quantize_
+    from mova.loading import quantize_component
     from mova.tiny import make_tokenizer
 
     preset = get_preset(preset_name)
@@ -133,12 +132,9 @@ def build_pipeline(preset_name: str, device: torch.device, dtype: torch.dtype, o
     builders = component_builders(preset)
     if one_expert:
         del builders["video_dit_2"]
-    components: dict[str, Any] = {}
-    for seed, (name, build) in enumerate(builders.items()):
-        module = build_module(build, device, dtype, seed)
-        if quantization and name in QUANTIZED_COMPONENTS:
-            quantize_(module, quantization, keep=TEXT_ENCODER_KEEP)
-        components[name] = module.to(place)
+    components: dict[str, Any] = {name: quantize_component(name, build_module(build, device, dtype, seed),
+                                                           quantization).to(place)
+                                  for seed, (name, build) in enumerate(builders.items())}
     components["tokenizer"] = make_tokenizer(tokenizer_dir)
     components["scheduler"] = FlowMatchPairScheduler.from_config(preset.scheduler)
     components["model_index"] = index_fields(preset, max_sequence_length)

@@ -637,8 +637,14 @@ def load_component(folder: Path, index: dict[str, Any], name: str, device: str |
     if name in NATIVE_COMPONENTS:
         return load_native(NATIVE_COMPONENTS[name][0], folder / name, device, dtype, fmt)
     module = load_library_component(name, index[name], folder / name, device, dtype)  # no other names get here
-    if fmt:
-        quantize_(module, fmt, keep=TEXT_ENCODER_KEEP)
+    return quantize_component(name, module, fmt)
+
+
+def quantize_component(name: str, module: nn.Module, quantization: str | None) -> nn.Module:
+    """``module`` (the component ``name``, built or loaded in full precision) with its block weights stored as
+    ``quantization`` in place where ``name`` is one of ``QUANTIZED_COMPONENTS`` (the text encoder's ``wo`` kept)."""
+    if quantization and name in QUANTIZED_COMPONENTS:
+        quantize_(module, quantization, keep=TEXT_ENCODER_KEEP)
     return module
 
 
